@@ -1,0 +1,1 @@
+"""n2nas: pipeline and architecture search for medical signals."""

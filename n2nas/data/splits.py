@@ -1,0 +1,127 @@
+"""Seeded, stratified record-level splits (multi-label aware), worker shards and micro-batches.
+
+Splitting by record id, never by window, is what keeps windows of one recording from landing on both sides of
+a split; everything is seeded and saved as plain JSON lists of ids.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from n2nas.data.record import Dataset
+from n2nas.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint lists of record ids."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...] = ()
+
+    def save(self, path: str | Path) -> None:
+        """Write ``{"train": [...], "val": [...], "test": [...]}``."""
+        Path(path).write_text(json.dumps({"train": list(self.train), "val": list(self.val),
+                                          "test": list(self.test)}, indent=1))
+
+    @staticmethod
+    def load(path: str | Path) -> "Split":
+        """Read a split file written by :meth:`save`, checking that its parts are disjoint."""
+        try:
+            raw = json.loads(Path(path).read_text())
+            split = Split(tuple(raw["train"]), tuple(raw["val"]), tuple(raw.get("test", ())))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(path, f"not a split file ({err})") from None
+        parts = [set(split.train), set(split.val), set(split.test)]
+        if sum(map(len, parts)) != len(set().union(*parts)):
+            raise DataError(path, "train, val and test share record ids")
+        return split
+
+
+def stratified_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.0, seed: int = 0) -> Split:
+    """Split record ids into train/val/test keeping class shares; multi-label data uses iterative stratification."""
+    ids = np.array(dataset.ids)
+    if dataset.multilabel:
+        folds = iterative_stratification(dataset.label_matrix(), (1 - val - test, val, test), seed)
+        return Split(*(tuple(ids[f]) for f in folds))
+    y = dataset.label_indices()
+    rest_ids, test_ids, rest_y = ids, np.array([], dtype=ids.dtype), y
+    if test > 0:
+        rest_ids, test_ids, rest_y, _ = train_test_split(ids, y, test_size=test, stratify=y, random_state=seed)
+    train_ids, val_ids = train_test_split(rest_ids, test_size=val / (1 - test), stratify=rest_y,
+                                          random_state=seed)
+    return Split(tuple(train_ids), tuple(val_ids), tuple(test_ids))
+
+
+def iterative_stratification(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Sechidis et al. (2011): assign the rarest label's records first to the fold that needs it most.
+
+    Returns one sorted index array per fraction. Records without any label are dealt out by fold demand.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=bool)
+    n = len(y)
+    fractions = np.asarray(fractions, dtype=float)
+    want_records = fractions * n
+    want_labels = np.outer(fractions, y.sum(axis=0)).astype(float)
+    fold_of = np.full(n, -1)
+    remaining = np.ones(n, dtype=bool)
+    while remaining.any():
+        counts = y[remaining].sum(axis=0)
+        if counts.sum() == 0:
+            break
+        label = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        for i in rng.permutation(np.flatnonzero(remaining & y[:, label])):
+            need = want_labels[:, label]
+            best = np.flatnonzero(need == need.max())
+            if len(best) > 1:
+                best = best[want_records[best] == want_records[best].max()]
+            fold = int(rng.choice(best))
+            fold_of[i] = fold
+            remaining[i] = False
+            want_labels[fold] -= y[i]
+            want_records[fold] -= 1
+    for i in rng.permutation(np.flatnonzero(remaining)):
+        fold = int(np.argmax(want_records))
+        fold_of[i] = fold
+        want_records[fold] -= 1
+    return [np.flatnonzero(fold_of == f) for f in range(len(fractions))]
+
+
+def shard(indices: np.ndarray, labels: np.ndarray, rank: int, world_size: int, seed: int = 0) -> np.ndarray:
+    """This worker's share of ``indices``: stratified round-robin, so every worker sees the same class mix.
+
+    ``labels`` is one class index per entry of ``indices`` (for multi-label data, e.g. the rarest positive
+    class). Shards are disjoint, cover everything, and differ in size by at most one per class.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world of size {world_size}")
+    rng = np.random.default_rng(seed)
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    order = rng.permutation(len(indices))
+    order = order[np.argsort(labels[order], kind="stable")]
+    return np.sort(indices[order[rank::world_size]])
+
+
+def micro_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator, *,
+                  shuffle: bool = True, drop_last: bool = False) -> Iterator[np.ndarray]:
+    """Seeded mini-batches of ``indices`` (one epoch)."""
+    idx = rng.permutation(indices) if shuffle else np.asarray(indices)
+    stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        batch = idx[start:start + batch_size]
+        if len(batch):
+            yield batch
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency weights (mean 1) for single-label class indices; absent classes get weight 0."""
+    counts = np.bincount(np.asarray(y), minlength=n_classes).astype(float)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return w

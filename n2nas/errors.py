@@ -1,0 +1,25 @@
+"""Errors that the command line turns into one clear line and exit code 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class N2NASError(Exception):
+    """A user-facing error: bad input, bad option, or a file that cannot be used.
+
+    ``where`` names the file, record or option at fault; ``problem`` says what is wrong with it.
+    ``str(err)`` is the single line the CLI prints.
+    """
+
+    def __init__(self, where: str | Path, problem: str):
+        self.where = str(where)
+        self.problem = problem
+        super().__init__(f"{self.where}: {problem}")
+
+
+class DataError(N2NASError):
+    """A data file, folder or label that cannot be read or does not make sense."""
+
+
+class ConfigError(N2NASError):
+    """An option, pipeline file or search-space value that is invalid."""

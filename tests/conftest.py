@@ -1,0 +1,35 @@
+"""Shared fixtures: small copies of the bundled sample that tests may corrupt freely."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from n2nas.data.spec import bundled_sample_dir
+
+
+def copy_sample_records(dst: Path, per_class: int = 2) -> list[tuple[str, str]]:
+    """Copy ``per_class`` records of each label from the bundled sample into ``dst`` with their REFERENCE rows."""
+    src = bundled_sample_dir()
+    with open(src / "REFERENCE.csv", newline="") as fh:
+        rows = [tuple(r) for r in csv.reader(fh) if r]
+    chosen: list[tuple[str, str]] = []
+    for label in ("N", "A", "O", "~"):
+        chosen += [r for r in rows if r[1] == label][:per_class]
+    dst.mkdir(parents=True, exist_ok=True)
+    for rid, _ in chosen:
+        for ext in (".hea", ".mat"):
+            shutil.copy2(src / f"{rid}{ext}", dst / f"{rid}{ext}")
+    with open(dst / "REFERENCE.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(chosen)
+    return chosen
+
+
+@pytest.fixture
+def mini2017(tmp_path: Path) -> Path:
+    """A PhysioNet-2017 folder of 8 real records (2 per class) in a temporary directory."""
+    folder = tmp_path / "mini2017"
+    copy_sample_records(folder)
+    return folder
