@@ -164,3 +164,21 @@ def test_cinc2021_header_without_dx_is_bad(tmp_path):
     hea.write_text(hea.read_text().replace(mat_name, "A00001.mat"))
     with pytest.raises(DataError, match=r"A00001\.hea: no '# Dx:' diagnosis line"):
         load_cinc2021(tmp_path)
+
+
+def test_summary_counts_records_never_seen(tmp_path):
+    """Synthetic records written as real WFDB files: the summary must report exactly what was written."""
+    from n2nas.data.synthetic import write_physionet2017_like
+
+    written = write_physionet2017_like(tmp_path, {"N": 7, "A": 3, "O": 5, "~": 2}, seconds=(9, 12), seed=4)
+    proc = _run_cli("data", "summary", f"physionet2017:{tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["n_records"] == len(written) == 17
+    assert out["label_counts"] == {"N": 7, "A": 3, "O": 5, "~": 2}
+    assert out["fs"] == 300 and 9 <= out["duration_s"]["min"] <= out["duration_s"]["max"] <= 12.01
+
+
+def test_unknown_synthetic_preset_is_a_clear_error():
+    proc = _run_cli("data", "summary", "synthetic-ecg:fs")
+    assert proc.returncode == 2 and "unknown synthetic-ecg preset 'fs'" in proc.stderr

@@ -1,0 +1,255 @@
+"""Clinical metrics: CinC 2017 F1, the CinC 2020/2021 challenge score, macro AUROC/AUPRC/F1.
+
+scikit-learn computes everything it can; only the PhysioNet/CinC 2020/2021 challenge score (a weighted,
+multi-label confusion matrix scaled between an always-sinus-rhythm baseline and a perfect classifier)
+is written here, following the official ``evaluate_model.py``.
+
+Conventions: ``y_true_onehot``/``y_pred_onehot`` are (n_records, n_classes) 0/1 arrays, ``scores`` and
+``probs`` (n_records, n_classes) floats. Everything returned is a plain Python float/int/list/dict, NaN
+only where a metric is undefined.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+)
+
+from n2nas.data.snomed import ScoringTable, default_scoring_table
+from n2nas.errors import ConfigError, DataError
+
+CINC2017_CLASSES = ("N", "A", "O", "~")
+NOISY_CLASS = "~"
+REWARD_METRICS = ("cinc2017_f1", "macro_f1", "accuracy", "challenge_score")
+# Substrings of names that must never be a reward (see reward_metric).
+_RANKING_METRICS = ("auc", "auroc", "auprc")
+
+
+# --------------------------------------------------------------------------- CinC 2017
+
+
+def cinc2017_scores(y_true, y_pred, classes: Sequence[str] = CINC2017_CLASSES) -> dict:
+    """PhysioNet/CinC 2017 scores from integer class indices.
+
+    Returns ``{"f1": {class: F1}, "cinc2017_f1": mean F1 of every class but '~', "confusion": C}``.
+    The challenge's F1_c = 2*C[c,c] / (row_c + col_c) is the ordinary per-class F1 over all records,
+    so noisy records still cost N/A/O through the matrix; only the average leaves '~' out.
+    """
+    labels = list(range(len(classes)))
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    scored = [i for i, cls in enumerate(classes) if cls != NOISY_CLASS]
+    return {
+        "f1": {cls: float(v) for cls, v in zip(classes, per_class)},
+        "cinc2017_f1": float(np.mean(per_class[scored])),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- CinC 2020/2021
+
+
+def _table_columns(classes: Sequence[str], table: ScoringTable) -> list[int]:
+    """Column of the scoring table for each class string (a single code finds its merged class)."""
+    index = {cls: i for i, cls in enumerate(table.classes)}
+    columns = []
+    for cls in classes:
+        if cls in index:
+            columns.append(index[cls])
+            continue
+        owners = {table.class_of(code.strip()) for code in str(cls).split("|")}
+        if len(owners) != 1 or None in owners:
+            raise ConfigError(f"class {cls}", "is not a scored class of the CinC 2020/2021 scoring table")
+        columns.append(index[owners.pop()])
+    return columns
+
+
+def _modified_confusion(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Official multi-label confusion: A[j, k] += 1/|labels ∪ outputs| per record, true j, predicted k."""
+    # One unit of credit per record, shared over every class the record touches (true or predicted),
+    # so predicting many classes cannot buy credit.
+    normalisation = np.maximum(1, np.logical_or(labels, outputs).sum(axis=1))
+    return (labels / normalisation[:, None]).T @ outputs.astype(np.float64)
+
+
+def challenge_score(labels, outputs, classes: Sequence[str], table: ScoringTable | None = None) -> float:
+    """The official PhysioNet/CinC 2020/2021 challenge score of boolean (n_records, n_classes) arrays.
+
+    ``classes`` name the columns (table class strings, or single codes of a merged class). Columns are
+    placed in the full table, so sinus rhythm is the inactive baseline even when it is not among
+    ``classes``. 1.0 is perfect, 0.0 is always predicting sinus rhythm; 0.0 when the two coincide.
+    """
+    table = default_scoring_table() if table is None else table
+    columns = _table_columns(classes, table)
+    truth = _to_table(_as_onehot(labels, len(classes), "labels"), columns, len(table.classes))
+    predicted = _to_table(_as_onehot(outputs, len(classes), "outputs"), columns, len(table.classes))
+    if truth.shape != predicted.shape:
+        raise DataError("outputs", f"{predicted.shape[0]} records of outputs for {truth.shape[0]} of labels")
+    inactive = np.zeros_like(truth)
+    inactive[:, table.classes.index(table.normal_class())] = True
+
+    def total(outs: np.ndarray) -> float:
+        return float(np.nansum(table.weights * _modified_confusion(truth, outs)))
+
+    observed, correct, baseline = total(predicted), total(truth), total(inactive)
+    if correct == baseline:
+        return 0.0
+    return (observed - baseline) / (correct - baseline)
+
+
+def _to_table(onehot: np.ndarray, columns: list[int], n_table: int) -> np.ndarray:
+    """Booleans over the full table; columns of equivalent codes are OR-ed into their merged class."""
+    out = np.zeros((onehot.shape[0], n_table), dtype=bool)
+    for j, column in enumerate(columns):
+        out[:, column] |= onehot[:, j].astype(bool)
+    return out
+
+
+# --------------------------------------------------------------------------- macro metrics
+
+
+def _as_onehot(array, n_classes: int, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2 or array.shape[1] != n_classes:
+        raise DataError(what, f"expected shape (n_records, {n_classes}), got {array.shape}")
+    return array
+
+
+def _pair(y_true_onehot, scores) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true_onehot).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 2 or y.shape != s.shape:
+        raise DataError("predictions", f"labels {y.shape} and scores {s.shape} must be equal 2-D shapes")
+    return y, s
+
+
+def _ranked_columns(y: np.ndarray) -> np.ndarray:
+    """Classes with both positives and negatives: the only ones where AUROC/AUPRC are defined."""
+    positives = y.sum(axis=0)
+    return np.flatnonzero((positives > 0) & (positives < len(y)))
+
+
+def _per_class(metric, y_true_onehot, scores) -> np.ndarray:
+    y, s = _pair(y_true_onehot, scores)
+    values = np.full(y.shape[1], math.nan)
+    keep = _ranked_columns(y)
+    if keep.size:
+        values[keep] = np.atleast_1d(metric(y[:, keep], s[:, keep], average=None))
+    return values
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    return float(np.mean(values[~np.isnan(values)])) if np.any(~np.isnan(values)) else math.nan
+
+
+def per_class_auroc(y_true_onehot, scores, classes: Sequence[str] | None = None) -> dict:
+    """AUROC of each class (keys: class names, or column indices as strings); NaN where undefined."""
+    values = _per_class(roc_auc_score, y_true_onehot, scores)
+    names = classes if classes is not None else [str(i) for i in range(len(values))]
+    return {str(cls): float(v) for cls, v in zip(names, values)}
+
+
+def macro_auroc(y_true_onehot, scores) -> float:
+    """Mean one-vs-rest AUROC over classes with both positives and negatives; NaN if there are none."""
+    return _mean_defined(_per_class(roc_auc_score, y_true_onehot, scores))
+
+
+def macro_auprc(y_true_onehot, scores) -> float:
+    """Mean average precision over classes with both positives and negatives; NaN if there are none."""
+    return _mean_defined(_per_class(average_precision_score, y_true_onehot, scores))
+
+
+def macro_f1(y_true_onehot, y_pred_onehot) -> float:
+    """Mean F1 over classes where F1 is defined (a class never true nor predicted is skipped).
+
+    A class with no positives that is still predicted scores 0, as in the official 2020/2021 code.
+    """
+    y, p = _pair(y_true_onehot, y_pred_onehot)
+    return float(f1_score(y, p.astype(int), average="macro", zero_division=np.nan))
+
+
+# --------------------------------------------------------------------------- evaluate / reward
+
+
+def _decide(probs, y, n_classes: int, multilabel: bool, threshold: float):
+    """Validate inputs; return (probs, true one-hot, predicted one-hot)."""
+    probs = _as_onehot(np.asarray(probs, dtype=np.float64), n_classes, "predictions")
+    y = np.asarray(y)
+    if len(y) != len(probs) or len(probs) == 0:
+        raise DataError("labels", f"{len(y)} labels for {len(probs)} predictions (need the same, non-zero)")
+    if multilabel:
+        truth = _as_onehot(y, n_classes, "labels").astype(int)
+        predicted = (probs >= threshold).astype(int)
+    else:
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+            raise DataError("labels", f"single-label targets must be integers in [0, {n_classes})")
+        eye = np.eye(n_classes, dtype=int)
+        truth, predicted = eye[y], eye[probs.argmax(axis=1)]
+    return probs, truth, predicted
+
+
+def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, threshold: float = 0.5,
+                         table: ScoringTable | None = None) -> dict:
+    """The JSON object ``n2nas evaluate`` prints for model outputs ``probs`` and targets ``y``.
+
+    Single-label: ``probs`` are softmax rows, ``y`` integer indices, prediction = argmax. Multi-label:
+    ``probs`` are sigmoids, ``y`` 0/1 rows, prediction = ``probs >= threshold``. Adds ``cinc2017_f1`` and
+    ``confusion`` for N/A/O/~ data, and ``challenge_score`` for multi-label data whose classes are all scored.
+    """
+    classes = list(classes)
+    probs, truth, predicted = _decide(probs, y, len(classes), multilabel, threshold)
+    f1 = f1_score(truth, predicted, average=None, zero_division=np.nan)
+    result = {
+        "n_records": int(len(probs)),
+        # On one-hot rows exact match is argmax accuracy (single-label) and subset accuracy (multi-label).
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": {cls: float(v) for cls, v in zip(classes, f1)},
+        "macro_f1": macro_f1(truth, predicted),
+        "macro_auroc": macro_auroc(truth, probs),
+        "per_class_auroc": per_class_auroc(truth, probs, classes),
+        "macro_auprc": macro_auprc(truth, probs),
+    }
+    if not multilabel and tuple(classes) == CINC2017_CLASSES:
+        cinc = cinc2017_scores(np.asarray(y), probs.argmax(axis=1), classes)
+        result["cinc2017_f1"] = cinc["cinc2017_f1"]
+        result["confusion"] = cinc["confusion"]
+    if multilabel:
+        try:
+            result["challenge_score"] = challenge_score(truth, predicted, classes, table)
+        except ConfigError:
+            pass  # not CinC 2020/2021 classes: the score has no meaning here
+    return result
+
+
+def reward_metric(name: str, probs, y, classes: Sequence[str], multilabel: bool, threshold: float = 0.5,
+                  table: ScoringTable | None = None) -> float:
+    """The scalar a search rewards: ``cinc2017_f1``, ``macro_f1``, ``accuracy`` or ``challenge_score``.
+
+    AUROC/AUPRC are refused: on the small batches a controller sees they are too noisy to reward
+    (N2NAS); report them with ``evaluate_predictions`` instead.
+    """
+    where = f"reward metric {name!r}"
+    if any(token in name.lower() for token in _RANKING_METRICS):
+        raise ConfigError(where, "mini-batch AUROC/AUPRC is too noisy to be a controller reward (N2NAS); "
+                                 f"report it, reward on one of {', '.join(REWARD_METRICS)}")
+    if name not in REWARD_METRICS:
+        raise ConfigError(where, f"unknown; choose one of {', '.join(REWARD_METRICS)}")
+    classes = list(classes)
+    probs, truth, predicted = _decide(probs, y, len(classes), multilabel, threshold)
+    if name == "accuracy":
+        return float(accuracy_score(truth, predicted))
+    if name == "macro_f1":
+        return macro_f1(truth, predicted)
+    if name == "cinc2017_f1":
+        if multilabel or tuple(classes) != CINC2017_CLASSES:
+            raise ConfigError(where, f"needs single-label classes {'/'.join(CINC2017_CLASSES)}, got {classes}")
+        return cinc2017_scores(np.asarray(y), probs.argmax(axis=1), classes)["cinc2017_f1"]
+    if not multilabel:
+        raise ConfigError(where, "the challenge score needs multi-label CinC 2020/2021 data")
+    return challenge_score(truth, predicted, classes, table)
