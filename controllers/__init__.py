@@ -1,0 +1,22 @@
+"""Controllers: ENAS (LSTM + REINFORCE), random, grid, regularized evolution — one interface."""
+from __future__ import annotations
+
+from controllers.base import Controller
+from n2nas.errors import ConfigError
+
+
+def make_controller(name: str, tokens, seed: int = 0, **config) -> Controller:
+    """Build a controller by name ("enas", "random", "grid", "evolution")."""
+    from controllers.enas import ENASController
+    from controllers.evolution import EvolutionController
+    from controllers.grid import GridController
+    from controllers.random import RandomController
+
+    factories = {"enas": ENASController, "random": RandomController, "grid": GridController,
+                 "evolution": EvolutionController}
+    if name not in factories:
+        raise ConfigError("--controller", f"unknown controller {name!r} (known: {', '.join(factories)})")
+    return factories[name](tuple(tokens), seed=seed, **config)
+
+
+__all__ = ["Controller", "make_controller"]

@@ -1,0 +1,45 @@
+"""The one controller interface: sample index-encoded children, learn from their rewards, save and restore."""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+from n2nas.space import Token
+
+
+class Controller(abc.ABC):
+    """Proposes children as ``{label: int}`` (choices) / ``{label: tuple of 0/1}`` (skips) over ``tokens``.
+
+    A failed child's reward is ``nan`` (or None); every controller ignores it when learning.
+    """
+
+    def __init__(self, tokens: tuple[Token, ...]):
+        self.tokens = tuple(tokens)
+
+    @abc.abstractmethod
+    def sample(self, n: int) -> list[dict[str, Any]]:
+        """``n`` children."""
+
+    @abc.abstractmethod
+    def update(self, samples: list[dict[str, Any]], rewards: list[float]) -> dict[str, float]:
+        """Learn from scored children; returns statistics worth logging."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the exact same sequence (``torch.load(weights_only=True)``-safe)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+def finite(reward: float | None) -> bool:
+    """True for a usable reward (not None, NaN or infinite)."""
+    return reward is not None and math.isfinite(reward)
+
+
+def random_index_sample(tokens: tuple[Token, ...], rng) -> dict[str, Any]:
+    """One uniform random child drawn with a numpy Generator."""
+    return {t.label: (tuple(int(b) for b in rng.integers(0, 2, t.n_inputs)) if t.is_skip
+                      else int(rng.integers(t.n_choices))) for t in tokens}
