@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from controllers.base import Controller, finite
+from controllers.base import Controller, finite, single_thread
 from n2nas.space import KINDS
 
 
@@ -157,7 +157,7 @@ class ENASController(Controller):
 
     def sample(self, n):
         """``n`` children drawn from the current policy."""
-        with torch.no_grad():
+        with torch.no_grad(), single_thread():
             chosen, *_ = self._run(n, None)
         return chosen
 
@@ -168,6 +168,10 @@ class ENASController(Controller):
 
     def update(self, samples, rewards):
         """One REINFORCE step on the finite-reward children; failed children are left out entirely."""
+        with single_thread():
+            return self._update(samples, rewards)
+
+    def _update(self, samples, rewards):
         keep = [i for i, r in enumerate(rewards) if finite(r)]
         if not keep:
             return {"controller_skipped": float(len(samples))}

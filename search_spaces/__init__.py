@@ -1,0 +1,35 @@
+"""Search-space registry: ``get_space(name)`` returns a definition (``.space``, ``build_supernet``, ...)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from n2nas.errors import ConfigError
+
+
+def _ecg(name: str, preset: str) -> Callable[[], object]:
+    def make():
+        from search_spaces.ecg import ECGSpace, ECGSpaceConfig
+
+        return ECGSpace(name, getattr(ECGSpaceConfig, preset)())
+    return make
+
+
+_FACTORIES: dict[str, Callable[[], object]] = {
+    "ecg": _ecg("ecg", "n2nas"),
+    "ecg-small": _ecg("ecg-small", "small"),
+    "ecg-hannun": _ecg("ecg-hannun", "hannun"),
+}
+
+
+def known_spaces() -> tuple[str, ...]:
+    """Registered space names."""
+    return tuple(_FACTORIES)
+
+
+def get_space(name: str):
+    """The search-space definition registered as ``name``; ConfigError naming ``--space`` otherwise."""
+    try:
+        factory = _FACTORIES[name]
+    except (KeyError, TypeError):
+        raise ConfigError("--space", f"unknown search space {name!r}; known: {', '.join(_FACTORIES)}") from None
+    return factory()

@@ -51,12 +51,19 @@ def stratified_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.0, s
         folds = iterative_stratification(dataset.label_matrix(), (1 - val - test, val, test), seed)
         return Split(*(tuple(ids[f]) for f in folds))
     y = dataset.label_indices()
+    n_classes = len(np.unique(y))
     rest_ids, test_ids, rest_y = ids, np.array([], dtype=ids.dtype), y
     if test > 0:
-        rest_ids, test_ids, rest_y, _ = train_test_split(ids, y, test_size=test, stratify=y, random_state=seed)
-    train_ids, val_ids = train_test_split(rest_ids, test_size=val / (1 - test), stratify=rest_y,
-                                          random_state=seed)
+        rest_ids, test_ids, rest_y, _ = train_test_split(
+            ids, y, test_size=_stratified_size(test, len(ids), n_classes), stratify=y, random_state=seed)
+    train_ids, val_ids = train_test_split(
+        rest_ids, test_size=_stratified_size(val, len(ids), n_classes), stratify=rest_y, random_state=seed)
     return Split(tuple(train_ids), tuple(val_ids), tuple(test_ids))
+
+
+def _stratified_size(fraction: float, n: int, n_classes: int) -> int:
+    """Records for a held-out part: the fraction of ``n``, but at least one per class so that small sets split."""
+    return max(int(round(fraction * n)), n_classes)
 
 
 def iterative_stratification(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

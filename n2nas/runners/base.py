@@ -1,0 +1,34 @@
+"""The one interface every runner (local, Ray, MPI) offers the search loop."""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Runner(abc.ABC):
+    """Trains the shared weights and scores children; knows nothing of controllers or run folders."""
+
+    @abc.abstractmethod
+    def train_shared(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+        """One shared-weight step per sample (one sampled child per batch); returns loss statistics."""
+
+    @abc.abstractmethod
+    def score(self, samples: list[dict[str, Any]], records: np.ndarray) -> list[dict[str, Any]]:
+        """Score each child on the given validation records; one result dict per sample.
+
+        A result holds ``status`` ("ok" or "failed"), ``reward`` (None when failed), ``metrics``, ``params``,
+        ``flops`` (per input window) and ``worker``.
+        """
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Shared weights, optimizer and RNG state for exact resume."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def close(self) -> None:
+        """Release workers (no-op for in-process runners)."""

@@ -1,0 +1,140 @@
+"""Training primitives shared by the search, retraining and evaluation: data for one pipeline, losses,
+multi-crop prediction over whole records, and device choice."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from n2nas.data.record import Dataset
+from n2nas.errors import ConfigError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` takes the GPU when there is one; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device", f"{name} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def targets_of(dataset: Dataset) -> np.ndarray:
+    """``(n, C)`` float32 targets: one-hot for single-label data, 0/1 rows for multi-label."""
+    return dataset.label_matrix().astype(np.float32)
+
+
+@dataclass
+class PipelineData:
+    """Model inputs of one preprocessing + window choice over a whole dataset.
+
+    Signals are prepared once per preprocessing key (and cached on disk); global z-score statistics come from
+    the training records only, so validation data never leaks into normalisation.
+    """
+
+    prepared: object  # PreparedSignals
+    targets: np.ndarray
+    window: object  # WindowConfig
+    stats: object | None = None  # GlobalStats when normalise == global_z
+
+    def _finish(self, x: np.ndarray) -> np.ndarray:
+        from n2nas.data.windows import apply_global_stats
+
+        return apply_global_stats(x, self.stats) if self.stats is not None else x
+
+    def train_batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One random window per record: ``(B, leads, L)`` inputs and ``(B, C)`` targets."""
+        from n2nas.data.windows import train_windows
+
+        x = train_windows(self.prepared, indices, self.window, rng)
+        return self._finish(x), self.targets[indices]
+
+    def record_windows(self, i: int) -> np.ndarray:
+        """Every window of record ``i`` for multi-crop evaluation, ``(K, leads, L)``."""
+        from n2nas.data.windows import eval_windows
+
+        return self._finish(eval_windows(self.prepared, i, self.window))
+
+
+@dataclass
+class DataContext:
+    """A dataset, its split, and the prepared signals of every preprocessing choice seen so far."""
+
+    dataset: Dataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    cache_dir: Path | None
+    workers: int = 1
+    _prepared: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Targets of every record."""
+        if "targets" not in self._prepared:
+            self._prepared["targets"] = targets_of(self.dataset)
+        return self._prepared["targets"]
+
+    def pipeline_data(self, preprocess, window) -> PipelineData:
+        """Inputs for one (preprocessing, window) choice; preprocessing runs once per key in this process."""
+        from n2nas.data.cache import prepare
+        from n2nas.data.windows import global_stats
+
+        key = preprocess.cache_key()
+        if key not in self._prepared:
+            prepared = prepare(self.dataset, preprocess, cache_dir=self.cache_dir, workers=self.workers)
+            stats = global_stats(prepared, self.train_idx) if preprocess.normalise == "global_z" else None
+            self._prepared[key] = (prepared, stats)
+        prepared, stats = self._prepared[key]
+        return PipelineData(prepared, self.targets, window, stats)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool,
+            class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy with (possibly soft, mixup) targets for single-label data; BCE for multi-label."""
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=class_weight)
+    return F.cross_entropy(logits, targets, weight=class_weight)
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Sigmoid for multi-label outputs, softmax otherwise."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def predict_records(model, data: PipelineData, indices: np.ndarray, multilabel: bool, device: torch.device,
+                    max_windows: int = 512, forward=None) -> np.ndarray:
+    """Record-level probabilities: mean over every window of each record (multi-crop), ``(n, C)``.
+
+    Windows of several records are packed into one forward pass of at most ``max_windows`` windows.
+    ``forward(x)`` overrides ``model(x)`` (the supernet passes its sample this way).
+    """
+    forward = forward or model
+    out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+
+    def flush():
+        if not pending:
+            return
+        x = torch.from_numpy(np.concatenate(pending)).to(device)
+        probs = probabilities(forward(x), multilabel).float().cpu().numpy()
+        counts = np.array([len(p) for p in pending])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out.extend(np.add.reduceat(probs, starts, axis=0) / counts[:, None])
+        pending.clear()
+
+    for i in indices:
+        w = data.record_windows(int(i))
+        if pending and sum(len(p) for p in pending) + len(w) > max_windows:
+            flush()
+        pending.append(w)
+    flush()
+    return np.stack(out) if out else np.zeros((0, data.targets.shape[1]), np.float32)
+
+
+def metric_inputs(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(probs, y)`` pair metrics expect: class indices for single-label data, 0/1 rows otherwise."""
+    return probs, (targets.astype(np.int64) if multilabel else targets.argmax(axis=1))

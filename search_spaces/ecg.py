@@ -1,0 +1,235 @@
+"""The N2NAS ECG search space: preprocessing + macro architecture + training tokens, and its supernet.
+
+Tokens, in controller order (see :func:`ecg_search_space`):
+
+- preprocessing: ``fs`` (Hz), ``filter`` (none | bandpass 0.5-40 Hz | median baseline removal then band-pass),
+  ``normalise``, ``window`` (``crop:S`` = S-second crops, ``beats:5`` = DiagnoseNET's 5 consecutive
+  R-peak-centred beats of 260 samples at 300 Hz, scaled by fs/300), ``augment`` (none | light | strong);
+- architecture: ``width`` multiplier, then per layer ``layer{i}/op``, ``/dilation`` (conv ops only),
+  ``/activation``, ``/skip`` (ENAS flags over every earlier layer);
+- training: ``lr``, ``batch_size``, ``dropout`` (before the head), ``weight_decay``, ``class_weighting``.
+
+The DiagnoseNET / Hannun et al. (2019) residual ECG network is the fixed pipeline :func:`hannun_sample` of
+the ``ecg-hannun`` space (:meth:`ECGSpaceConfig.hannun`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from torch import nn
+
+from n2nas.errors import ConfigError
+from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
+from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
+
+__all__ = ["ECGSpaceConfig", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space", "hannun_sample",
+           "fixed_pipelines", "BAND_HZ"]
+
+BAND_HZ = (0.5, 40.0)
+BEAT_SAMPLES_300HZ = 260  # DiagnoseNET's beat window at 300 Hz
+FS_OPTIONS = (100, 150, 300)
+FILTERS = ("none", "bandpass", "baseline+bandpass")
+NORMALISE = ("none", "record_z", "global_z", "minmax", "robust")
+WINDOWS = ("crop:5", "crop:10", "crop:20", "crop:30", "beats:5")
+AUGMENT = ("none", "light", "strong")
+OPS = ("conv3", "conv5", "conv7", "conv9", "conv15", "sep3", "sep5", "sep7", "sep9", "sep15",
+       "maxpool3", "avgpool3")
+DILATIONS = (1, 2, 4)
+ACTIVATION_NAMES = ("relu", "elu", "gelu", "silu")
+LRS = (3e-4, 1e-3, 3e-3)
+BATCH_SIZES = (32, 64, 128)
+DROPOUTS = (0.0, 0.2, 0.5)
+WEIGHT_DECAYS = (0.0, 1e-4, 1e-3)
+
+
+def _thirds(n_layers: int) -> tuple[int, ...]:
+    """Reduction positions splitting ``n_layers`` into three stages."""
+    return tuple(sorted({round(n_layers / 3), round(2 * n_layers / 3)} - {0}))
+
+
+@dataclass(frozen=True)
+class ECGSpaceConfig:
+    """Shape of the macro network. Reductions happen *before* the layers listed in ``stride_at`` (length / 2)
+    and ``widen_at`` (channels x 2); ``base_width`` is the first stage's channels at width 1.0."""
+
+    n_layers: int = 12
+    base_width: int = 64
+    stem_kernel: int = 15
+    stem_stride: int = 4
+    stride_at: tuple[int, ...] = (4, 8)
+    widen_at: tuple[int, ...] = (4, 8)
+    widths: tuple[float, ...] = (0.5, 0.75, 1.0)
+    ops: tuple[str, ...] = OPS
+    default_op: str = "conv5"
+
+    def __post_init__(self):
+        if self.n_layers < 1 or self.base_width < 1 or self.stem_stride < 1 or self.stem_kernel < 1:
+            raise ConfigError("ECGSpaceConfig", "n_layers, base_width, stem_kernel and stem_stride must be >= 1")
+        for name in ("stride_at", "widen_at"):
+            at = getattr(self, name)
+            if any(not 0 < i < self.n_layers for i in at) or len(set(at)) != len(at):
+                raise ConfigError(f"ECGSpaceConfig.{name}", f"positions must be distinct and in 1..{self.n_layers - 1}")
+        if self.default_op not in self.ops or not set(self.ops) <= set(OPS):
+            raise ConfigError("ECGSpaceConfig.ops", f"ops must be among {OPS} and include the default op")
+        if not self.widths or 1.0 not in self.widths:
+            raise ConfigError("ECGSpaceConfig.widths", "width multipliers must include 1.0")
+
+    @staticmethod
+    def small() -> "ECGSpaceConfig":
+        """6 layers, 32-64-128 channels, stem stride 8: a few-minute search on 2 CPU cores."""
+        return ECGSpaceConfig(n_layers=6, base_width=32, stem_stride=8, stride_at=_thirds(6), widen_at=_thirds(6))
+
+    @staticmethod
+    def n2nas() -> "ECGSpaceConfig":
+        """12 layers, 64-128-256 channels, stem stride 4: the full-size space for GPU searches."""
+        return ECGSpaceConfig(n_layers=12, base_width=64, stem_stride=4, stride_at=_thirds(12),
+                              widen_at=_thirds(12))
+
+    @staticmethod
+    def hannun() -> "ECGSpaceConfig":
+        """Hannun et al. (2019): 16 two-conv residual blocks = 32 layers, 32 channels doubling every 4 blocks,
+        length halved before every other block, unstrided stem (the paper's first convolution)."""
+        return ECGSpaceConfig(n_layers=32, base_width=32, stem_stride=1,
+                              stride_at=tuple(range(2, 32, 4)), widen_at=(8, 16, 24), default_op="conv15")
+
+
+def ecg_search_space(cfg: ECGSpaceConfig = ECGSpaceConfig(), name: str = "ecg") -> SearchSpace:
+    """The flat ECG search space for ``cfg``."""
+    pre = "preprocessing"
+    layer = (Choice("op", cfg.ops, default=cfg.default_op),
+             Choice("dilation", DILATIONS, default=1),
+             Choice("activation", ACTIVATION_NAMES, default="relu"),
+             Skips("skip"))
+    return SearchSpace(name, (
+        Choice("fs", FS_OPTIONS, pre, default=300),
+        Choice("filter", FILTERS, pre, default="bandpass"),
+        Choice("normalise", NORMALISE, pre, default="record_z"),
+        Choice("window", WINDOWS, pre, default="crop:10"),
+        Choice("augment", AUGMENT, pre, default="none"),
+        Choice("width", cfg.widths, default=1.0),
+        Repeat("layer", cfg.n_layers, layer),
+        Choice("lr", LRS, "training", default=1e-3),
+        Choice("batch_size", BATCH_SIZES, "training", default=64),
+        Choice("dropout", DROPOUTS, "training", default=0.2),
+        Choice("weight_decay", WEIGHT_DECAYS, "training", default=1e-4),
+        Choice("class_weighting", (False, True), "training", default=False),
+    ))
+
+
+def parse_window(token: str) -> tuple[str, int]:
+    """``"crop:10"`` -> ("crop", 10); ``"beats:5"`` -> ("beats", 5)."""
+    mode, _, n = str(token).partition(":")
+    if mode not in ("crop", "beats") or not n.isdigit():
+        raise ConfigError("window", f"expected crop:SECONDS or beats:N, got {token!r}")
+    return mode, int(n)
+
+
+class ECGSpace:
+    """Search-space definition: the token list, the supernet, standalone children and the pipeline configs."""
+
+    def __init__(self, name: str, config: ECGSpaceConfig):
+        self.name, self.config = name, config
+
+    def __repr__(self) -> str:
+        return f"ECGSpace({self.name!r}, {self.config!r})"
+
+    @cached_property
+    def space(self) -> SearchSpace:
+        """The flat :class:`SearchSpace` (named like this definition, so pipelines find it again)."""
+        return ecg_search_space(self.config, self.name)
+
+    @property
+    def layout(self) -> Layout:
+        """Per-layer resolution level and channels per width option."""
+        return Layout.of(self.config)
+
+    def build_supernet(self, n_leads: int, n_classes: int) -> ECGSupernet:
+        """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""
+        return ECGSupernet(self.config, n_leads, n_classes)
+
+    def build_child(self, sample: dict[str, Any], n_leads: int, n_classes: int) -> nn.Module:
+        """A freshly initialised plain ``nn.Module`` with exactly the sampled architecture."""
+        self.space.validate(sample)
+        return build_child(self.config, sample, n_leads, n_classes)
+
+    def copy_shared_weights(self, supernet: ECGSupernet, child: nn.Module, sample: dict[str, Any]) -> None:
+        """Load ``supernet``'s weights for ``sample`` into ``child`` (then ``child(x) == supernet(x, sample)``)."""
+        copy_shared_weights(supernet, child, sample)
+
+    def preprocess_config(self, sample: dict[str, Any]):
+        """``PreprocessConfig`` of the sample's fs / filter / normalise tokens; R peaks only for beat windows."""
+        from n2nas.data.preprocess import PreprocessConfig
+
+        filt = sample["filter"]
+        if filt not in FILTERS:
+            raise ConfigError("filter", f"expected one of {FILTERS}, got {filt!r}")
+        return PreprocessConfig(fs=int(sample["fs"]), band=None if filt == "none" else BAND_HZ,
+                                baseline="median" if filt == "baseline+bandpass" else "none",
+                                normalise=sample["normalise"], rpeaks=parse_window(sample["window"])[0] == "beats")
+
+    def window_config(self, sample: dict[str, Any]):
+        """``WindowConfig``: S-second crops, or N beats of 260 samples at 300 Hz scaled to the sample's fs
+        (``seconds`` is then the span those beats cover)."""
+        from n2nas.data.windows import WindowConfig
+
+        mode, n = parse_window(sample["window"])
+        if mode == "crop":
+            return WindowConfig(mode="crop", seconds=float(n))
+        fs = int(sample["fs"])
+        beat = int(round(BEAT_SAMPLES_300HZ * fs / 300))
+        return WindowConfig(mode="beats", seconds=n * beat / fs, n_beats=n, beat_samples=beat)
+
+    def augment_config(self, sample: dict[str, Any]):
+        """The ``AugmentConfig`` preset named by the ``augment`` token."""
+        from n2nas.data.augment import AugmentConfig
+
+        name = sample["augment"]
+        if name not in AUGMENT:
+            raise ConfigError("augment", f"expected one of {AUGMENT}, got {name!r}")
+        return getattr(AugmentConfig, name)()
+
+    def training_settings(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """``lr``, ``batch_size``, ``dropout``, ``weight_decay``, ``class_weighting`` as plain Python values."""
+        return {"lr": float(sample["lr"]), "batch_size": int(sample["batch_size"]),
+                "dropout": float(sample["dropout"]), "weight_decay": float(sample["weight_decay"]),
+                "class_weighting": bool(sample["class_weighting"])}
+
+
+def hannun_sample(space) -> dict[str, Any]:
+    """Hannun et al. (2019) / DiagnoseNET's residual network as a sample of an ECG space (``ECGSpace`` or
+    ``SearchSpace``; meant for ``ecg-hannun``, where it has the paper's depth and widths).
+
+    Every layer is conv15 + ReLU at dilation 1; layers (2k, 2k+1) form residual block k, and layer 2k+1 sums
+    the block input, i.e. layer 2k-1's output (skip i -> i-2 on odd layers, reduced by the pooling/1x1
+    aligner when the block changes resolution or width). Where this differs from the paper:
+
+    - kernel 15 instead of 16 (odd kernels keep the length without asymmetric padding);
+    - block 0 has no shortcut (the stem is not a skip source in this space);
+    - subsampling is a max pool before the block rather than a stride-2 first convolution, and widening is
+      a 1x1 convolution before the block rather than in its first convolution (shortcuts: average pool and
+      1x1 convolution instead of max pool and zero-padded channels);
+    - dropout 0.2 only before the head (the paper has it inside every block);
+    - one label per window from global average pooling instead of one per 256 samples (1.28 s at 200 Hz);
+      input resampled to 300 Hz (PhysioNet 2017's rate), band-passed, z-scored per record, 10 s crops.
+    """
+    ss: SearchSpace = getattr(space, "space", space)
+    n_layers = sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
+    sample = {"fs": 300, "filter": "bandpass", "normalise": "record_z", "window": "crop:10", "augment": "none",
+              "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 0.0,
+              "class_weighting": False}
+    for i in range(n_layers):
+        flags = [0] * i
+        if i % 2 == 1 and i >= 3:
+            flags[i - 2] = 1
+        sample.update({f"layer{i}/op": "conv15", f"layer{i}/dilation": 1, f"layer{i}/activation": "relu",
+                       f"layer{i}/skip": tuple(flags)})
+    ss.validate(sample)
+    return sample
+
+
+def fixed_pipelines() -> dict[str, dict[str, Any]]:
+    """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``)."""
+    hannun = ECGSpace("ecg-hannun", ECGSpaceConfig.hannun())
+    return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json()}

@@ -1,0 +1,89 @@
+"""Retrain a pipeline from scratch, evaluate it, and the model-folder contract."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from n2nas.data.readers import load_physionet2017
+from n2nas.errors import DataError
+from n2nas.export import build_model, load_model_dir, load_pipeline
+from n2nas.retrain import RetrainConfig, evaluate, retrain
+from n2nas.space import Pipeline
+from search_spaces import get_space
+from tests.conftest import copy_sample_records
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    copy_sample_records(folder, per_class=5)
+    return folder, load_physionet2017(folder)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _flat(value, prefix=""):
+    """Nested dicts/lists of numbers as one flat {path: number} dict, which pytest.approx can compare."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}/").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}/").items()}
+    return {prefix: value}
+
+
+def _pipeline(**pins) -> Pipeline:
+    space = get_space("ecg-small").space
+    sample = {**space.default_sample(), "fs": 100, "window": "crop:5", **pins}
+    return Pipeline("ecg-small", sample)
+
+
+def test_retrain_writes_model_folder_and_evaluate_scores_it(tiny, tmp_path):
+    folder, data = tiny
+    config = dataclasses.replace(RetrainConfig.quick(), device="cpu")
+    summary = retrain(_pipeline(), data, tmp_path / "model", config, log=lambda _m: None)
+    for name in ("model.pt", "pipeline.json", "metrics.json", "history.json", "split.json", "normalisation.json"):
+        assert (tmp_path / "model" / name).exists(), name
+    assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= 3
+    # weights are plain tensors: loadable with weights_only=True, and they rebuild the exported architecture
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    model = build_model(load_pipeline(tmp_path / "model" / "pipeline.json"))
+    model.load_state_dict(state)
+    proc = subprocess.run([sys.executable, "-m", "n2nas.cli", "evaluate", str(tmp_path / "model"), "--data",
+                           f"physionet2017:{folder}", "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert {"cinc2017_f1", "f1", "macro_auroc", "accuracy", "n_records"} <= set(out)
+    assert out["n_records"] == len(data) and set(out["f1"]) == {"N", "A", "O", "~"}
+    assert _flat(out) == pytest.approx(_flat(evaluate(tmp_path / "model", data, device="cpu")), nan_ok=True)
+
+
+def test_retrain_is_seeded(tiny, tmp_path):
+    _, data = tiny
+    config = dataclasses.replace(RetrainConfig.quick(), epochs=1, device="cpu")
+    a = retrain(_pipeline(), data, tmp_path / "a", config, log=lambda _m: None)
+    b = retrain(_pipeline(), data, tmp_path / "b", config, log=lambda _m: None)
+    assert _flat(a["validation"]) == pytest.approx(_flat(b["validation"]), nan_ok=True)
+    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_model_folder_errors_are_clear(tmp_path, tiny):
+    with pytest.raises(DataError, match="model folder does not exist"):
+        load_model_dir(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="model.pt: model weights are missing"):
+        load_model_dir(tmp_path / "empty")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json: not a pipeline JSON"):
+        load_pipeline(bad)
