@@ -2,6 +2,7 @@
 next to the Hannun-style residual network trained the same way.
 
 Usage: python benchmarks/physionet2017.py [DIR] [--search-minutes 60] [--retrain-minutes 60] [--space ecg]
+       [--preset thorough|default]
 
 Protocol: the folder is split once (seeded, stratified, by record) into dev (85%) and held-out test (15%).
 The search and both retrainings see only dev (each with its own validation split inside dev); the test records
@@ -46,6 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
     ap.add_argument("--space", default="ecg")
+    ap.add_argument("--preset", default="thorough", choices=["default", "thorough"],
+                    help="search sizes per epoch (default: small epochs, many of them; thorough: GPU-sized)")
     ap.add_argument("--search-minutes", type=float, default=60)
     ap.add_argument("--retrain-minutes", type=float, default=60)
     ap.add_argument("--epochs", type=int, default=60)
@@ -56,7 +59,8 @@ def main() -> None:
     split = stratified_split(data, val=0.15, seed=args.seed)
     dev, test = data.subset(list(split.train)), data.subset(list(split.val))
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
-    cfg = dataclasses.replace(SearchConfig.thorough(), space=args.space, seed=args.seed,
+    base = SearchConfig.thorough() if args.preset == "thorough" else SearchConfig()
+    cfg = dataclasses.replace(base, space=args.space, seed=args.seed,
                               budget_minutes=args.search_minutes, budget_epochs=None)
     t0 = time.monotonic()
     result = n2nas.search(dev, cfg, out=work / "search", progress=True)

@@ -6,7 +6,7 @@ import pytest
 
 from n2nas.data import cache as cache_mod
 from n2nas.data.cache import prepare
-from n2nas.data.preprocess import (PreprocessConfig, bandpass, detect_rpeaks, normalise_record, remove_baseline,
+from n2nas.data.preprocess import (preprocess_record, PreprocessConfig, bandpass, detect_rpeaks, normalise_record, remove_baseline,
                                    resample)
 from n2nas.data.readers import load_physionet2017
 from n2nas.data.record import Dataset, Record
@@ -168,3 +168,24 @@ def test_flat_lead_does_not_poison_preprocessing():
     ds = Dataset("t", (Record("r", sig, 300.0, ("I", "II"), ("x",)),), ("x",), False, "fp")
     out = prepare(ds, PreprocessConfig(fs=100, baseline="median", rpeaks=True))
     assert np.isfinite(out.data).all()
+
+
+def test_rpeaks_detected_once_per_filter_and_equal_to_fresh_detection(small_ds, tmp_path, monkeypatch):
+    from n2nas.data import preprocess as pre
+
+    cfg = PreprocessConfig(fs=150, rpeaks=True)
+    first = prepare(small_ds, cfg, cache_dir=tmp_path)
+    fresh = [preprocess_record(r, cfg)[1] for r in small_ds.records]
+    assert all(np.array_equal(first.peaks(i), p) for i, p in enumerate(fresh))
+
+    calls = []
+    real = pre.detect_rpeaks
+    monkeypatch.setattr(pre, "detect_rpeaks", lambda *a: calls.append(1) or real(*a))
+    other = prepare(small_ds, PreprocessConfig(fs=100, normalise="robust", rpeaks=True), cache_dir=tmp_path)
+    assert calls == []  # same filter: peaks come from the native-rate cache, rescaled to 100 Hz
+    expect = [preprocess_record(r, PreprocessConfig(fs=100, normalise="robust", rpeaks=True))[1]
+              for r in small_ds.records]
+    assert all(np.array_equal(other.peaks(i), p) for i, p in enumerate(expect))
+    calls.clear()
+    prepare(small_ds, PreprocessConfig(fs=100, band=None, rpeaks=True), cache_dir=tmp_path)
+    assert len(calls) == len(small_ds.records)  # another filter changes the peaks: detected again

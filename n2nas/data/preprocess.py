@@ -142,8 +142,24 @@ def detect_rpeaks(sig: np.ndarray, fs: float) -> np.ndarray:
     return refined[(refined >= 0) & (refined < x.shape[-1])]
 
 
-def preprocess_record(record: Record, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply ``cfg`` to one record; returns the float32 signal at ``cfg.fs`` and R peaks (or None)."""
+def native_rpeaks(record: Record, cfg: PreprocessConfig) -> np.ndarray:
+    """R peaks at the recording's own rate after ``cfg``'s baseline and band-pass steps (the only steps that
+    change them); shared by every sampling rate and normalisation, so a search detects them once per filter."""
+    sig = np.asarray(record.signal, dtype=np.float64)
+    fs = float(record.fs)
+    if cfg.baseline == "median":
+        sig = remove_baseline(sig, fs)
+    if cfg.band is not None:
+        sig = bandpass(sig, fs, *cfg.band)
+    return detect_rpeaks(sig, fs)
+
+
+def preprocess_record(record: Record, cfg: PreprocessConfig,
+                      native_peaks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply ``cfg`` to one record; returns the float32 signal at ``cfg.fs`` and R peaks (or None).
+
+    ``native_peaks`` (from :func:`native_rpeaks` with the same filter) skips the detection.
+    """
     sig = np.asarray(record.signal, dtype=np.float64)
     fs = float(record.fs)
     if cfg.baseline == "median":
@@ -153,7 +169,7 @@ def preprocess_record(record: Record, cfg: PreprocessConfig) -> tuple[np.ndarray
     peaks = None
     if cfg.rpeaks:
         # detect at the recording's own rate, where QRS complexes are sharpest, then map to the target rate
-        found = detect_rpeaks(sig, fs)
+        found = detect_rpeaks(sig, fs) if native_peaks is None else np.asarray(native_peaks, dtype=np.int64)
         peaks = np.round(found * cfg.fs / fs).astype(np.int64)
     sig = resample(sig, fs, cfg.fs)
     if peaks is not None:
