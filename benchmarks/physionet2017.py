@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
+from n2nas.cli import _parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--retrain-minutes", type=float, default=60)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
+                    help="pin a decision (as `n2nas search --fix`), e.g. to spare a small machine cold preprocessing")
     ap.add_argument("--out", default=None, help="keep run and model folders here")
     args = ap.parse_args()
     data = load_dataset(f"physionet2017:{args.folder}")
@@ -61,7 +64,8 @@ def main() -> None:
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
     base = SearchConfig.thorough() if args.preset == "thorough" else SearchConfig()
     cfg = dataclasses.replace(base, space=args.space, seed=args.seed,
-                              budget_minutes=args.search_minutes, budget_epochs=None)
+                              budget_minutes=args.search_minutes, budget_epochs=None,
+                              fixed=_parse_fixed(args.fix))
     t0 = time.monotonic()
     result = n2nas.search(dev, cfg, out=work / "search", progress=True)
     search_min = (time.monotonic() - t0) / 60

@@ -29,7 +29,7 @@ def _cmd_data_summary(args: argparse.Namespace) -> int:
     from n2nas.data.summary import summarize
 
     ds = load_dataset(args.spec, skip_bad=args.skip_bad, min_seconds=args.min_seconds)
-    print(json.dumps(summarize(ds)))
+    print(json.dumps(ds.summary() if hasattr(ds, "summary") else summarize(ds)))  # EHR data summarise themselves
     return 0
 
 
@@ -65,20 +65,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     base = SearchConfig.demo() if args.preset == "demo" else (
         SearchConfig.thorough() if args.preset == "thorough" else SearchConfig())
+    from n2nas.measure.cli import reward_and_measure
+
+    reward, measure = reward_and_measure(args)
     changes = {"controller": args.controller, "seed": args.seed, "device": args.device,
-               "fixed": _parse_fixed(args.fix)}
+               "fixed": _parse_fixed(args.fix), "reward": reward, "measure": measure}
     if args.space:
         changes["space"] = args.space
     if args.budget_minutes is not None:
         changes.update(budget_minutes=args.budget_minutes, budget_epochs=args.budget_epochs)
     elif args.budget_epochs is not None:
         changes.update(budget_epochs=args.budget_epochs, budget_minutes=None)
-    config = dataclasses.replace(base, **changes)
-    if args.backend != "local" or args.workers != 1:
-        from n2nas.errors import ConfigError
+    from n2nas.runners.cli import guarded, runner_config
 
-        raise ConfigError("--backend", "only the local backend is available in this version")
-    result = search(args.data, config, out=args.out, resume=args.resume, progress=not args.quiet)
+    config = dataclasses.replace(base, **changes, runner=runner_config(args))
+    with guarded(config.runner):
+        result = search(args.data, config, out=args.out, resume=args.resume, progress=not args.quiet)
+    if result is None:  # a non-root MPI rank: rank 0 writes the run folder and reports
+        return 0
     best = result.best(1)[0]
     print(json.dumps({"run_dir": str(result.run_dir), "trials": len(result.trials),
                       "best_reward": best.scores.get("reward"), "best_pipeline": str(result.run_dir /
@@ -95,8 +99,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(args.pipeline)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
+    from n2nas.prune import PruneConfig
+    from n2nas.quantize import QATConfig
+
     config = dataclasses.replace(RetrainConfig(), epochs=args.epochs, seed=args.seed, device=args.device,
-                                 max_minutes=args.max_minutes)
+                                 max_minutes=args.max_minutes, workers=args.workers, global_batch=args.global_batch,
+                                 norm=args.norm, prune=PruneConfig.named(args.prune),
+                                 qat=QATConfig.default() if args.qat else None)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     summary = retrain(pipeline, dataset, args.out, config, log=log)
     print(json.dumps({"model_dir": args.out, **summary}))
@@ -109,6 +118,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
     print(json.dumps(evaluate(args.model_dir, dataset, device=args.device)))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from n2nas.deploy import export_model
+
+    print(json.dumps(export_model(args.model_dir, args.format, args.out)))
     return 0
 
 
@@ -139,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search sizes: demo (minutes on 2 CPU cores), default, thorough (hours)")
     p.add_argument("--budget-minutes", type=_positive(float), default=None)
     p.add_argument("--budget-epochs", type=_positive(int), default=None)
-    p.add_argument("--backend", default="local", choices=["local", "ray", "mpi"])
-    p.add_argument("--workers", type=_positive(int), default=1)
+    p.add_argument("--backend", default="local", choices=["local", "ray", "mpi"],
+                   help="local (one process), ray (actors), mpi (launch with mpiexec -n N python -m mpi4py -m "
+                        "n2nas.cli search --backend mpi ...)")
+    p.add_argument("--workers", type=_positive(int), default=None,
+                   help="Ray actors, or MPI ranks (default: 1; for mpi the number of ranks mpiexec started)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--out", default="runs/search", help="run folder (must be empty unless --resume)")
@@ -148,7 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
                    help="pin a decision instead of searching it, e.g. --fix window=crop:10 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from n2nas.measure.cli import add_cost_commands, add_reward_options
+
+    add_reward_options(p)
+    from n2nas.runners.cli import add_runner_options, add_tune_parser
+
+    add_runner_options(p)
     p.set_defaults(func=_cmd_search)
+    add_tune_parser(sub, _positive)
+    add_cost_commands(sub)
 
     p = sub.add_parser("retrain", help="train an exported pipeline from scratch")
     p.add_argument("pipeline", metavar="PIPELINE.json")
@@ -159,8 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--workers", type=_positive(int), default=1,
+                   help="data-parallel processes (DDP: gloo on CPU, NCCL on GPUs); same global batch as 1 worker")
+    p.add_argument("--global-batch", type=_positive(int), default=None,
+                   help="global batch size; the learning rate is scaled by GLOBAL_BATCH / the pipeline's batch")
+    p.add_argument("--norm", default="batch", choices=["batch", "none"],
+                   help="none: batch norm replaced by identity (N workers then equal 1 worker up to rounding)")
+    p.add_argument("--prune", default="none", metavar="{none,50,70,adaptive}",
+                   help="magnitude pruning of conv/linear weights, 10%% -> N%% over the first half of the epochs; "
+                        "adaptive: 70%% overall, more in layers with more output channels")
+    p.add_argument("--qat", action="store_true", help="quantization-aware training; saves the int8 model (CPU)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR")
     p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("export", help="write a model folder as ONNX or TorchScript and check its outputs")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the exported network; FILE.preprocessing.json describes the preprocessing step")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="score a trained model; prints one JSON object")
     p.add_argument("model_dir", metavar="MODEL_DIR")
@@ -174,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = space_sub.add_parser("show", help="print every decision of a search space and its size")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=_cmd_space_show)
+
+    from n2nas.grid_cli import add_grid_parser, add_params_parser
+
+    add_params_parser(space_sub)
+    add_grid_parser(sub, _positive)
     return parser
 
 
@@ -188,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("n2nas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `n2nas space show ecg | head`: the reader left; that is not an error, and Python must not complain
+        # again when it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

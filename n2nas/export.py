@@ -38,17 +38,33 @@ def build_model(pipeline: Pipeline, n_leads: int | None = None, n_classes: int |
     """A plain, freshly initialised ``nn.Module`` with exactly the pipeline's architecture."""
     from search_spaces import get_space
 
-    n_leads = n_leads or int(pipeline.data.get("n_leads", 0))
+    n_leads = n_leads or int(pipeline.data.get("n_leads") or pipeline.data.get("n_inputs", 0))  # EHR: n_inputs
     n_classes = n_classes or len(pipeline.data.get("classes", ()))
     if not n_leads or not n_classes:
         raise ConfigError("pipeline", "the pipeline does not say how many leads and classes the model has")
-    return get_space(pipeline.space).build_child(pipeline.sample, n_leads, n_classes)
+    model = get_space(pipeline.space).build_child(pipeline.sample, n_leads, n_classes)
+    if pipeline.data.get("norm") == "none":  # retrained with RetrainConfig(norm="none")
+        strip_batch_norm(model)
+    return model
 
 
-def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: dict[str, Any]) -> None:
-    """Write ``pipeline.json``, ``model.pt`` (state dict) and ``extra`` JSON files into ``folder``."""
+def strip_batch_norm(model: nn.Module) -> nn.Module:
+    """Replace every batch-norm layer of ``model`` by ``nn.Identity`` (in place; returns ``model``)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(model, name, nn.Identity())
+        else:
+            strip_batch_norm(child)
+    return model
+
+
+def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: dict[str, Any],
+                   state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``pipeline.json``, ``model.pt`` (``state``, by default ``model``'s state dict) and ``extra`` JSON
+    files into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if state is None:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     tmp = folder / f".{MODEL_WEIGHTS}.tmp"
     torch.save(state, tmp)
     tmp.replace(folder / MODEL_WEIGHTS)
@@ -58,18 +74,27 @@ def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: di
 
 
 def load_model_dir(folder: str | Path) -> tuple[Pipeline, nn.Module]:
-    """The pipeline and trained model of a ``retrain`` output folder."""
+    """The pipeline and trained model of a ``retrain`` output folder (pruned weights unpacked; an int8 folder
+    gives the int8 module, which runs on the CPU only)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "model folder does not exist")
     weights = folder / MODEL_WEIGHTS
     if not weights.is_file():
         raise DataError(weights, "model weights are missing (is this a folder written by `n2nas retrain`?)")
+    from n2nas.prune import unpack_state
+    from n2nas.quantize import QUANT_FILE, load_int8_state, rebuild_int8
+
     pipeline = load_pipeline(folder / PIPELINE_FILE)
     model = build_model(pipeline)
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, ValueError) as err:
+        state = unpack_state(torch.load(weights, map_location="cpu", weights_only=True))
+        if (folder / QUANT_FILE).is_file():  # int8: rebuild the quantized module around the float architecture
+            model = rebuild_int8(model, json.loads((folder / QUANT_FILE).read_text()))
+            load_int8_state(model, state)
+        else:
+            model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as err:
         raise DataError(weights, f"weights do not fit the pipeline's architecture ({str(err).splitlines()[0]})") \
             from None
     return pipeline, model.eval()

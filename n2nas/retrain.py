@@ -13,11 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from n2nas.checkpoint import atomic_write_text
 from n2nas.data.record import Dataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
-from n2nas.errors import DataError
-from n2nas.export import build_model, load_model_dir, save_model_dir
+from n2nas.errors import ConfigError, DataError
+from n2nas.export import MODEL_WEIGHTS, build_model, load_model_dir, save_model_dir
 from n2nas.metrics import evaluate_predictions, reward_metric
+from n2nas.parallel import DistContext, scaled_lr
+from n2nas.prune import Pruner, PruneConfig, pack_state, state_bytes
+from n2nas.quantize import QUANT_FILE, QATConfig, convert, is_quantized, prepare_qat, set_qat_phase
 from n2nas.space import Pipeline
 from n2nas.training import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
@@ -26,7 +30,13 @@ NORM_FILE = "normalisation.json"
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """From-scratch training: early stopping on the validation score, LR reduced on plateau, seeded."""
+    """From-scratch training: early stopping on the validation score, LR reduced on plateau, seeded.
+
+    ``workers`` > 1 trains data-parallel (:mod:`n2nas.parallel`; ``global_batch`` scales the lr linearly);
+    ``norm="none"`` replaces batch norm by identity (exact N-worker == 1-worker equivalence); ``prune`` prunes
+    conv/linear weights on a schedule (:mod:`n2nas.prune`); ``qat`` trains int8-aware and saves the int8 model
+    (:mod:`n2nas.quantize`).
+    """
 
     epochs: int = 40
     patience: int = 8
@@ -37,6 +47,19 @@ class RetrainConfig:
     device: str = "auto"
     max_minutes: float | None = None
     data_workers: int = 1
+    workers: int = 1
+    global_batch: int | None = None
+    norm: str = "batch"
+    prune: PruneConfig | None = None
+    qat: QATConfig | None = None
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ConfigError("--workers", f"must be positive, got {self.workers}")
+        if self.norm not in ("batch", "none"):
+            raise ConfigError("--norm", f"expected batch or none, got {self.norm!r}")
+        if self.prune is not None and self.qat is not None:
+            raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
 
     @staticmethod
     def quick() -> "RetrainConfig":
@@ -47,6 +70,17 @@ class RetrainConfig:
 def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig = RetrainConfig(),
             log=print) -> dict[str, Any]:
     """Train ``pipeline`` on ``dataset`` (internal seeded split) and write a model folder to ``out``."""
+    if config.workers == 1:
+        return _train(pipeline, dataset, out, config, log=log, dist_ctx=DistContext())
+    from n2nas.parallel import launch
+
+    launch(_train, config.workers, (pipeline, dataset, str(out), config), pick_device(config.device), log=log)
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig, *, log,
+           dist_ctx: DistContext) -> dict[str, Any]:
+    """The training loop of one process (rank ``dist_ctx.rank`` of ``dist_ctx.world``)."""
     from search_spaces import get_space
     from n2nas.data.augment import augment_batch
     from n2nas.data.spec import default_cache_root
@@ -61,15 +95,29 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
                       default_cache_root() / "prepared", config.data_workers)
     data = ctx.pipeline_data(space_def.preprocess_config(sample), space_def.window_config(sample))
     settings = space_def.training_settings(sample)
-    device = pick_device(config.device)
+    device = dist_ctx.device or pick_device(config.device)
+    if config.qat is not None and device.type != "cpu":
+        raise ConfigError("--qat", "int8 kernels run on the CPU only; use --device cpu with --qat")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    extra_data = {"norm": "none"} if config.norm == "none" else {}
     pipeline = dataclasses.replace(pipeline, data={"classes": list(dataset.classes), "multilabel": dataset.multilabel,
                                                    "n_leads": int(dataset.records[0].signal.shape[0]),
-                                                   "source": dataset.source})
+                                                   "source": dataset.source, **extra_data})
     model = build_model(pipeline).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    batch_size, lr = scaled_lr(settings["lr"], settings["batch_size"], config.global_batch)
+    drop_last = len(ctx.train_idx) > batch_size
+    steps_per_epoch = max(1, len(ctx.train_idx) // batch_size if drop_last else 1)
+    example = torch.from_numpy(data.train_batch(ctx.train_idx[:1], np.random.default_rng(0))[0])
+    if config.qat is not None:
+        model = prepare_qat(model, example, config.qat)
+    pruner = None
+    if config.prune is not None:
+        ramp = max(1, int(round(config.prune.ramp * config.epochs * steps_per_epoch)))
+        pruner = Pruner(model, config.prune, ramp)
+    train_model = dist_ctx.wrap(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings["weight_decay"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
                                                          patience=config.plateau_patience)
     y_train = ctx.targets[ctx.train_idx]
@@ -77,65 +125,119 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
     if settings["class_weighting"] and not dataset.multilabel:
         weight = torch.tensor(class_weights(y_train.argmax(1), y_train.shape[1]), dtype=torch.float32, device=device)
     metric = _metric_name(dataset)
-    best_score, best_state, best_epoch, history = -math.inf, None, 0, []
+    best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
     start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
         model.train()
+        if config.qat is not None:
+            set_qat_phase(model, (epoch - 1) / config.epochs, config.qat)
         losses = []
-        for idx in micro_batches(ctx.train_idx, settings["batch_size"], rng, drop_last=len(ctx.train_idx) >
-                                 settings["batch_size"]):
+        for idx in micro_batches(ctx.train_idx, batch_size, rng, drop_last=drop_last):
+            # every worker draws the whole global batch (same rng): identical crops and augmentation everywhere
             x, y = data.train_batch(idx, rng)
             x, y = augment_batch(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device),
                                  space_def.augment_config(sample), generator)
-            loss = loss_fn(model(x), y, dataset.multilabel, weight)
-            if not torch.isfinite(loss):
-                raise DataError(out, f"training diverged at epoch {epoch} (loss {float(loss)}); lower the lr")
+            lo, hi = dist_ctx.slice(len(idx))
+            # weighted so that DDP's gradient average equals the gradient of the global-batch mean loss
+            loss = loss_fn(train_model(x[lo:hi]), y[lo:hi], dataset.multilabel, weight) * (
+                (hi - lo) * dist_ctx.world / len(idx))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            batch_loss = dist_ctx.sum(float(loss.detach())) / dist_ctx.world
+            if not math.isfinite(batch_loss):  # the same value on every worker, so all stop together
+                raise DataError(out, f"training diverged at epoch {epoch} (loss {batch_loss}); lower the lr")
             optimizer.step()
-            losses.append(float(loss.detach()))
+            if pruner is not None:
+                pruner.step()
+            losses.append(batch_loss)
         model.eval()
-        probs = predict_records(model, data, ctx.val_idx, dataset.multilabel, device)
-        p, y = metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
-        score = reward_metric(metric, p, y, dataset.classes, dataset.multilabel)
+        score = reward_metric(metric, *_validate(model, data, ctx, dataset, device, dist_ctx), dataset.classes,
+                              dataset.multilabel)
         plateau.step(score)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), f"val_{metric}": score,
                         "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - start, 2)})
+        if pruner is not None:
+            history[-1]["sparsity_target"] = round(config.prune.sparsity_at(pruner.step_count, pruner.ramp_steps), 4)
         log(json.dumps(history[-1]))
-        if score > best_score:
+        # a pruned model is only eligible once its schedule has reached the final sparsity
+        eligible = pruner is None or pruner.done
+        if eligible and patience_from is None:
+            patience_from = epoch - 1
+        if eligible and score > best_score:
             best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
-        if epoch - best_epoch >= config.patience:
+        if eligible and epoch - max(best_epoch, patience_from) >= config.patience:
             break
         if config.max_minutes is not None and time.monotonic() - start > 60 * config.max_minutes:
             break
-    model.load_state_dict(best_state)
-    model.eval()
-    probs = predict_records(model, data, ctx.val_idx, dataset.multilabel, device)
-    p, y = metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
-    val_metrics = evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
-    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric,
-               "train_seconds": round(time.monotonic() - start, 2), "validation": val_metrics}
-    save_model_dir(out, pipeline, model.cpu(), {
-        "history.json": history, "metrics.json": summary, "split.json": dataclasses.asdict(split),
-        NORM_FILE: _stats_json(data.stats)})
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # stopped (time budget) before the pruning schedule finished: last state, final masks forced below
+        best_epoch = len(history)
+    extras, final = {}, model
+    if pruner is not None:
+        pruner.finalize()
+    if config.qat is not None:
+        final = convert(model)
+        device = torch.device("cpu")
+        extras[QUANT_FILE] = {"mode": "qat", "backend": config.qat.backend, "example_shape": list(example.shape)}
+    final.eval()
+    p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
+    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
+               "global_batch": batch_size, "lr": lr, "train_seconds": round(time.monotonic() - start, 2),
+               "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
+    if dist_ctx.is_main:
+        # the state dict object itself is saved: its _metadata (module versions) tells int8 modules how to load
+        state = final.cpu().state_dict()
+        if pruner is not None:
+            state = pack_state(state)
+        save_model_dir(out, pipeline, final.cpu(), {
+            "history.json": history, "split.json": dataclasses.asdict(split),
+            NORM_FILE: _stats_json(data.stats), **extras}, state=state)
+        summary["size"] = _size_report(out, final, pruner is not None)
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    dist_ctx.barrier()
     return summary
 
 
-def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto") -> dict[str, Any]:
-    """Score a trained model on every record of ``dataset`` (multi-crop over whole records)."""
+def _validate(model, data, ctx: DataContext, dataset: Dataset, device, dist_ctx: DistContext):
+    """Record-level ``(probs, y)`` of the validation records; each worker predicts its slice of them."""
+    lo, hi = dist_ctx.slice(len(ctx.val_idx))
+    probs = predict_records(model, data, ctx.val_idx[lo:hi], dataset.multilabel, device)
+    probs = dist_ctx.gather_rows(probs, len(ctx.val_idx))
+    return metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
+
+
+def _size_report(out: Path, model, pruned: bool) -> dict[str, Any]:
+    """Measured on-disk size of ``model.pt`` next to the dense float32 size, and the real sparsity."""
+    from n2nas.prune import sparsity_report
+
+    report = {"model_pt_bytes": (out / MODEL_WEIGHTS).stat().st_size}
+    if pruned:
+        sparsity = sparsity_report(model)
+        report.update({k: sparsity[k] for k in ("sparsity", "sparsity_all_params", "prunable_weights",
+                                                "nonzero_weights", "params", "per_layer")})
+        report["dense_bytes"] = state_bytes({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return report
+
+
+def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", model=None) -> dict[str, Any]:
+    """Score a trained model on every record of ``dataset`` (multi-crop over whole records); ``model``
+    replaces the folder's network (e.g. a post-training quantized copy) while its pipeline and
+    normalisation still come from ``model_dir``."""
     from search_spaces import get_space
     from n2nas.data.cache import prepare
     from n2nas.data.spec import default_cache_root
     from n2nas.training import PipelineData
 
-    pipeline, model = load_model_dir(model_dir)
+    pipeline, loaded = load_model_dir(model_dir)
+    model = loaded if model is None else model
     _check_classes(pipeline, dataset)
     space_def = get_space(pipeline.space)
     prepared = prepare(dataset, space_def.preprocess_config(pipeline.sample),
                        cache_dir=default_cache_root() / "prepared")
     stats = _stats_from_json(json.loads((Path(model_dir) / NORM_FILE).read_text()))
     data = PipelineData(prepared, targets_of(dataset), space_def.window_config(pipeline.sample), stats)
-    dev = pick_device(device)
+    dev = torch.device("cpu") if is_quantized(model) else pick_device(device)  # int8 kernels: CPU only
     probs = predict_records(model.to(dev), data, np.arange(len(dataset)), dataset.multilabel, dev)
     p, y = metric_inputs(probs, data.targets, dataset.multilabel)
     return evaluate_predictions(p, y, dataset.classes, dataset.multilabel)

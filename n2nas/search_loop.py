@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,11 @@ from n2nas.checkpoint import atomic_write_text, load_checkpoint, numpy_rng_state
 from n2nas.data.record import Dataset
 from n2nas.data.splits import Split, stratified_split
 from n2nas.errors import ConfigError
-from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+from n2nas.measure import MeasureConfig
+from n2nas.measure.run import RunMeasurement, preflight, start_measurement
+from n2nas.reward import RewardConfig
+from n2nas.runners import RunnerConfig, make_runner
+from n2nas.runners.local import SharedTrainingConfig
 from n2nas.space import Pipeline
 from n2nas.trials import TrialLog
 
@@ -37,6 +42,9 @@ class SearchConfig:
     derive_children: int = 12       # children sampled and scored on the full validation split at the end
     top_k: int = 5
     shared: SharedTrainingConfig = SharedTrainingConfig()
+    runner: RunnerConfig = RunnerConfig()      # backend (local | ray | mpi), workers, sync/async (n2nas.runners)
+    reward: RewardConfig = RewardConfig()      # metric x cost terms, hard limits (see n2nas.reward)
+    measure: MeasureConfig = MeasureConfig()   # latency timing, energy estimate, power sampling
     device: str = "auto"
     data_workers: int = 1
     fixed: dict[str, Any] = field(default_factory=dict)  # labels pinned to one value (not searched)
@@ -86,24 +94,43 @@ class _Budget:
 
 
 def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig(), out: str | Path = "runs/search",
-           resume: bool = False, progress: bool = False) -> SearchResult:
-    """Run (or resume) a search and leave a complete run folder in ``out``."""
+           resume: bool = False, progress: bool = False) -> SearchResult | None:
+    """Run (or resume) a search and leave a complete run folder in ``out``.
+
+    With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
+    ranks serve its runner and return None.
+    """
+    if config.runner.backend == "mpi":
+        from n2nas.runners.mpi import serve_if_worker
+
+        if serve_if_worker(data):
+            return None
+    preflight(config)  # fail before the run folder is created
+    with ExitStack() as resources:  # the power sampler and energy meters stop even when the search fails
+        return _search(data, config, out, resume, progress, resources)
+
+
+def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: bool, progress: bool,
+            resources: ExitStack) -> SearchResult:
     from controllers import make_controller
     from search_spaces import get_space
     from n2nas.data.spec import default_cache_root, load_dataset
-    from n2nas.training import DataContext, pick_device
+    from n2nas.training import pick_device
 
     run_dir = Path(out)
     state = _open_run_dir(run_dir, config, resume)
     dataset = load_dataset(data) if isinstance(data, str) else data
     split = _split(run_dir, dataset, config, resume)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
-    ctx = DataContext(dataset, np.array([index[i] for i in split.train]), np.array([index[i] for i in split.val]),
-                      default_cache_root() / "prepared", config.data_workers)
     space_def = get_space(config.space)
+    # The space builds its own data context: prepared ECG signals, or sparse EHR rows (same interface).
+    ctx = space_def.make_context(dataset, np.array([index[i] for i in split.train]),
+                                 np.array([index[i] for i in split.val]), default_cache_root() / "prepared",
+                                 config.data_workers)
     space = space_def.space.pinned(config.fixed)
     torch.manual_seed(config.seed)  # dropout draws from torch's default generator; saved in checkpoints too
-    runner = LocalRunner(space_def, ctx, config.shared, pick_device(config.device), config.seed)
+    runner = make_runner(config.runner, space_def, ctx, config.shared, pick_device(config.device), config.seed)
+    resources.callback(runner.close)  # workers are released even when the search fails
     controller = make_controller(config.controller, space.tokens, seed=config.seed)
     rng = np.random.default_rng(config.seed + 1)
     log = TrialLog(run_dir / "trials.jsonl")
@@ -117,6 +144,7 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
     budget = _Budget(config, float(state["elapsed_s"]) if state else 0.0)
     writer = _tensorboard(run_dir)
     bar = _progress(progress, config)
+    measured = start_measurement(runner, space_def, space, dataset, config, run_dir, log, resources)
 
     def score_and_log(index_samples, records, phase):
         """Score children unless a resumed log already holds them; returns their rewards."""
@@ -126,7 +154,8 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
         results = runner.score(samples, records) if any(log.get(s) is None for s in steps) else None
         rewards = []
         for i, (st, sample) in enumerate(zip(steps, samples)):
-            logged = log.get(st) or log.append(_trial_line(st, phase, epoch, sample, results[i], budget.elapsed))
+            logged = log.get(st) or log.append(_trial_line(st, phase, epoch, sample, results[i], budget.elapsed,
+                                                           measured))
             rewards.append(logged["reward"])
         step += len(index_samples)
         return rewards
@@ -166,13 +195,21 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
     return SearchResult(run_dir, list(log.records), pipelines)
 
 
-def _trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float) -> dict[str, Any]:
-    line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "status": result["status"],
-            "reward": result["reward"], "metrics": result["metrics"], "flops": result["flops"],
-            "params": result["params"], "energy_j": None, "energy_source": "unmeasured", "latency_ms": None,
-            "worker": result["worker"], "elapsed_s": round(elapsed, 3)}
-    if "error" in result:
-        line["error"] = result["error"]
+def _trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float,
+                measured: RunMeasurement) -> dict[str, Any]:
+    """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it."""
+    from n2nas.reward import trial_reward_fields
+
+    line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
+            "flops": result["flops"], "params": result["params"], "energy_j": result.get("energy_j"),
+            "energy_source": result.get("energy_source", "unmeasured"), "latency_ms": result.get("latency_ms"),
+            "records": result.get("records"), "worker": result["worker"], "elapsed_s": round(elapsed, 3)}
+    line.update(trial_reward_fields(result, measured.reward))
+    window = result.get("scored_at")
+    line["sampled_energy_j"] = measured.sampler.joules(*window) if measured.sampler and window else None
+    for key in ("error", "infeasible"):
+        if key in result:
+            line[key] = result[key]
     return line
 
 
@@ -194,6 +231,9 @@ def _open_run_dir(run_dir: Path, config: SearchConfig, resume: bool) -> dict[str
             raise ConfigError(run_dir, "nothing to resume: no checkpoint in this run folder")
         before = json.loads(state["config"])
         now = _config_json(config)
+        # runs from before the runner option ran locally; a Ray cluster may change address between runs
+        before.setdefault("runner", asdict(RunnerConfig()))
+        before["runner"]["address"] = now["runner"]["address"]
         changed = [k for k in now if k not in ("budget_minutes", "budget_epochs") and before.get(k) != now[k]]
         if changed:
             raise ConfigError(run_dir, f"--resume with a different configuration ({', '.join(changed)} changed)")
@@ -223,8 +263,11 @@ def _rank(trials: list[dict], space, dataset: Dataset, config: SearchConfig) -> 
     ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
     pool = [t for t in ok if t["phase"] == "derive"] or ok
     pool.sort(key=lambda t: (-t["reward"], t["step"]))
+    from search_spaces import get_space
+
+    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # EHR: feature columns
     data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
-            "n_leads": int(dataset.records[0].signal.shape[0]), "source": dataset.source}
+            inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
     out = []
     for t in pool[:config.top_k]:
         sample = Pipeline.from_json({"space": config.space, "sample": t["sample"]}, space).sample

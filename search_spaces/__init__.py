@@ -14,10 +14,20 @@ def _ecg(name: str, preset: str) -> Callable[[], object]:
     return make
 
 
+def _ehr(name: str, preset: str) -> Callable[[], object]:
+    def make():
+        from search_spaces.ehr import EHRSpace, EHRSpaceConfig
+
+        return EHRSpace(name, getattr(EHRSpaceConfig, preset)())
+    return make
+
+
 _FACTORIES: dict[str, Callable[[], object]] = {
     "ecg": _ecg("ecg", "n2nas"),
     "ecg-small": _ecg("ecg-small", "small"),
     "ecg-hannun": _ecg("ecg-hannun", "hannun"),
+    "ehr-mlp": _ehr("ehr-mlp", "diagnosenet"),
+    "ehr-mlp-small": _ehr("ehr-mlp-small", "small"),
 }
 
 

@@ -63,6 +63,8 @@ class ECGSpaceConfig:
     widths: tuple[float, ...] = (0.5, 0.75, 1.0)
     ops: tuple[str, ...] = OPS
     default_op: str = "conv5"
+    lrs: tuple[float, ...] = LRS
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
 
     def __post_init__(self):
         if self.n_layers < 1 or self.base_width < 1 or self.stem_stride < 1 or self.stem_kernel < 1:
@@ -92,7 +94,9 @@ class ECGSpaceConfig:
         """Hannun et al. (2019): 16 two-conv residual blocks = 32 layers, 32 channels doubling every 4 blocks,
         length halved before every other block, unstrided stem (the paper's first convolution)."""
         return ECGSpaceConfig(n_layers=32, base_width=32, stem_stride=1,
-                              stride_at=tuple(range(2, 32, 4)), widen_at=(8, 16, 24), default_op="conv15")
+                              stride_at=tuple(range(2, 32, 4)), widen_at=(8, 16, 24), default_op="conv15",
+                              # the compression thesis' grid (Tables 2-5): lr {0.01, 0.001} x batch {16, 32, 64}
+                              lrs=(3e-4, 1e-3, 3e-3, 1e-2), batch_sizes=(16, 32, 64, 128))
 
 
 def ecg_search_space(cfg: ECGSpaceConfig = ECGSpaceConfig(), name: str = "ecg") -> SearchSpace:
@@ -110,8 +114,8 @@ def ecg_search_space(cfg: ECGSpaceConfig = ECGSpaceConfig(), name: str = "ecg") 
         Choice("augment", AUGMENT, pre, default="none"),
         Choice("width", cfg.widths, default=1.0),
         Repeat("layer", cfg.n_layers, layer),
-        Choice("lr", LRS, "training", default=1e-3),
-        Choice("batch_size", BATCH_SIZES, "training", default=64),
+        Choice("lr", cfg.lrs, "training", default=1e-3),
+        Choice("batch_size", cfg.batch_sizes, "training", default=64),
         Choice("dropout", DROPOUTS, "training", default=0.2),
         Choice("weight_decay", WEIGHT_DECAYS, "training", default=1e-4),
         Choice("class_weighting", (False, True), "training", default=False),
@@ -144,6 +148,18 @@ class ECGSpace:
     def layout(self) -> Layout:
         """Per-layer resolution level and channels per width option."""
         return Layout.of(self.config)
+
+    def input_size(self, dataset) -> int:
+        """Leads of the records: the stem's input channels."""
+        return int(dataset.records[0].signal.shape[0])
+
+    def make_context(self, dataset, train_idx, val_idx, cache_dir=None, workers: int = 1):
+        """The ``DataContext`` that prepares (and caches) signals per preprocessing choice."""
+        from n2nas.training import DataContext
+
+        if not hasattr(dataset, "records"):
+            raise ConfigError("--space", f"{self.name} searches ECG records; this data holds no ECG records")
+        return DataContext(dataset, train_idx, val_idx, cache_dir, workers)
 
     def build_supernet(self, n_leads: int, n_classes: int) -> ECGSupernet:
         """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""

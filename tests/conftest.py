@@ -33,3 +33,16 @@ def mini2017(tmp_path: Path) -> Path:
     folder = tmp_path / "mini2017"
     copy_sample_records(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One small local Ray for the whole test session (2 CPUs, no dashboard, ~80 MB object store)."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
+    yield ray
+    ray.shutdown()

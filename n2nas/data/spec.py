@@ -1,5 +1,6 @@
 """Data SPEC strings (``sample``, ``physionet2017:DIR``, ``cinc2021:DIR``, ``wfdb:DIR,LABELS.csv``,
-``synthetic-ecg[:PRESET]``) turned into datasets."""
+``synthetic-ecg[:PRESET]``, ``ehr:DIR[,START:END]``, ``synthetic-ehr[:N[,F]]``) turned into datasets
+(ECG specs give a record :class:`Dataset`, EHR specs an ``EHRDataset`` of sparse feature rows)."""
 from __future__ import annotations
 
 from importlib import resources
@@ -11,7 +12,7 @@ from n2nas.errors import ConfigError
 
 SYNTHETIC_PRESETS = ("small", "medium")
 SPEC_HELP = ("sample | physionet2017:DIR | cinc2021:DIR (also 2020) | wfdb:DIR,LABELS.csv | "
-             "synthetic-ecg[:small|medium]")
+             "synthetic-ecg[:small|medium] | ehr:DIR[,START:END] | synthetic-ehr[:N[,F]]")
 
 
 def bundled_sample_dir() -> Path:
@@ -49,6 +50,13 @@ def load_dataset(spec: str, *, skip_bad: bool = False, min_seconds: float = 1.0,
             raise ConfigError("data spec", f"unknown synthetic-ecg preset {preset!r} (small, medium)")
         folder = synthetic_ecg_folder(cache_root or default_cache_root(), preset=preset)
         return load_physionet2017(folder, **opts)
-    if kind in ("ehr", "synthetic-ehr"):
-        raise ConfigError("data spec", f"{kind} data is not supported by this version (ECG specs: {SPEC_HELP})")
+    if kind == "ehr" and arg:
+        from n2nas.data.ehr import load_ehr, parse_columns
+
+        folder, _, cols = arg.partition(",")
+        return load_ehr(folder, parse_columns(cols) if cols else None)
+    if kind == "synthetic-ehr":
+        from n2nas.data.synthetic_ehr import parse_synthetic_spec, synthetic_ehr
+
+        return synthetic_ehr(parse_synthetic_spec(arg))
     raise ConfigError("data spec", f"cannot understand data spec {spec!r}; expected {SPEC_HELP}")

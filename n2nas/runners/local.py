@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,10 @@ import torch
 
 from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
 from n2nas.data.splits import class_weights
+from n2nas.measure import MeasureConfig
+from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.flops import count_flops, count_params
+from n2nas.measure.latency import measure_latency_ms
 from n2nas.metrics import evaluate_predictions, reward_metric
 from n2nas.runners.base import Runner
 from n2nas.training import DataContext, loss_fn, metric_inputs, predict_records
@@ -36,13 +40,14 @@ class LocalRunner(Runner):
         ds = ctx.dataset
         self.multilabel = ds.multilabel
         self.classes = ds.classes
-        n_leads = ds.records[0].signal.shape[0]
-        self.supernet = space_def.build_supernet(n_leads, len(ds.classes)).to(device)
+        self.supernet = space_def.build_supernet(space_def.input_size(ds), len(ds.classes)).to(device)
         self.optimizer = torch.optim.Adam(self.supernet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.metric = reward_metric_name(config.reward_metric, ds.classes, ds.multilabel)
         self._cost_memo: dict[str, tuple[int, int]] = {}
+        self._latency_memo: dict[str, float] = {}
+        self.measure, self.reward, self.meter = MeasureConfig(), None, UnmeasuredMeter()
         y = ctx.targets[ctx.train_idx]
         self._class_weight = None if self.multilabel else torch.tensor(
             class_weights(y.argmax(1), y.shape[1]), dtype=torch.float32, device=device)
@@ -53,41 +58,83 @@ class LocalRunner(Runner):
 
     def train_shared(self, samples):
         """One optimizer step per sampled child; steps whose loss is not finite are skipped and counted."""
+        losses, failed = [], 0
+        for sample in samples:
+            loss = self.child_gradient(sample)
+            if loss is None:
+                failed += 1
+                continue
+            self.apply_gradients()
+            losses.append(loss)
+        return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed}
+
+    def child_gradient(self, sample) -> float | None:
+        """Forward/backward of one sampled child on one training batch, gradients left in ``.grad``.
+
+        Returns the loss, or None (and no gradients) when it is not finite. Distributed runners call this and
+        :meth:`apply_gradients` separately so they can average gradients in between.
+        """
         from n2nas.data.augment import augment_batch
 
         self.supernet.train()
-        losses, failed = [], 0
-        for sample in samples:
-            settings = self.space_def.training_settings(sample)
-            data = self._data(sample)
-            idx = self.rng.choice(self.ctx.train_idx, size=min(settings["batch_size"], len(self.ctx.train_idx)),
-                                  replace=False)
-            x, y = data.train_batch(idx, self.rng)
-            x = torch.from_numpy(x).to(self.device)
-            y = torch.from_numpy(y).to(self.device)
-            x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
-            weight = self._class_weight if settings.get("class_weighting") else None
-            loss = loss_fn(self.supernet(x, sample), y, self.multilabel, weight)
-            if not torch.isfinite(loss):
-                failed += 1
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-        return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed}
+        settings = self.space_def.training_settings(sample)
+        data = self._data(sample)
+        idx = self.rng.choice(self.ctx.train_idx, size=min(settings["batch_size"], len(self.ctx.train_idx)),
+                              replace=False)
+        x, y = data.train_batch(idx, self.rng)
+        x = torch.from_numpy(x).to(self.device)
+        y = torch.from_numpy(y).to(self.device)
+        x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
+        weight = self._class_weight if settings.get("class_weighting") else None
+        loss = loss_fn(self.supernet(x, sample), y, self.multilabel, weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        return float(loss.detach())
+
+    def apply_gradients(self) -> None:
+        """Clip the gradient norm (ENAS's 5) and take one optimizer step with the gradients in ``.grad``."""
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def set_measurement(self, measure: MeasureConfig, reward=None, meter: EnergyMeter | None = None) -> None:
+        """Measure latency and energy per scored child; with a ``RewardConfig``, children breaking its hard
+        limits are reported infeasible without being scored. The meter is built here (``pick_meter`` for this
+        runner's device) unless given, so remote workers build their own."""
+        self.meter.close()
+        self.measure, self.reward = measure, reward
+        self.meter = meter or pick_meter(self.device, measure.joules_per_flop)
+
+    def _child(self, sample) -> tuple[torch.nn.Module, tuple[int, ...]]:
+        """A fresh standalone child and its batch-1 input shape. Its initialisation must not consume the global
+        torch RNG: costs are memoised, so a resumed search would otherwise draw different dropout masks."""
+        ds = self.ctx.dataset
+        with torch.random.fork_rng(devices=[]):
+            child = self.space_def.build_child(sample, self.space_def.input_size(ds), len(ds.classes))
+        shape = (1,) + self._data(sample).record_windows(int(self.ctx.val_idx[0])).shape[1:]
+        return child, shape
 
     def cost(self, sample) -> tuple[int, int]:
         """(parameters, FLOPs per input window) of the standalone child, memoised per architecture."""
         key = json.dumps(sample, sort_keys=True, default=str)
         if key not in self._cost_memo:
-            ds = self.ctx.dataset
-            child = self.space_def.build_child(sample, ds.records[0].signal.shape[0], len(ds.classes))
-            data = self._data(sample)
-            shape = (1,) + data.record_windows(int(self.ctx.val_idx[0])).shape[1:]
+            child, shape = self._child(sample)
             self._cost_memo[key] = (count_params(child), count_flops(child, shape))
         return self._cost_memo[key]
+
+    def latency_ms(self, sample) -> float | None:
+        """Median per-record (batch-1) inference latency of the standalone child on this runner's device,
+        memoised per architecture and input (training tokens do not change it); None when measurement is off."""
+        if not self.measure.latency.enabled:
+            return None
+        training = {d.label for d in self.space_def.space.flat if getattr(d, "kind", "") == "training"}
+        key = json.dumps({k: v for k, v in sample.items() if k not in training}, sort_keys=True, default=str)
+        if key not in self._latency_memo:
+            child, shape = self._child(sample)
+            self._latency_memo[key] = measure_latency_ms(child.to(self.device), shape, self.device,
+                                                         self.measure.latency)
+        return self._latency_memo[key]
 
     @torch.no_grad()
     def score(self, samples, records):
@@ -96,10 +143,30 @@ class LocalRunner(Runner):
         results = []
         for sample in samples:
             params, flops = self.cost(sample)
-            base = {"params": params, "flops": flops, "worker": self.worker}
+            latency = self.latency_ms(sample)
+            base = {"params": params, "flops": flops, "worker": self.worker, "latency_ms": latency,
+                    "energy_j": None, "energy_source": "unmeasured", "records": len(records)}
+            if self.reward is not None:
+                from n2nas.reward import infeasibility
+
+                reasons = infeasibility(self.reward, flops, params, latency)
+                if reasons:  # not scored at all: the limit is known before any validation record is run
+                    results.append({**base, "status": "infeasible", "reward": None, "metrics": {},
+                                    "infeasible": reasons})
+                    continue
             data = self._data(sample)
-            probs = predict_records(self.supernet, data, records, self.multilabel, self.device,
-                                    forward=lambda x, s=sample: self.supernet(x, s))
+            windows = [0]
+
+            def forward(x, s=sample):
+                windows[0] += len(x)
+                return self.supernet(x, s)
+
+            started, start = time.time(), self.meter.begin()
+            probs = predict_records(self.supernet, data, records, self.multilabel, self.device, forward=forward)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the window must hold the GPU work, not just its launch
+            energy = self.meter.end(start, flops=flops * windows[0])
+            base.update(energy_j=energy.joules, energy_source=energy.source, scored_at=[started, time.time()])
             if not np.isfinite(probs).all():
                 results.append({**base, "status": "failed", "reward": None, "metrics": {},
                                 "error": "non-finite outputs"})

@@ -1,0 +1,95 @@
+"""The ``n2nas grid`` and ``n2nas space params`` commands (argument parsing and printing only)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from n2nas.errors import ConfigError
+
+
+def add_grid_parser(sub, positive) -> None:
+    """Register ``n2nas grid``."""
+    from n2nas.data.spec import SPEC_HELP
+
+    p = sub.add_parser("grid", help="train every cell of a hyperparameter grid from scratch; table + CSV + plot",
+                       description="Presets: diagnosenet (--space ehr-mlp: DiagnoseNET Table 4, units x layers, "
+                                   "Adam 0.001, <= 40 epochs), residual-lr-batch (--space ecg: Hannun residual "
+                                   "net, lr {0.01, 0.001} x batch {16, 32, 64}). --grid LABEL=[...] adds an "
+                                   "axis or replaces a preset's axis of that label.")
+    p.add_argument("--space", required=True, help="search space whose decisions the grid sets")
+    p.add_argument("--preset", default=None, help="a named grid: diagnosenet | residual-lr-batch")
+    p.add_argument("--grid", action="append", default=[], metavar="LABEL=[v1,v2,...]",
+                   help="one axis of the grid (repeatable), e.g. --grid 'lr=[0.01,0.001]'")
+    p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
+                   help="value every cell shares, e.g. --fix activation=tanh (repeatable)")
+    p.add_argument("--data", default=None, help=f"{SPEC_HELP} (default: the preset's, else sample)")
+    p.add_argument("--epochs", type=positive(int), default=None, help="epoch cap per cell (preset: 40)")
+    p.add_argument("--patience", type=positive(int), default=None, help="early-stopping patience in epochs")
+    p.add_argument("--max-minutes", type=positive(float), default=None, help="wall-clock cap per cell")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="folder for grid.csv, grid.png, grid.txt and cells/ "
+                                                "(finished cells are reused when the same grid runs again)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+    p.set_defaults(func=_cmd_grid)
+
+
+def add_params_parser(space_sub) -> None:
+    """Register ``n2nas space params``."""
+    p = space_sub.add_parser("params", help="parameter count of every units x layers cell (nothing is trained)")
+    p.add_argument("name", metavar="NAME", help="an MLP space, e.g. ehr-mlp")
+    p.add_argument("--input", type=int, required=True, help="input features, e.g. 14637")
+    p.add_argument("--output", type=int, required=True, help="output classes, e.g. 14")
+    p.add_argument("--exact", action="store_true", help="whole numbers instead of millions")
+    p.set_defaults(func=_cmd_space_params)
+
+
+def _cmd_space_params(args: argparse.Namespace) -> int:
+    from search_spaces import get_space
+
+    if args.input < 1 or args.output < 1:
+        raise ConfigError("--input/--output", "must be positive")
+    space_def = get_space(args.name)
+    if not hasattr(space_def, "param_table"):
+        raise ConfigError(args.name, "has no units x layers parameter grid (only MLP spaces do)")
+    rows = space_def.param_table(args.input, args.output)
+    units = list(dict.fromkeys(r["units"] for r in rows))
+    layers = list(dict.fromkeys(r["layers"] for r in rows))
+    count = {(r["layers"], r["units"]): r["params"] for r in rows}
+    show = (lambda n: str(n)) if args.exact else (lambda n: f"{n / 1e6:.2f}")
+    unit = "parameters" if args.exact else "parameters, millions"
+    print(f"{args.name}: {unit}, {args.input} inputs, {args.output} outputs (rows: hidden layers, "
+          "columns: units per layer)")
+    table = [["layers\\units", *map(str, units)]] + [[str(d), *(show(count[(d, u)]) for u in units)]
+                                                      for d in layers]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    return 0
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from n2nas.cli import _parse_fixed
+    from n2nas.grid import GridConfig, get_preset, parse_grid, run_grid
+
+    axes = parse_grid(args.grid)
+    fixed = _parse_fixed(args.fix)
+    if args.preset:
+        preset = get_preset(args.preset, args.space)
+        given = dict(axes)
+        axes = [(label, given.pop(label, values)) for label, values in preset.axes] + list(given.items())
+        space, base, config, data = preset.space, {**preset.base, **fixed}, preset.config, preset.data
+        title = f"{preset.name}: {preset.about}"
+    else:
+        space, base, config, data, title = args.space, fixed, GridConfig(), "sample", ""
+    changes = {k: v for k, v in (("epochs", args.epochs), ("patience", args.patience),
+                                 ("max_minutes", args.max_minutes)) if v is not None}
+    config = dataclasses.replace(config, seed=args.seed, device=args.device, **changes)
+    log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = run_grid(space, axes, args.data or data, args.out, config, base, log=log, title=title)
+    print(result.table)
+    print(json.dumps({"csv": str(result.csv), "plot": str(result.plot), "cells": len(result.rows)}))
+    return 0

@@ -1,0 +1,214 @@
+"""Multi-trial search on Ray Tune, without weight sharing: each trial trains one child from scratch.
+
+Our controllers (random, grid, evolution; ENAS too) drive Tune through :class:`ControllerSearcher`, an ask/tell
+adapter: Tune asks for a configuration, the controller samples one child; a finished trial's reward goes back
+to the controller. A trial is a function trainable that trains its child alone (a fresh LocalRunner whose
+supernet only ever runs this child, with the child's own learning rate and weight decay) for ``epochs`` epochs,
+reporting the validation score and a checkpoint after each. Everything lives under ``out/tune`` (Tune's storage
+path): ``resume=True`` restores the experiment there, finished trials are kept, unfinished and errored ones continue
+from their last checkpoint, and the controller continues from its saved state. Results come back as a table
+(``results.csv``) and the best child as ``best_pipeline.json``, the same file a weight-sharing search writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from n2nas.errors import ConfigError
+
+try:  # Ray is an optional extra; without it only importing this module's names fails, never n2nas itself
+    from ray.tune.search import Searcher as _Searcher
+except ImportError:  # pragma: no cover - exercised only without the ray extra
+    _Searcher = object
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What a multi-trial search tries and how each trial trains."""
+
+    space: str = "ecg-small"
+    controller: str = "random"        # random | grid | evolution | enas
+    trials: int = 8
+    epochs: int = 3                   # reports (and checkpoints) per trial
+    steps_per_epoch: int = 20         # training batches per epoch
+    concurrent: int = 2               # trials running at once
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def smoke() -> "TuneConfig":
+        """Seconds per trial: for tests and trying the command out."""
+        return TuneConfig(trials=2, epochs=1, steps_per_epoch=2, concurrent=2)
+
+
+class ControllerSearcher(_Searcher):
+    """Tune searcher backed by an n2nas controller (one child per suggestion, its reward told back)."""
+
+    def __init__(self, controller: str, tokens, seed: int, metric: str = "reward", mode: str = "max"):
+        super().__init__(metric=metric, mode=mode)
+        from controllers import make_controller
+
+        self.name, self.tokens, self.seed = controller, tuple(tokens), seed
+        self.controller = make_controller(controller, self.tokens, seed=seed)
+        self.pending: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        """The next child's token indices."""
+        sample = self.controller.sample(1)[0]
+        self.pending[trial_id] = sample
+        return {"index_sample": sample}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell the controller the child's reward (NaN for a failed trial, so evolution ages it out)."""
+        sample = self.pending.pop(trial_id, None)
+        if sample is None:
+            return
+        reward = math.nan if error or not result else float(result.get("reward", math.nan))
+        self.controller.update([sample], [reward])
+
+    def save(self, checkpoint_path: str) -> None:
+        """Controller state and the children still in flight (tensors and plain values only)."""
+        torch.save({"controller": self.controller.state_dict(), "pending": self.pending}, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Inverse of :meth:`save`."""
+        state = torch.load(checkpoint_path, weights_only=True)
+        self.controller.load_state_dict(state["controller"])
+        self.pending = dict(state["pending"])
+
+
+def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """Tune function trainable: train one child from scratch, report its validation score every epoch."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+    from n2nas.training import pick_device
+
+    torch.set_num_threads(max(1, int(setup["cpus"])))
+    space_def, seed = setup["space_def"], setup["seed"]
+    sample = space_def.space.pinned(setup["fixed"]).decode(trial_config["index_sample"])
+    settings = space_def.training_settings(sample)
+    shared = SharedTrainingConfig(lr=settings.get("lr", 2e-3), weight_decay=settings.get("weight_decay", 1e-4))
+    ctx = space_def.make_context(setup["dataset"], setup["train_idx"], setup["val_idx"], setup["cache_dir"], 1)
+    torch.manual_seed(seed)
+    runner = LocalRunner(space_def, ctx, shared, pick_device(setup["device"]), seed)
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a resumed trial continues where its last report left it
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "trial.pt", weights_only=True)
+        runner.load_state_dict(state["runner"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["epoch"])
+    for epoch in range(start, setup["epochs"]):
+        stats = runner.train_shared([sample] * setup["steps_per_epoch"])
+        result = runner.score([sample], ctx.val_idx)[0]
+        ok = result["status"] == "ok" and result["reward"] is not None
+        metrics = {k: v for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))}
+        report = {**metrics, "reward": float(result["reward"]) if ok else math.nan, "epoch": epoch + 1,
+                  "status": result["status"], "train_loss": stats["shared_loss"], "params": result["params"],
+                  "flops": result["flops"], "sample": json.dumps(sample, default=list)}
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"runner": runner.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1},
+                       Path(folder) / "trial.pt")
+            tune.report(report, checkpoint=Checkpoint.from_directory(folder))
+
+
+def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False, address: str | None = None):
+    """Run (or, with ``resume``, continue) a Tune experiment under ``out/tune``; returns the ResultGrid.
+
+    Also writes ``out/results.csv`` (one row per trial) and ``out/best_pipeline.json``.
+    """
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search_spaces import get_space
+    from n2nas.data.spec import default_cache_root, load_dataset
+    from n2nas.data.splits import stratified_split
+
+    out = Path(out).resolve()
+    experiment = out / "tune"
+    if resume and not experiment.exists():
+        raise ConfigError(out, "nothing to resume: no Tune experiment in this folder")
+    if not resume and experiment.exists():
+        raise ConfigError(out, "a Tune experiment is already here (use --resume to continue it, or another --out)")
+    dataset = load_dataset(data) if isinstance(data, str) else data
+    space_def = get_space(config.space)
+    space = space_def.space.pinned(config.fixed)
+    split = stratified_split(dataset, val=config.val_fraction, seed=config.seed)
+    index = {rid: i for i, rid in enumerate(dataset.ids)}
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False)
+    setup = {"space_def": space_def, "fixed": dict(config.fixed), "seed": config.seed, "device": config.device,
+             "dataset": dataset, "train_idx": np.array([index[i] for i in split.train]),
+             "val_idx": np.array([index[i] for i in split.val]), "cache_dir": default_cache_root() / "prepared",
+             "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "cpus": config.cpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                    {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    if resume:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        searcher = ConcurrencyLimiter(ControllerSearcher(config.controller, space.tokens, config.seed),
+                                      max_concurrent=config.concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.trials, metric="reward",
+                                        mode="max"),
+            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tune_config.json").write_text(json.dumps({"data": data if isinstance(data, str) else None,
+                                                          **_jsonable(config)}, indent=2))
+    grid = tuner.fit()
+    _write_outputs(out, grid, config, space, dataset)
+    return grid
+
+
+def results_table(grid):
+    """One row per trial: id, status, reward, epochs, the CinC/F1 metrics, params, FLOPs and the child."""
+    frame = grid.get_dataframe()
+    keep = [c for c in ("trial_id", "reward", "epoch", "cinc2017_f1", "macro_f1", "accuracy", "macro_auroc",
+                        "params", "flops", "status", "sample") if c in frame.columns]
+    return frame[keep].sort_values("reward", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
+    from n2nas.checkpoint import atomic_write_text
+    from n2nas.space import Pipeline
+
+    table = results_table(grid)
+    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    ok = table[np.isfinite(table["reward"].astype(float))] if "reward" in table else table.iloc[:0]
+    if ok.empty:
+        raise ConfigError(out, "every trial failed: no pipeline to export (see results.csv)")
+    best = ok.iloc[0]
+    sample = Pipeline.from_json({"space": config.space, "sample": json.loads(best["sample"])}, space).sample
+    from search_spaces import get_space
+
+    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # as the search writes it (EHR: columns)
+    data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
+            inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
+    scores = {k: (float(best[k]) if k not in ("trial_id", "status", "sample") else best[k])
+              for k in table.columns if k != "sample" and best[k] == best[k]}
+    atomic_write_text(out / "best_pipeline.json",
+                      json.dumps(Pipeline(config.space, sample, data, scores).to_json(), indent=2, default=str))
+
+
+def _jsonable(config: TuneConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)

@@ -1,0 +1,146 @@
+"""Reward math, hard limits, refusal of unmeasurable terms, the search integration and the Pareto report."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import n2nas
+from n2nas.errors import ConfigError
+from n2nas.measure import MeasureConfig
+from n2nas.reward import RewardConfig, check_measurable, compute_reward, trial_reward_fields
+from tests.test_search import tiny_config, tiny_data, _private_cache  # noqa: F401 - shared fixtures
+
+
+def test_soft_terms_multiply_the_metric():
+    cfg = RewardConfig(flops_weight=-0.07, flops_target=1e6, energy_weight=-0.1, energy_target_j=2.0,
+                       latency_weight=-0.05, latency_target_ms=4.0)
+    t = compute_reward(cfg, 0.8, flops=1e7, params=10, energy_per_record_j=1.0, latency_ms=8.0)
+    assert t.flops == pytest.approx(10 ** -0.07) and t.energy == pytest.approx(0.5 ** -0.1)
+    assert t.latency == pytest.approx(2 ** -0.05)
+    assert t.reward == pytest.approx(0.8 * t.flops * t.energy * t.latency) and t.metric == 0.8
+    cheaper = compute_reward(cfg, 0.8, flops=1e5, params=10, energy_per_record_j=1.0, latency_ms=8.0)
+    assert cheaper.reward > t.reward  # same metric, 100x fewer FLOPs
+    plain = compute_reward(RewardConfig.accuracy_only(), 0.8, flops=1e9, params=10)
+    assert plain.reward == 0.8 and plain.as_json() == {"metric": 0.8, "flops": 1.0, "energy": 1.0, "latency": 1.0}
+
+
+def test_default_is_mnas_with_efficientnet_weight_and_negative_metrics_stay_ordered():
+    assert RewardConfig() == RewardConfig.mnas() and RewardConfig().flops_weight == -0.07
+    cfg = RewardConfig.mnas(flops_target=1e6)
+    cheap = compute_reward(cfg, -0.2, flops=1e5, params=1).reward
+    dear = compute_reward(cfg, -0.2, flops=1e7, params=1).reward
+    assert cheap > dear and cheap > -0.2 > dear
+
+
+def test_hard_limits_make_a_child_infeasible():
+    cfg = RewardConfig(max_flops=1e6, max_params=100, max_latency_ms=5.0, flops_target=1e6)
+    t = compute_reward(cfg, 0.9, flops=2e6, params=500, latency_ms=9.0)
+    assert t.reward == cfg.infeasible_reward == 0.0 and len(t.infeasible) == 3
+    assert compute_reward(cfg, 0.9, flops=1e6, params=100, latency_ms=5.0).infeasible == ()
+    fields = trial_reward_fields({"status": "ok", "reward": 0.9, "flops": 2e6, "params": 1, "latency_ms": 1.0,
+                                  "energy_j": None, "records": 4}, cfg)
+    assert fields["status"] == "infeasible" and fields["reward"] == 0.0 and "flops" in fields["infeasible"][0]
+
+
+def test_unmeasurable_terms_are_refused_not_scored_as_one():
+    with pytest.raises(ConfigError, match="--joules-per-flop"):
+        check_measurable(RewardConfig(energy_weight=-0.1), "unmeasured", latency_enabled=True)
+    check_measurable(RewardConfig(energy_weight=-0.1), "estimate:flops", latency_enabled=True)
+    with pytest.raises(ConfigError, match="latency"):
+        check_measurable(RewardConfig(max_latency_ms=3.0), "unmeasured", latency_enabled=False)
+    with pytest.raises(ConfigError, match="energy"):  # a missing reading mid-run is an error, never 1.0
+        compute_reward(RewardConfig(energy_weight=-0.1, flops_target=1.0), 0.5, 1.0, 1, energy_per_record_j=None)
+    with pytest.raises(ConfigError, match="--flops-weight"):
+        RewardConfig(flops_weight=0.1)
+
+
+def test_energy_weight_without_counter_stops_the_search_at_startup(tiny_data, tmp_path):
+    cfg = tiny_config(reward=RewardConfig(energy_weight=-0.1))
+    with pytest.raises(ConfigError, match="needs a measured energy source"):
+        n2nas.search(tiny_data, cfg, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
+    from n2nas.cli import main
+
+    jpf = 1e-9
+    cfg = tiny_config(budget_epochs=1, derive_children=2, reward=RewardConfig(energy_weight=-0.1, max_params=200_000),
+                      measure=MeasureConfig(joules_per_flop=jpf, power_interval_s=0.2))
+    result = n2nas.search(tiny_data, cfg, out=tmp_path / "run")
+    statuses = {t["status"] for t in result.trials}
+    assert statuses == {"ok", "infeasible"}
+    for t in result.trials:
+        assert t["latency_ms"] > 0 and t["sampled_energy_j"] is None  # no power source on this machine
+        if t["status"] == "infeasible":
+            assert t["params"] > 200_000 and t["reward"] == 0.0 and t["metrics"] == {} and t["energy_j"] is None
+            continue
+        assert t["params"] <= 200_000 and t["energy_source"] == "estimate:flops"
+        windows = t["energy_j"] / (t["flops"] * jpf)  # the estimate is FLOPs executed x J/FLOP
+        assert windows == pytest.approx(round(windows)) and round(windows) >= t["records"]
+        assert t["energy_per_record_j"] == pytest.approx(t["energy_j"] / t["records"])
+        terms = t["reward_terms"]
+        assert t["reward"] == pytest.approx(terms["metric"] * terms["flops"] * terms["energy"] * terms["latency"])
+        assert terms["latency"] == 1.0 and terms["flops"] != 1.0 and terms["energy"] != 1.0
+    assert result.best(1)[0].scores["params"] <= 200_000
+    assert (tmp_path / "run" / "power.csv").read_text().startswith("time,cpu_util_pct")
+    assert main(["report", str(tmp_path / "run")]) == 0
+
+
+def _fake_run(tmp_path, sources=("rapl", "rapl", "rapl", "rapl")):
+    rows = [  # metric, flops, energy per record: step 1 is dominated by step 0 on everything
+        (0.80, 2e6, 1.0), (0.70, 3e6, 2.0), (0.60, 1e6, 1.5), (0.90, 5e6, 0.5)]
+    with open(tmp_path / "trials.jsonl", "w") as fh:
+        for step, ((m, f, e), src) in enumerate(zip(rows, sources)):
+            fh.write(json.dumps({"step": step, "phase": "derive", "status": "ok", "reward": m, "flops": f,
+                                 "params": 10, "energy_j": e * 4, "energy_per_record_j": e, "energy_source": src,
+                                 "latency_ms": 1.0 + step, "reward_terms": {"metric": m}, "sample": {}}) + "\n")
+        fh.write(json.dumps({"step": 4, "phase": "derive", "status": "failed", "reward": None, "flops": 1,
+                             "params": 1, "energy_source": "rapl", "sample": {}}) + "\n")
+    (tmp_path / "best_pipeline.json").write_text(json.dumps({"scores": {"step": 3}}))
+    return tmp_path
+
+
+def test_pareto_front_and_report_table(tmp_path, capsys):
+    from n2nas.cli import main
+    from n2nas.report import format_table, pareto_front
+
+    front = pareto_front(_fake_run(tmp_path))
+    assert front.third_label.startswith("energy per record (J, rapl")
+    assert front.on_front.tolist() == [True, False, True, True] and front.chosen_step == 3
+    table = format_table(front)
+    assert "* " in table.splitlines()[-2] or table.splitlines()[-2].lstrip().startswith("*")
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 failed" in out and "report.png" in out
+
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "report.png")
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 1000 and np.ptp(image) > 0
+
+
+def test_report_never_mixes_energy_sources(tmp_path):
+    from n2nas.report import pareto_front
+
+    front = pareto_front(_fake_run(tmp_path, ("rapl", "estimate:flops", "rapl", "rapl")))
+    assert front.third_label == "latency per record (ms)" and "never compared" in front.note
+    assert not math.isnan(front.third.sum())
+
+
+def test_search_options_reach_the_config():
+    import argparse
+
+    from n2nas.measure.cli import add_reward_options, reward_and_measure
+
+    p = argparse.ArgumentParser()
+    add_reward_options(p)
+    reward, measure = reward_and_measure(p.parse_args(
+        ["--reward", "accuracy", "--flops-weight", "-0.2", "--max-params", "5000", "--joules-per-flop", "1e-10",
+         "--no-power-sampler"]))
+    assert reward == replace(RewardConfig.accuracy_only(), flops_weight=-0.2, max_params=5000)
+    assert measure.joules_per_flop == 1e-10 and measure.power_interval_s is None and measure.latency.enabled
