@@ -27,6 +27,12 @@ def copy_sample_records(dst: Path, per_class: int = 2) -> list[tuple[str, str]]:
     return chosen
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Derived data of every test goes to this session's temporary folder, never to the user's cache."""
+    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def mini2017(tmp_path: Path) -> Path:
     """A PhysioNet-2017 folder of 8 real records (2 per class) in a temporary directory."""

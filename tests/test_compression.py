@@ -19,10 +19,6 @@ from search_spaces import get_space
 from tests.conftest import copy_sample_records
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

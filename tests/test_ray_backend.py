@@ -16,10 +16,6 @@ pytest.importorskip("ray")
 RAY2 = RunnerConfig(backend="ray", workers=2)
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):

@@ -26,10 +26,6 @@ def tiny(tmp_path_factory):
     return folder, load_physionet2017(folder)
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
 
 def _flat(value, prefix=""):
     """Nested dicts/lists of numbers as one flat {path: number} dict, which pytest.approx can compare."""

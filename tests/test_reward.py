@@ -12,7 +12,7 @@ import n2nas
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.reward import RewardConfig, check_measurable, compute_reward, trial_reward_fields
-from tests.test_search import tiny_config, tiny_data, _private_cache  # noqa: F401 - shared fixtures
+from tests.test_search import tiny_config, tiny_data  # noqa: F401 - shared fixtures
 
 
 def test_soft_terms_multiply_the_metric():

@@ -35,10 +35,6 @@ def tiny_data(tmp_path_factory):
     return load_physionet2017(folder)
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("N2NAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
 
 def test_search_leaves_a_complete_run_folder(tiny_data, tmp_path):
     result = n2nas.search(tiny_data, tiny_config(), out=tmp_path / "run")

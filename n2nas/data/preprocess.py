@@ -142,16 +142,21 @@ def detect_rpeaks(sig: np.ndarray, fs: float) -> np.ndarray:
     return refined[(refined >= 0) & (refined < x.shape[-1])]
 
 
-def native_rpeaks(record: Record, cfg: PreprocessConfig) -> np.ndarray:
-    """R peaks at the recording's own rate after ``cfg``'s baseline and band-pass steps (the only steps that
-    change them); shared by every sampling rate and normalisation, so a search detects them once per filter."""
+def _filtered(record: Record, cfg: PreprocessConfig) -> tuple[np.ndarray, float]:
+    """The record at its own rate after ``cfg``'s baseline and band-pass steps."""
     sig = np.asarray(record.signal, dtype=np.float64)
     fs = float(record.fs)
     if cfg.baseline == "median":
         sig = remove_baseline(sig, fs)
     if cfg.band is not None:
         sig = bandpass(sig, fs, *cfg.band)
-    return detect_rpeaks(sig, fs)
+    return sig, fs
+
+
+def native_rpeaks(record: Record, cfg: PreprocessConfig) -> np.ndarray:
+    """R peaks at the recording's own rate after ``cfg``'s baseline and band-pass steps (the only steps that
+    change them); shared by every sampling rate and normalisation, so a search detects them once per filter."""
+    return detect_rpeaks(*_filtered(record, cfg))
 
 
 def preprocess_record(record: Record, cfg: PreprocessConfig,
@@ -160,12 +165,7 @@ def preprocess_record(record: Record, cfg: PreprocessConfig,
 
     ``native_peaks`` (from :func:`native_rpeaks` with the same filter) skips the detection.
     """
-    sig = np.asarray(record.signal, dtype=np.float64)
-    fs = float(record.fs)
-    if cfg.baseline == "median":
-        sig = remove_baseline(sig, fs)
-    if cfg.band is not None:
-        sig = bandpass(sig, fs, *cfg.band)
+    sig, fs = _filtered(record, cfg)
     peaks = None
     if cfg.rpeaks:
         # detect at the recording's own rate, where QRS complexes are sharpest, then map to the target rate
