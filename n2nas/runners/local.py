@@ -45,8 +45,9 @@ class LocalRunner(Runner):
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.metric = reward_metric_name(config.reward_metric, ds.classes, ds.multilabel)
-        self._cost_memo: dict[str, tuple[int, int]] = {}
-        self._latency_memo: dict[str, float] = {}
+        # params, FLOPs and latency per architecture + input (training tokens change none of them)
+        self._arch_memo: dict[str, dict[str, Any]] = {}
+        self._training_labels = {d.label for d in space_def.space.flat if getattr(d, "kind", "") == "training"}
         self.measure, self.reward, self.meter = MeasureConfig(), None, UnmeasuredMeter()
         y = ctx.targets[ctx.train_idx]
         self._class_weight = None if self.multilabel else torch.tensor(
@@ -115,26 +116,33 @@ class LocalRunner(Runner):
         shape = (1,) + self._data(sample).record_windows(int(self.ctx.val_idx[0])).shape[1:]
         return child, shape
 
+    def _measured(self, sample, latency: bool) -> dict[str, Any]:
+        """Params, FLOPs (and latency when asked) of the sample's architecture: the standalone child is built
+        once per architecture, however many of these numbers are needed."""
+        key = json.dumps({k: v for k, v in sample.items() if k not in self._training_labels}, sort_keys=True,
+                         default=str)
+        entry = self._arch_memo.get(key)
+        if entry is None or (latency and entry["latency_ms"] is None):
+            child, shape = self._child(sample)
+            if entry is None:
+                entry = {"params": count_params(child), "flops": count_flops(child, shape), "latency_ms": None}
+            if latency:
+                entry["latency_ms"] = measure_latency_ms(child.to(self.device), shape, self.device,
+                                                         self.measure.latency)
+            self._arch_memo[key] = entry
+        return entry
+
     def cost(self, sample) -> tuple[int, int]:
         """(parameters, FLOPs per input window) of the standalone child, memoised per architecture."""
-        key = json.dumps(sample, sort_keys=True, default=str)
-        if key not in self._cost_memo:
-            child, shape = self._child(sample)
-            self._cost_memo[key] = (count_params(child), count_flops(child, shape))
-        return self._cost_memo[key]
+        entry = self._measured(sample, latency=False)
+        return entry["params"], entry["flops"]
 
     def latency_ms(self, sample) -> float | None:
         """Median per-record (batch-1) inference latency of the standalone child on this runner's device,
-        memoised per architecture and input (training tokens do not change it); None when measurement is off."""
+        memoised per architecture and input; None when measurement is off."""
         if not self.measure.latency.enabled:
             return None
-        training = {d.label for d in self.space_def.space.flat if getattr(d, "kind", "") == "training"}
-        key = json.dumps({k: v for k, v in sample.items() if k not in training}, sort_keys=True, default=str)
-        if key not in self._latency_memo:
-            child, shape = self._child(sample)
-            self._latency_memo[key] = measure_latency_ms(child.to(self.device), shape, self.device,
-                                                         self.measure.latency)
-        return self._latency_memo[key]
+        return self._measured(sample, latency=True)["latency_ms"]
 
     @torch.no_grad()
     def score(self, samples, records):
@@ -142,8 +150,8 @@ class LocalRunner(Runner):
         self.supernet.eval()
         results = []
         for sample in samples:
+            latency = self.latency_ms(sample)  # first: on a new architecture it measures everything in one build
             params, flops = self.cost(sample)
-            latency = self.latency_ms(sample)
             base = {"params": params, "flops": flops, "worker": self.worker, "latency_ms": latency,
                     "energy_j": None, "energy_source": "unmeasured", "records": len(records)}
             if self.reward is not None:
