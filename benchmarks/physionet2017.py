@@ -1,23 +1,36 @@
-"""Search on the PhysioNet 2017 development folder, retrain the winner, score it on a held-out part of the folder
-next to the Hannun-style residual network trained the same way.
+"""Search on the PhysioNet 2017 development folder, retrain the winner, and score it on held-out records next to
+hand-designed pipelines and a random-search winner, all retrained with one recipe and one budget.
 
-Usage: python benchmarks/physionet2017.py [DIR] [--search-minutes 60] [--retrain-minutes 60] [--space ecg]
-       [--preset thorough|default]
+Usage: python benchmarks/physionet2017.py [DIR] [--search-minutes 60] [--retrain-minutes 30]
+       [--preset cpu-hour] [--rows search,random,plain-cnn,hannun] [--out FOLDER]
 
 Protocol: the folder is split once (seeded, stratified, by record) into dev (85%) and held-out test (15%).
-The search and both retrainings see only dev (each with its own validation split inside dev); the test records
-are touched once, at the end. Scores above ~0.85 CinC 2017 F1 would suggest leakage (best challenge entries:
-0.83 on the hidden test set).
+Searches and retrainings see only dev (each with its own validation split inside dev); the test records are
+touched once per model, at the end. Rows:
+
+- ``n2nas search``: the preset's ENAS search (``--search-minutes``), its best pipeline retrained;
+- ``random search``: the same search with ``--controller random`` and the same budget;
+- ``plain-cnn``: the hand-designed 6-layer CNN of ``ecg-small`` (:func:`search_spaces.ecg.plain_cnn_sample`);
+- ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``).
+
+Scores above ~0.85 CinC 2017 F1 would suggest leakage (best challenge entries: 0.83 on the hidden test set).
+After the table it prints what the ENAS search did: the mean reward of the first and last fifth of its
+controller-phase children, the median FLOPs of both fifths, and whether any derive-phase child predicted a
+single class.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,12 +40,13 @@ from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
 from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
-from n2nas.search_loop import SearchConfig  # noqa: E402
+from n2nas.search_loop import PRESETS, SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017"
+ROWS = ("search", "random", "plain-cnn", "hannun")
 
 
 def cost(pipeline: Pipeline, n_leads: int) -> tuple[int, float]:
@@ -43,56 +57,136 @@ def cost(pipeline: Pipeline, n_leads: int) -> tuple[int, float]:
     return count_params(model), count_flops(model, (1, n_leads, int(30 * fs))) / 1e9
 
 
+def search_behaviour(trials: list[dict]) -> dict:
+    """Did the controller's sampling move, and did any derive-phase child collapse to one class?"""
+    ctrl = [t for t in trials if t["phase"] == "controller" and t["status"] == "ok"]
+    fifth = max(1, len(ctrl) // 5)
+    first, last = ctrl[:fifth], ctrl[-fifth:]
+    derive = [t for t in trials if t["phase"] == "derive" and t["status"] == "ok"]
+    collapsed = [t["step"] for t in derive
+                 if sum(1 for v in (t["metrics"].get("f1") or {}).values() if v) <= 1]
+    return {"controller_children": len(ctrl),
+            "mean_reward_first_fifth": float(np.mean([t["reward"] for t in first])) if ctrl else None,
+            "mean_reward_last_fifth": float(np.mean([t["reward"] for t in last])) if ctrl else None,
+            "median_mflops_first_fifth": float(np.median([t["flops"] for t in first]) / 1e6) if ctrl else None,
+            "median_mflops_last_fifth": float(np.median([t["flops"] for t in last]) / 1e6) if ctrl else None,
+            "derive_children": len(derive), "derive_collapsed_to_one_class": collapsed}
+
+
+def _dev_and_test(folder: str, seed: int):
+    """The one dev / held-out test split of the folder (seeded, stratified, by record)."""
+    data = load_dataset(f"physionet2017:{folder}")
+    split = stratified_split(data, val=0.15, seed=seed)
+    return data.subset(list(split.train)), data.subset(list(split.val))
+
+
+def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: int) -> dict:
+    """One search on the dev records (in its own process when rows run side by side)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev, _ = _dev_and_test(folder, seed)
+    t0 = time.monotonic()
+    result = n2nas.search(dev, cfg, out=out, progress=True)
+    return {"minutes": (time.monotonic() - t0) / 60, "trials": result.trials,
+            "best": result.best(1)[0].to_json()}
+
+
+def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> dict:
+    """Retrain one pipeline on the dev records and score it once on the held-out test records."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev, test = _dev_and_test(folder, seed)
+    pipeline = Pipeline.from_json(pipeline_json, get_space(pipeline_json["space"]).space)
+    t0 = time.monotonic()
+    summary = retrain(Pipeline(pipeline.space, pipeline.sample), dev, out, cfg,
+                      log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
+    minutes = (time.monotonic() - t0) / 60
+    return {"summary": summary, "minutes": minutes, "test": evaluate(out, test), "n_dev": len(dev),
+            "n_test": len(test), "cost": cost(pipeline, 1)}
+
+
+def _run_all(jobs: dict, parallel: int, threads: int) -> dict:
+    """Run ``{name: (fn, args)}`` one after another, or ``parallel`` at a time in fresh processes."""
+    if parallel <= 1:
+        return {name: fn(*args, threads) for name, (fn, args) in jobs.items()}
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(fn, *args, threads) for name, (fn, args) in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 def main() -> None:
-    """Search, retrain both pipelines, print the comparison table."""
+    """Search (ENAS and random), retrain every row with one recipe, print the comparison table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--space", default="ecg")
-    ap.add_argument("--preset", default="thorough", choices=["default", "thorough"],
-                    help="search sizes per epoch (default: small epochs, many of them; thorough: GPU-sized)")
-    ap.add_argument("--search-minutes", type=float, default=60)
-    ap.add_argument("--retrain-minutes", type=float, default=60)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--preset", default="cpu-hour", choices=PRESETS, help="search preset (default cpu-hour)")
+    ap.add_argument("--space", default=None, help="search space (default: the preset's)")
+    ap.add_argument("--search-minutes", type=float, default=60, help="budget of each search (default 60)")
+    ap.add_argument("--retrain-minutes", type=float, default=30, help="budget of each retraining (default 30)")
+    ap.add_argument("--epochs", type=int, default=60, help="retraining epochs at most (default 60)")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run, comma-separated (default {','.join(ROWS)})")
+    ap.add_argument("--flops-weight", type=float, default=None, help="FLOPs exponent of the reward (default: preset)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
-                    help="pin a decision (as `n2nas search --fix`), e.g. to spare a small machine cold preprocessing")
-    ap.add_argument("--out", default=None, help="keep run and model folders here")
+    ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
+    ap.add_argument("--out", default=None, help="keep run and model folders here (default: a temporary folder)")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="run the searches side by side, then every retraining side by side, each in its own "
+                         "process (default 1: one after another with all cores)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per job (default: all cores when --parallel 1, else 1)")
     args = ap.parse_args()
-    data = load_dataset(f"physionet2017:{args.folder}")
-    split = stratified_split(data, val=0.15, seed=args.seed)
-    dev, test = data.subset(list(split.train)), data.subset(list(split.val))
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if args.threads is None:
+        import os
+
+        args.threads = 1 if args.parallel > 1 else (os.cpu_count() or 1)
+    unknown = set(rows_wanted) - set(ROWS)
+    if unknown:
+        ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
-    base = SearchConfig.thorough() if args.preset == "thorough" else SearchConfig()
-    cfg = dataclasses.replace(base, space=args.space, seed=args.seed,
-                              budget_minutes=args.search_minutes, budget_epochs=None,
-                              fixed=_parse_fixed(args.fix))
-    t0 = time.monotonic()
-    result = n2nas.search(dev, cfg, out=work / "search", progress=True)
-    search_min = (time.monotonic() - t0) / 60
+    base = SearchConfig.named(args.preset)
+    changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
+               "fixed": _parse_fixed(args.fix)}
+    if args.space:
+        changes["space"] = args.space
+    if args.flops_weight is not None:
+        changes["reward"] = dataclasses.replace(base.reward, flops_weight=args.flops_weight)
+    cfg = dataclasses.replace(base, **changes)
+    if args.parallel > 1:  # warm the preprocessing cache once, so side-by-side searches do not both prepare it
+        dev, _ = _dev_and_test(args.folder, args.seed)
+        warm = dataclasses.replace(cfg, budget_minutes=None, budget_epochs=1, shared_steps=1, controller_steps=0,
+                                   derive_children=1, derive_top=0)
+        n2nas.search(dev, warm, out=work / "cache-warm-up", progress=True)
+    searches = _run_all({row: (_search_job, (args.folder, args.seed, dataclasses.replace(cfg, controller=ctrl),
+                                             str(work / f"{row}-run")))
+                         for row, ctrl in (("search", "enas"), ("random", "random")) if row in rows_wanted},
+                        args.parallel, args.threads)
+    contenders = {("n2nas search" if row == "search" else "random search"): found["best"]
+                  for row, found in searches.items()}
+    fixed = fixed_pipelines()
+    contenders.update({row: fixed[row] for row in ("plain-cnn", "hannun") if row in rows_wanted})
     retrain_cfg = dataclasses.replace(RetrainConfig(), epochs=args.epochs, max_minutes=args.retrain_minutes,
                                       seed=args.seed)
-    hannun = get_space("ecg-hannun")
-    contenders = {"n2nas search": Pipeline(args.space, result.best(1)[0].sample),
-                  "hannun residual": Pipeline.from_json(fixed_pipelines()["hannun"], hannun.space)}
-    rows = []
-    for name, pipeline in contenders.items():
-        t0 = time.monotonic()
-        summary = retrain(pipeline, dev, work / name.replace(" ", "-"), retrain_cfg,
-                          log=lambda m: print(m, file=sys.stderr))
-        minutes = (time.monotonic() - t0) / 60
-        scores = evaluate(work / name.replace(" ", "-"), test)
-        params, gflops = cost(pipeline, 1)
-        rows.append((name, params, gflops, minutes, summary["validation"]["cinc2017_f1"], scores))
-    print(f"dev {len(dev)} records, held-out test {len(test)}; search {search_min:.1f} min on {args.space} "
-          f"({len(result.trials)} children scored)")
-    print(f"{'pipeline':<16} {'params':>9} {'GFLOP/30s':>9} {'train min':>9} {'val F1':>7} {'test F1':>8} "
-          f"{'F1 N':>5} {'F1 A':>5} {'F1 O':>5} {'F1 ~':>5} {'AUROC':>6} {'AUROC N/A/O/~':>24}")
-    for name, params, gflops, minutes, val, s in rows:
-        f1 = s["f1"]
-        auc = "/".join(f"{s['per_class_auroc'][c]:.3f}" for c in "NAO~")
-        print(f"{name:<16} {params:>9} {gflops:>9.3f} {minutes:>9.1f} {val:>7.3f} {s['cinc2017_f1']:>8.3f} "
-              f"{f1['N']:>5.3f} {f1['A']:>5.3f} {f1['O']:>5.3f} {f1['~']:>5.3f} {s['macro_auroc']:>6.3f} {auc:>24}")
-    print(json.dumps({"best_pipeline": contenders["n2nas search"].sample}))
+    done = _run_all({name: (_retrain_job, (args.folder, args.seed, pipeline, str(work / name.replace(" ", "-")),
+                                           retrain_cfg)) for name, pipeline in contenders.items()},
+                    max(args.parallel, 1) if args.parallel <= 1 else len(contenders), args.threads)
+    first = next(iter(done.values()))
+    print(f"dev {first['n_dev']} records, held-out test {first['n_test']}; retrain <= {args.retrain_minutes:g} min, "
+          f"<= {args.epochs} epochs each; side by side: {args.parallel} at a time, {args.threads} torch thread(s)")
+    for row, found in searches.items():
+        print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
+              f"preset {args.preset}")
+    print(f"{'pipeline':<16} {'params':>10} {'GFLOP/30s':>9} {'train min':>9} {'epochs':>6} {'val F1':>7} "
+          f"{'test F1':>8} {'F1 N':>5} {'F1 A':>5} {'F1 O':>5} {'F1 ~':>5} {'AUROC':>6}")
+    for name, row in done.items():
+        s, f1, (params, gflops) = row["test"], row["test"]["f1"], row["cost"]
+        print(f"{name:<16} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
+              f"{row['summary']['validation']['cinc2017_f1']:>7.3f} {s['cinc2017_f1']:>8.3f} {f1['N']:>5.3f} "
+              f"{f1['A']:>5.3f} {f1['O']:>5.3f} {(f1['~'] or 0):>5.3f} {s['macro_auroc']:>6.3f}")
+    for row, found in searches.items():
+        print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
+        print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")
 
 
 if __name__ == "__main__":

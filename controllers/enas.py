@@ -34,12 +34,29 @@ class ENASConfig:
     skip_weight: float = 0.8
     grad_clip: float = 5.0
     kind_embedding: bool = True
+    # None: the released code's baseline, starting at zero. "first": the baseline starts at the first scored
+    # children's mean reward instead, so that early advantages are not all positive (with zero and decay 0.99
+    # it takes ~100 children before the baseline reaches the reward level).
+    baseline_start: str | None = None
 
     @staticmethod
     def paper() -> "ENASConfig":
         """ENAS paper, section 3: LSTM of 100 units, Adam lr 0.00035, tanh constant 2.5, temperature 5.0,
         entropy weight 1e-4, skip prior 0.4 (its weight, not given there, from the released script)."""
         return ENASConfig(lstm_size=100, lstm_layers=1, lr=3.5e-4, tanh_constant=2.5, temperature=5.0)
+
+    @staticmethod
+    def few_updates() -> "ENASConfig":
+        """For searches that afford tens, not thousands, of controller updates (CPU hours): lr 0.005, baseline
+        decay 0.9 started at the first rewards' mean; the script's LSTM, tanh constant and skip prior."""
+        return ENASConfig(lr=5e-3, baseline_decay=0.9, baseline_start="first")
+
+    @staticmethod
+    def named(name: str) -> "ENASConfig":
+        """The preset called ``name``: ``paper``, ``enas_macro_script`` or ``few_updates``."""
+        if name not in ("paper", "enas_macro_script", "few_updates"):
+            raise ValueError(f"unknown ENAS preset {name!r}")
+        return getattr(ENASConfig, name)()
 
     @staticmethod
     def enas_macro_script() -> "ENASConfig":
@@ -81,6 +98,7 @@ class ENASController(Controller):
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(seed)
         self.baseline = 0.0  # the released code starts its baseline variable at zero
+        self.started = False  # whether any update has happened (for ``baseline_start``)
         self.last_grad_norm = math.nan
 
     def _logits(self, raw: torch.Tensor) -> torch.Tensor:
@@ -177,6 +195,9 @@ class ENASController(Controller):
             return {"controller_skipped": float(len(samples))}
         kept = [samples[i] for i in keep]
         _, log_prob, entropy, penalty = self._run(len(kept), kept)
+        if self.config.baseline_start == "first" and not self.started:
+            self.baseline = float(sum(float(rewards[i]) for i in keep) / len(keep))
+        self.started = True
         advantages = []
         for r, e in zip((float(rewards[i]) for i in keep), entropy.detach().tolist()):
             r = r + self.config.entropy_weight * e
@@ -195,11 +216,12 @@ class ENASController(Controller):
     def state_dict(self):
         """Policy, optimizer, baseline and sampling generator."""
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "baseline": self.baseline, "generator": self.generator.get_state()}
+                "baseline": self.baseline, "started": self.started, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict`."""
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = float(state["baseline"])
+        self.started = bool(state.get("started", True))
         self.generator.set_state(state["generator"])

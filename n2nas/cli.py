@@ -21,7 +21,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them instead of failing")
     p.add_argument("--min-seconds", type=float, default=1.0,
-                   help="records shorter than this window are bad input (default 1.0)")
+                   help="records shorter than this many seconds are bad input (default 1.0)")
 
 
 def _cmd_data_summary(args: argparse.Namespace) -> int:
@@ -58,13 +58,26 @@ def _parse_fixed(items: list[str]) -> dict:
     return fixed
 
 
+# --preset names -> SearchConfig static methods ("thorough" is the old name of "gpu").
+PRESET_HELP = ("search size: demo = the bundled sample, 4 minutes on 2 CPU cores; cpu-hour = a full "
+               "PhysioNet-2017-sized data set (~6000 records), 60 minutes on 2 CPU cores; gpu = a full data set on "
+               "one GPU, the larger `ecg` space, 60 minutes; default = no time budget, 10 epochs "
+               "(default: demo)")
+
+
+def search_preset(name: str):
+    """The :class:`SearchConfig` of a ``--preset`` name (demo, default, cpu-hour, gpu; thorough = gpu)."""
+    from n2nas.search_loop import SearchConfig
+
+    return SearchConfig.named(name)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from n2nas.search_loop import SearchConfig, search
+    from n2nas.search_loop import search
 
-    base = SearchConfig.demo() if args.preset == "demo" else (
-        SearchConfig.thorough() if args.preset == "thorough" else SearchConfig())
+    base = search_preset(args.preset)
     from n2nas.measure.cli import reward_and_measure
 
     reward, measure = reward_and_measure(args)
@@ -83,11 +96,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
         result = search(args.data, config, out=args.out, resume=args.resume, progress=not args.quiet)
     if result is None:  # a non-root MPI rank: rank 0 writes the run folder and reports
         return 0
-    best = result.best(1)[0]
-    print(json.dumps({"run_dir": str(result.run_dir), "trials": len(result.trials),
-                      "best_reward": best.scores.get("reward"), "best_pipeline": str(result.run_dir /
-                                                                                    "best_pipeline.json")}))
+    from n2nas.summary import format_summary, load_summary
+
+    summary = load_summary(result.run_dir) or _summary_of(result, args.data)
+    print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
+
+
+def _summary_of(result, data_spec: str) -> dict:
+    """The summary rebuilt from a search result, for a search loop that did not write ``summary.json``."""
+    from n2nas.summary import build_summary
+
+    best = json.loads((result.run_dir / "best_pipeline.json").read_text())
+    return build_summary(result.run_dir, result.trials, best, {}, data_spec)
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -147,26 +168,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     from n2nas.data.spec import SPEC_HELP
 
-    p = sub.add_parser("search", help="search a pipeline (ENAS: weight-shared supernet + controller)")
-    p.add_argument("--space", default=None, help="search space (see `n2nas space show`); default ecg-small")
-    p.add_argument("--controller", default="enas", choices=["enas", "random", "evolution", "grid"])
-    p.add_argument("--data", default="sample", help=SPEC_HELP)
-    p.add_argument("--preset", default="demo", choices=["demo", "default", "thorough"],
-                   help="search sizes: demo (minutes on 2 CPU cores), default, thorough (hours)")
-    p.add_argument("--budget-minutes", type=_positive(float), default=None)
-    p.add_argument("--budget-epochs", type=_positive(int), default=None)
+    p = sub.add_parser("search", help="search a pipeline (ENAS: weight-shared supernet + controller)",
+                       description="Search a pipeline. Prints a summary at the end (best pipeline, its score and "
+                                   "cost, children scored, where the time went, the retrain command); --json "
+                                   "prints it as one JSON object. The run folder gets summary.json too.")
+    p.add_argument("--space", default=None,
+                   help="search space, see `n2nas space show` (default: the preset's; ecg-small, ecg for gpu)")
+    p.add_argument("--controller", default="enas", choices=["enas", "random", "evolution", "grid"],
+                   help="what samples children: enas (LSTM + REINFORCE), random, evolution, grid (default enas)")
+    p.add_argument("--data", default="sample", help=f"data SPEC: {SPEC_HELP} (default: sample)")
+    p.add_argument("--preset", default="demo", choices=["demo", "default", "cpu-hour", "gpu", "thorough"],
+                   metavar="{demo,default,cpu-hour,gpu}", help=PRESET_HELP)
+    p.add_argument("--budget-minutes", type=_positive(float), default=None, metavar="M",
+                   help="end the whole search within M minutes of wall time, data preparation and derive phase "
+                        "included: 30%% warm-up, then ENAS epochs, then a derive reserve of 5-25%% sized from the "
+                        "measured scoring time (default: the preset's)")
+    p.add_argument("--budget-epochs", type=_positive(int), default=None, metavar="E",
+                   help="stop after E search epochs (one pass of shared training, then controller steps; the first "
+                        "30%% are warm-up); with --budget-minutes, "
+                        "whichever ends first (default: the preset's)")
     p.add_argument("--backend", default="local", choices=["local", "ray", "mpi"],
                    help="local (one process), ray (actors), mpi (launch with mpiexec -n N python -m mpi4py -m "
-                        "n2nas.cli search --backend mpi ...)")
-    p.add_argument("--workers", type=_positive(int), default=None,
+                        "n2nas.cli search --backend mpi ...) (default local)")
+    p.add_argument("--workers", type=_positive(int), default=None, metavar="N",
                    help="Ray actors, or MPI ranks (default: 1; for mpi the number of ranks mpiexec started)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--out", default="runs/search", help="run folder (must be empty unless --resume)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split, controller and weights (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--out", default="runs/search", metavar="RUN_DIR",
+                   help="run folder, must be empty unless --resume (default runs/search)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
     p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
-                   help="pin a decision instead of searching it, e.g. --fix window=crop:10 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="pin a decision instead of searching it, e.g. --fix window=crop:10 (repeatable; "
+                        "default: nothing pinned)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line on stderr (the summary still prints)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object (run_dir, trials, best_reward, best_pipeline, best, "
+                        "phase_seconds, next_command ...) instead of text")
     from n2nas.measure.cli import add_cost_commands, add_reward_options
 
     add_reward_options(p)
@@ -178,45 +216,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_cost_commands(sub)
 
     p = sub.add_parser("retrain", help="train an exported pipeline from scratch")
-    p.add_argument("pipeline", metavar="PIPELINE.json")
-    p.add_argument("--data", required=True, help=SPEC_HELP)
-    p.add_argument("--epochs", type=_positive(int), default=40)
-    p.add_argument("--max-minutes", type=_positive(float), default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--workers", type=_positive(int), default=1,
-                   help="data-parallel processes (DDP: gloo on CPU, NCCL on GPUs); same global batch as 1 worker")
-    p.add_argument("--global-batch", type=_positive(int), default=None,
-                   help="global batch size; the learning rate is scaled by GLOBAL_BATCH / the pipeline's batch")
+    p.add_argument("pipeline", metavar="PIPELINE.json",
+                   help="a pipeline file, e.g. RUN_DIR/best_pipeline.json from `n2nas search`")
+    p.add_argument("--data", required=True, help=f"data SPEC: {SPEC_HELP}")
+    p.add_argument("--epochs", type=_positive(int), default=40, metavar="E",
+                   help="maximum training epochs; early stopping may end sooner (default 40)")
+    p.add_argument("--max-minutes", type=_positive(float), default=None, metavar="M",
+                   help="stop training after M minutes of wall time (default: no limit)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split, weights and batches (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+    p.add_argument("--workers", type=_positive(int), default=1, metavar="N",
+                   help="data-parallel processes (DDP: gloo on CPU, NCCL on GPUs); same global batch as 1 worker "
+                        "(default 1)")
+    p.add_argument("--global-batch", type=_positive(int), default=None, metavar="G",
+                   help="global batch size in windows; the learning rate is scaled by G / the pipeline's batch "
+                        "(default: the pipeline's batch_size)")
     p.add_argument("--norm", default="batch", choices=["batch", "none"],
-                   help="none: batch norm replaced by identity (N workers then equal 1 worker up to rounding)")
+                   help="none: batch norm replaced by identity, so N workers equal 1 worker up to rounding "
+                        "(default batch)")
     p.add_argument("--prune", default="none", metavar="{none,50,70,adaptive}",
                    help="magnitude pruning of conv/linear weights, 10%% -> N%% over the first half of the epochs; "
-                        "adaptive: 70%% overall, more in layers with more output channels")
+                        "adaptive: 70%% overall, more in layers with more output channels (default none)")
     p.add_argument("--qat", action="store_true", help="quantization-aware training; saves the int8 model (CPU)")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR",
+                   help="model folder: model.pt, pipeline.json, metrics.json")
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("export", help="write a model folder as ONNX or TorchScript and check its outputs")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by `n2nas retrain`")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"],
+                   help="onnx (onnxruntime checks it) or torchscript (int8 models: torchscript only)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the exported network; FILE.preprocessing.json describes the preprocessing step")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="score a trained model; prints one JSON object")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--data", required=True, help=SPEC_HELP)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by `n2nas retrain`")
+    p.add_argument("--data", required=True, help=f"data SPEC: {SPEC_HELP}")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")
     p.set_defaults(func=_cmd_evaluate)
 
     space = sub.add_parser("space", help="inspect search spaces")
     space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=_Parser)
     p = space_sub.add_parser("show", help="print every decision of a search space and its size")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a search space: ecg-small, ecg, ecg-hannun, ehr-mlp, ehr-mlp-small")
     p.set_defaults(func=_cmd_space_show)
 
     from n2nas.grid_cli import add_grid_parser, add_params_parser

@@ -17,18 +17,25 @@ def add_grid_parser(sub, positive) -> None:
                                    "Adam 0.001, <= 40 epochs), residual-lr-batch (--space ecg: Hannun residual "
                                    "net, lr {0.01, 0.001} x batch {16, 32, 64}). --grid LABEL=[...] adds an "
                                    "axis or replaces a preset's axis of that label.")
-    p.add_argument("--space", required=True, help="search space whose decisions the grid sets")
-    p.add_argument("--preset", default=None, help="a named grid: diagnosenet | residual-lr-batch")
+    p.add_argument("--space", required=True, help="search space whose decisions the grid sets, e.g. ehr-mlp, ecg")
+    p.add_argument("--preset", default=None,
+                   help="a named grid: diagnosenet | residual-lr-batch (default: none, the --grid axes only)")
     p.add_argument("--grid", action="append", default=[], metavar="LABEL=[v1,v2,...]",
-                   help="one axis of the grid (repeatable), e.g. --grid 'lr=[0.01,0.001]'")
+                   help="one axis of the grid, e.g. --grid 'lr=[0.01,0.001]' (repeatable; default: the preset's axes)")
     p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
-                   help="value every cell shares, e.g. --fix activation=tanh (repeatable)")
-    p.add_argument("--data", default=None, help=f"{SPEC_HELP} (default: the preset's, else sample)")
-    p.add_argument("--epochs", type=positive(int), default=None, help="epoch cap per cell (preset: 40)")
-    p.add_argument("--patience", type=positive(int), default=None, help="early-stopping patience in epochs")
-    p.add_argument("--max-minutes", type=positive(float), default=None, help="wall-clock cap per cell")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+                   help="value every cell shares, e.g. --fix activation=tanh (repeatable; default: the preset's "
+                        "values)")
+    p.add_argument("--data", default=None, help=f"data SPEC: {SPEC_HELP} (default: the preset's, else sample)")
+    p.add_argument("--epochs", type=positive(int), default=None, metavar="E",
+                   help="maximum training epochs per cell (default: the preset's, else 40)")
+    p.add_argument("--patience", type=positive(int), default=None, metavar="E",
+                   help="stop a cell after E epochs without a better validation score (default: the preset's, "
+                        "else 5)")
+    p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
+                   help="stop training a cell after M minutes of wall time (default: no limit)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split and of every cell (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--out", required=True, help="folder for grid.csv, grid.png, grid.txt and cells/ "
                                                 "(finished cells are reused when the same grid runs again)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
@@ -39,9 +46,9 @@ def add_params_parser(space_sub) -> None:
     """Register ``n2nas space params``."""
     p = space_sub.add_parser("params", help="parameter count of every units x layers cell (nothing is trained)")
     p.add_argument("name", metavar="NAME", help="an MLP space, e.g. ehr-mlp")
-    p.add_argument("--input", type=int, required=True, help="input features, e.g. 14637")
-    p.add_argument("--output", type=int, required=True, help="output classes, e.g. 14")
-    p.add_argument("--exact", action="store_true", help="whole numbers instead of millions")
+    p.add_argument("--input", type=int, required=True, metavar="N", help="input features, e.g. 14637")
+    p.add_argument("--output", type=int, required=True, metavar="N", help="output classes, e.g. 14")
+    p.add_argument("--exact", action="store_true", help="whole parameter counts instead of millions")
     p.set_defaults(func=_cmd_space_params)
 
 

@@ -28,12 +28,12 @@ class RewardConfig:
     """Weights (<= 0), targets (> 0) and hard limits of the reward."""
 
     flops_weight: float = -0.07
-    flops_target: float | None = None        # FLOPs per input window; None: the space's default child
+    flops_target: float | None = None        # FLOPs per 30 s record; None: the space's default child
     energy_weight: float = 0.0
     energy_target_j: float = 1.0             # joules per scored record
     latency_weight: float = 0.0
     latency_target_ms: float = 10.0          # per record (one input, batch 1)
-    max_flops: float | None = None
+    max_flops: float | None = None           # FLOPs per 30 s record (every multi-crop window)
     max_params: int | None = None
     max_latency_ms: float | None = None
     infeasible_reward: float = 0.0
@@ -160,7 +160,10 @@ def trial_reward_fields(result: dict[str, Any], config: RewardConfig) -> dict[st
     energy = result.get("energy_j")
     per_record = energy / records if energy is not None and records else None
     metric = result["reward"] if result["status"] == "ok" else None
-    terms = compute_reward(config, metric, result.get("flops"), result.get("params"), per_record,
+    # FLOPs per 30 s record (every multi-crop window), not per window: a 5 s window is cheaper per input
+    # but costs more per diagnosis than one 30 s window; older results only carry ``flops``
+    flops = result.get("flops_per_record", result.get("flops"))
+    terms = compute_reward(config, metric, flops, result.get("params"), per_record,
                            result.get("latency_ms"))
     fields: dict[str, Any] = {"status": result["status"], "reward": terms.reward, "reward_terms": terms.as_json(),
                               "energy_per_record_j": per_record}

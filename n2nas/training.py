@@ -31,8 +31,9 @@ def targets_of(dataset: Dataset) -> np.ndarray:
 class PipelineData:
     """Model inputs of one preprocessing + window choice over a whole dataset.
 
-    Signals are prepared once per preprocessing key (and cached on disk); global z-score statistics come from
-    the training records only, so validation data never leaks into normalisation.
+    Filtered, resampled signals come from the cache (:mod:`n2nas.data.cache`); per-record normalisation is
+    applied to each window as it is cut (``prepared.normalise``); global z-score statistics come from the
+    training records only, so validation data never leaks into normalisation.
     """
 
     prepared: object  # PreparedSignals
@@ -61,7 +62,11 @@ class PipelineData:
 
 @dataclass
 class DataContext:
-    """A dataset, its split, and the prepared signals of every preprocessing choice seen so far."""
+    """A dataset, its split, and the prepared signals of every preprocessing choice seen so far.
+
+    :meth:`prepare_all` computes every choice a search can sample up front (in ``workers`` processes);
+    :meth:`pipeline_data` then only looks them up, and otherwise prepares just the one choice it is asked for.
+    """
 
     dataset: Dataset
     train_idx: np.ndarray
@@ -77,18 +82,31 @@ class DataContext:
             self._prepared["targets"] = targets_of(self.dataset)
         return self._prepared["targets"]
 
+    def prepare_all(self, configs, progress=None) -> None:
+        """Prepare every ``PreprocessConfig`` in ``configs`` now, so later :meth:`pipeline_data` calls compute
+        nothing; ``progress(done, total, label)`` as in :func:`n2nas.data.cache.prepare_variants`."""
+        from n2nas.data.cache import prepare_variants
+
+        todo = [cfg for cfg in dict.fromkeys(configs) if cfg.cache_key() not in self._prepared]
+        for cfg, prepared in prepare_variants(self.dataset, todo, self.cache_dir, self.workers, progress).items():
+            self._keep(cfg, prepared)
+
     def pipeline_data(self, preprocess, window) -> PipelineData:
-        """Inputs for one (preprocessing, window) choice; preprocessing runs once per key in this process."""
+        """Inputs for one (preprocessing, window) choice; prepared once per key in this process (only this
+        choice's filter and rate, and R peaks if its windows need them, when :meth:`prepare_all` did not)."""
         from n2nas.data.cache import prepare
-        from n2nas.data.windows import global_stats
 
         key = preprocess.cache_key()
         if key not in self._prepared:
-            prepared = prepare(self.dataset, preprocess, cache_dir=self.cache_dir, workers=self.workers)
-            stats = global_stats(prepared, self.train_idx) if preprocess.normalise == "global_z" else None
-            self._prepared[key] = (prepared, stats)
+            self._keep(preprocess, prepare(self.dataset, preprocess, cache_dir=self.cache_dir, workers=self.workers))
         prepared, stats = self._prepared[key]
         return PipelineData(prepared, self.targets, window, stats)
+
+    def _keep(self, preprocess, prepared) -> None:
+        from n2nas.data.windows import global_stats
+
+        stats = global_stats(prepared, self.train_idx) if preprocess.normalise == "global_z" else None
+        self._prepared[preprocess.cache_key()] = (prepared, stats)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool,

@@ -25,7 +25,7 @@ from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
 
 __all__ = ["ECGSpaceConfig", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space", "hannun_sample",
-           "fixed_pipelines", "BAND_HZ"]
+           "fixed_pipelines", "plain_cnn_sample", "BAND_HZ"]
 
 BAND_HZ = (0.5, 40.0)
 BEAT_SAMPLES_300HZ = 260  # DiagnoseNET's beat window at 300 Hz
@@ -132,6 +132,10 @@ def parse_window(token: str) -> tuple[str, int]:
 
 class ECGSpace:
     """Search-space definition: the token list, the supernet, standalone children and the pipeline configs."""
+
+    # The supernet trains with its own optimizer, so a child's learning rate and weight decay never reach
+    # the shared weights: weight sharing cannot score them (the search pins them unless told otherwise).
+    supernet_blind = ("lr", "weight_decay")
 
     def __init__(self, name: str, config: ECGSpaceConfig):
         self.name, self.config = name, config
@@ -245,7 +249,27 @@ def hannun_sample(space) -> dict[str, Any]:
     return sample
 
 
+def plain_cnn_sample(space) -> dict[str, Any]:
+    """A plain hand-designed CNN as a sample of an ECG space (meant for ``ecg-small``: 6 layers, 32-64-128
+    channels, 313 k parameters): 100 Hz, no filter, per-record z-score, 30 s crops, no augmentation, conv7 +
+    ReLU in every layer, no skips, width 1.0, lr 1e-3, batch 32, dropout 0.2, class weighting. It is the
+    reference a search must beat (about 0.79 validation CinC F1 after ~15 epochs on PhysioNet 2017)."""
+    ss: SearchSpace = getattr(space, "space", space)
+    n_layers = sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
+    sample = {"fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:30", "augment": "none",
+              "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 1e-4,
+              "class_weighting": True}
+    for i in range(n_layers):
+        sample.update({f"layer{i}/op": "conv7", f"layer{i}/dilation": 1, f"layer{i}/activation": "relu",
+                       f"layer{i}/skip": (0,) * i})
+    ss.validate(sample)
+    return sample
+
+
 def fixed_pipelines() -> dict[str, dict[str, Any]]:
-    """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``)."""
+    """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``):
+    ``hannun`` (the residual net in ``ecg-hannun``) and ``plain-cnn`` (in ``ecg-small``)."""
     hannun = ECGSpace("ecg-hannun", ECGSpaceConfig.hannun())
-    return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json()}
+    small = ECGSpace("ecg-small", ECGSpaceConfig.small())
+    return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json(),
+            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json()}

@@ -28,7 +28,7 @@ def main() -> int:
 
         LocalRunner.child_gradient = failing
     runner = RunnerConfig(backend="mpi", workers=MPI.COMM_WORLD.Get_size(), mpi_mode=mode, weighting=2.0)
-    config = tiny_config(budget_epochs=2, shared_steps=4, children_per_step=2, derive_children=2, runner=runner)
+    config = tiny_config(budget_epochs=3, shared_steps=4, children_per_step=2, derive_children=2, runner=runner)
     with guarded(runner):
         result = n2nas.search(spec, config, out=out, resume=resume)
     if result is not None:

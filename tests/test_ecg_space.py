@@ -9,7 +9,7 @@ from torch import nn
 from n2nas.errors import ConfigError
 from n2nas.space import Choice, Pipeline
 from search_spaces import get_space, known_spaces
-from search_spaces.ecg import ECGSpaceConfig, fixed_pipelines, hannun_sample
+from search_spaces.ecg import ECGSpaceConfig, fixed_pipelines, hannun_sample, plain_cnn_sample
 
 PREPROCESSING = ["fs", "filter", "normalise", "window", "augment"]
 TRAINING = ["lr", "batch_size", "dropout", "weight_decay", "class_weighting"]
@@ -96,11 +96,27 @@ def test_hannun_pipeline_has_residual_skips():
 
 def test_fixed_pipelines_round_trip():
     pipes = fixed_pipelines()
-    assert set(pipes) == {"hannun"}
-    obj = pipes["hannun"]
-    space_def = get_space(obj["space"])
-    pipeline = Pipeline.from_json(obj, space_def.space)
-    assert pipeline.sample == hannun_sample(space_def)
+    assert set(pipes) == {"hannun", "plain-cnn"}
+    for name, make in (("hannun", hannun_sample), ("plain-cnn", plain_cnn_sample)):
+        obj = pipes[name]
+        space_def = get_space(obj["space"])
+        pipeline = Pipeline.from_json(obj, space_def.space)
+        assert pipeline.sample == make(space_def)
+
+
+def test_plain_cnn_is_the_hand_designed_six_layer_cnn():
+    space_def = get_space("ecg-small")
+    sample = plain_cnn_sample(space_def)
+    assert (sample["fs"], sample["filter"], sample["normalise"], sample["window"]) == (100, "none", "record_z",
+                                                                                      "crop:30")
+    assert (sample["lr"], sample["batch_size"], sample["class_weighting"]) == (1e-3, 32, True)
+    child = space_def.build_child(sample, 1, 4)
+    convs = [layer.block.op for layer in child.layers]
+    assert all(isinstance(c, nn.Conv1d) and c.kernel_size == (7,) and c.groups == 1 for c in convs)
+    assert sum(len(layer.skips) for layer in child.layers) == 0
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
+    assert sum(p.numel() for p in child.parameters()) == 313_444
+    assert child(torch.randn(2, 1, 3000)).shape == (2, 4)
 
 
 def test_token_to_config_mapping():

@@ -6,8 +6,8 @@ import pytest
 
 from n2nas.data import cache as cache_mod
 from n2nas.data.cache import prepare
-from n2nas.data.preprocess import (preprocess_record, PreprocessConfig, bandpass, detect_rpeaks, normalise_record, remove_baseline,
-                                   resample)
+from n2nas.data.preprocess import (PreprocessConfig, bandpass, detect_rpeaks, normalise_record, preprocess_record,
+                                   remove_baseline, resample)
 from n2nas.data.readers import load_physionet2017
 from n2nas.data.record import Dataset, Record
 from n2nas.errors import ConfigError
@@ -121,16 +121,20 @@ def test_cache_hit_skips_preprocessing(small_ds, tmp_path, monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("preprocessed again despite a cache entry")
 
-    monkeypatch.setattr(cache_mod, "preprocess_record", boom)
+    monkeypatch.setattr(cache_mod, "run_pass", boom)
     second = prepare(small_ds, cfg, cache_dir=tmp_path)
     assert np.array_equal(first.data, second.data) and np.array_equal(first.offsets, second.offsets)
     assert second.ids == first.ids and isinstance(second.data, np.memmap)
+    robust = prepare(small_ds, PreprocessConfig(fs=150, normalise="robust"), cache_dir=tmp_path)
+    assert robust.data.filename == second.data.filename  # normalisation shares the entry: applied per window
 
 
-def test_cache_key_follows_tokens_and_files(small_ds, mini2017):
+def test_cache_key_follows_signal_tokens_and_files(small_ds, mini2017):
     a = cache_mod.cache_key(small_ds, PreprocessConfig(fs=150))
     assert a != cache_mod.cache_key(small_ds, PreprocessConfig(fs=300))
-    assert a != cache_mod.cache_key(small_ds, PreprocessConfig(fs=150, normalise="robust"))
+    assert a != cache_mod.cache_key(small_ds, PreprocessConfig(fs=150, baseline="median"))
+    assert a != cache_mod.cache_key(small_ds, PreprocessConfig(fs=150, band=None))
+    assert a == cache_mod.cache_key(small_ds, PreprocessConfig(fs=150, normalise="robust", rpeaks=True))
     hea = next(mini2017.glob("*.hea"))
     hea.write_text(hea.read_text() + "# touched\n")
     assert cache_mod.cache_key(load_physionet2017(mini2017), PreprocessConfig(fs=150)) != a
@@ -170,8 +174,8 @@ def test_flat_lead_does_not_poison_preprocessing():
     assert np.isfinite(out.data).all()
 
 
-def test_rpeaks_detected_once_per_filter_and_equal_to_fresh_detection(small_ds, tmp_path, monkeypatch):
-    from n2nas.data import preprocess as pre
+def test_rpeaks_detected_once_per_dataset_and_equal_to_fresh_detection(small_ds, tmp_path, monkeypatch):
+    from n2nas.data import passes
 
     cfg = PreprocessConfig(fs=150, rpeaks=True)
     first = prepare(small_ds, cfg, cache_dir=tmp_path)
@@ -179,13 +183,12 @@ def test_rpeaks_detected_once_per_filter_and_equal_to_fresh_detection(small_ds, 
     assert all(np.array_equal(first.peaks(i), p) for i, p in enumerate(fresh))
 
     calls = []
-    real = pre.detect_rpeaks
-    monkeypatch.setattr(pre, "detect_rpeaks", lambda *a: calls.append(1) or real(*a))
-    other = prepare(small_ds, PreprocessConfig(fs=100, normalise="robust", rpeaks=True), cache_dir=tmp_path)
-    assert calls == []  # same filter: peaks come from the native-rate cache, rescaled to 100 Hz
-    expect = [preprocess_record(r, PreprocessConfig(fs=100, normalise="robust", rpeaks=True))[1]
-              for r in small_ds.records]
-    assert all(np.array_equal(other.peaks(i), p) for i, p in enumerate(expect))
-    calls.clear()
-    prepare(small_ds, PreprocessConfig(fs=100, band=None, rpeaks=True), cache_dir=tmp_path)
-    assert len(calls) == len(small_ds.records)  # another filter changes the peaks: detected again
+    real = passes.detect_rpeaks
+    monkeypatch.setattr(passes, "detect_rpeaks", lambda *a: calls.append(1) or real(*a))
+    for other in (PreprocessConfig(fs=100, normalise="robust", rpeaks=True),
+                  PreprocessConfig(fs=100, band=None, baseline="median", rpeaks=True)):
+        got = prepare(small_ds, other, cache_dir=tmp_path)
+        expect = [preprocess_record(r, other)[1] for r in small_ds.records]
+        assert all(np.array_equal(got.peaks(i), p) for i, p in enumerate(expect))
+    assert calls == []  # any rate, filter or normalisation: the native-rate peaks of the dataset, rescaled
+    assert prepare(small_ds, PreprocessConfig(fs=100), cache_dir=tmp_path).rpeaks is None

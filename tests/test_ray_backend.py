@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _config():
-    return tiny_config(budget_epochs=2, shared_steps=4, children_per_step=2, derive_children=2, runner=RAY2)
+    return tiny_config(budget_epochs=3, shared_steps=4, children_per_step=2, derive_children=2, runner=RAY2)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
     from n2nas.cli import main
 
     jpf = 1e-9
-    cfg = tiny_config(budget_epochs=1, derive_children=2, reward=RewardConfig(energy_weight=-0.1, max_params=200_000),
+    cfg = tiny_config(budget_epochs=1, derive_children=2, children_per_step=6,
+                      reward=RewardConfig(energy_weight=-0.1, max_params=100_000),
                       measure=MeasureConfig(joules_per_flop=jpf, power_interval_s=0.2))
     result = n2nas.search(tiny_data, cfg, out=tmp_path / "run")
     statuses = {t["status"] for t in result.trials}
@@ -77,16 +78,16 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
     for t in result.trials:
         assert t["latency_ms"] > 0 and t["sampled_energy_j"] is None  # no power source on this machine
         if t["status"] == "infeasible":
-            assert t["params"] > 200_000 and t["reward"] == 0.0 and t["metrics"] == {} and t["energy_j"] is None
+            assert t["params"] > 100_000 and t["reward"] == 0.0 and t["metrics"] == {} and t["energy_j"] is None
             continue
-        assert t["params"] <= 200_000 and t["energy_source"] == "estimate:flops"
+        assert t["params"] <= 100_000 and t["energy_source"] == "estimate:flops"
         windows = t["energy_j"] / (t["flops"] * jpf)  # the estimate is FLOPs executed x J/FLOP
         assert windows == pytest.approx(round(windows)) and round(windows) >= t["records"]
         assert t["energy_per_record_j"] == pytest.approx(t["energy_j"] / t["records"])
         terms = t["reward_terms"]
         assert t["reward"] == pytest.approx(terms["metric"] * terms["flops"] * terms["energy"] * terms["latency"])
         assert terms["latency"] == 1.0 and terms["flops"] != 1.0 and terms["energy"] != 1.0
-    assert result.best(1)[0].scores["params"] <= 200_000
+    assert result.best(1)[0].scores["params"] <= 100_000
     assert (tmp_path / "run" / "power.csv").read_text().startswith("time,cpu_util_pct")
     assert main(["report", str(tmp_path / "run")]) == 0
 

@@ -1,13 +1,20 @@
 """Preprocessed records stored ragged: every record of a dataset concatenated along time.
 
 One contiguous array per dataset keeps the on-disk cache to a handful of files (memory-mappable) instead of one
-file per record, and lets the batch sampler slice windows without copying whole records.
+file per record, and lets the batch sampler slice windows without copying whole records. Per-record
+normalisation is not baked into the array: it is applied to each gathered window from per-record statistics, so
+one cached array serves every normalisation token. Cached arrays hold each record minus its per-lead mean
+(``centred``): float32 then keeps the detail of a lead that sits on a large offset, and normalising a window
+gives what normalising the float64 record did, even for a lead whose spread is tiny next to its level.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from n2nas.data.preprocess import STATS, normalisation_affine, record_stats
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,7 +23,11 @@ class PreparedSignals:
 
     ``data`` is ``(leads, total_samples)`` float32; record ``i`` is ``data[:, offsets[i]:offsets[i+1]]``.
     ``rpeaks`` (optional) holds R-peak sample positions relative to each record's start, concatenated the same
-    way with ``rpeak_offsets``.
+    way with ``rpeak_offsets``. ``stats`` (``(records, len(STATS), leads)``, from
+    :func:`n2nas.data.preprocess.record_stats`) lets windows be normalised per record with ``normalise``;
+    ``data`` itself is never normalised. ``centred``: ``data`` holds each record minus its per-lead mean (the
+    ``mean`` row of ``stats``), added back when windows are cut; read windows through :mod:`n2nas.data.windows`
+    or :meth:`signal`, not from ``data``.
     """
 
     ids: tuple[str, ...]
@@ -25,6 +36,13 @@ class PreparedSignals:
     offsets: np.ndarray
     rpeaks: np.ndarray | None = None
     rpeak_offsets: np.ndarray | None = None
+    stats: np.ndarray | None = None
+    normalise: str = "none"
+    centred: bool = False
+
+    def __post_init__(self):
+        if (self.centred or self.normalise not in ("none", "global_z")) and self.stats is None:
+            raise ValueError(f"normalise={self.normalise!r} (centred={self.centred}) needs per-record statistics")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -40,8 +58,28 @@ class PreparedSignals:
         return np.diff(self.offsets)
 
     def signal(self, i: int) -> np.ndarray:
-        """Record ``i`` as a ``(leads, samples)`` view."""
-        return self.data[:, self.offsets[i]:self.offsets[i + 1]]
+        """Record ``i`` as ``(leads, samples)``, normalised (a view of ``data`` when there is nothing to apply)."""
+        sig = self.data[:, self.offsets[i]:self.offsets[i + 1]]
+        affine = self.affine(np.array([i]))
+        if affine is None:
+            return sig
+        centre, scale = affine
+        return ((sig - centre[0][:, None]) / scale[0][:, None]).astype(np.float32)
+
+    def affine(self, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(centre, scale)``, each ``(len(owners), leads)``: a window of record ``owners[k]`` cut from ``data``
+        becomes ``(window - centre[k]) / scale[k]``; None when that is the identity."""
+        if self.normalise in ("none", "global_z") and not self.centred:
+            return None
+        stats = self.stats[np.asarray(owners, dtype=np.int64)]
+        centre, scale = normalisation_affine(stats, self.normalise)
+        if self.centred:  # data = record - mean, so record - centre = data - (centre - mean)
+            centre = centre - stats[..., STATS.index("mean"), :]
+        return centre, scale
+
+    def with_normalisation(self, method: str) -> "PreparedSignals":
+        """The same arrays, windows normalised per record by ``method`` (any of ``NORMALISATIONS``)."""
+        return dataclasses.replace(self, normalise=method)
 
     def peaks(self, i: int) -> np.ndarray:
         """R-peak positions of record ``i`` (raises if R peaks were not computed)."""
@@ -54,9 +92,10 @@ class PreparedSignals:
         return {rid: i for i, rid in enumerate(self.ids)}
 
     @staticmethod
-    def from_arrays(ids: list[str], fs: float, signals: list[np.ndarray],
-                    peaks: list[np.ndarray] | None = None) -> "PreparedSignals":
-        """Pack per-record ``(leads, n_i)`` arrays (and optional per-record peak arrays) into ragged form."""
+    def from_arrays(ids: list[str], fs: float, signals: list[np.ndarray], peaks: list[np.ndarray] | None = None,
+                    normalise: str = "none") -> "PreparedSignals":
+        """Pack per-record ``(leads, n_i)`` arrays (and optional per-record peak arrays) into ragged form; windows
+        come out normalised by ``normalise`` (statistics are taken from ``signals``)."""
         lengths = np.array([s.shape[-1] for s in signals], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         data = np.concatenate(signals, axis=1).astype(np.float32, copy=False) if signals else \
@@ -66,4 +105,5 @@ class PreparedSignals:
             counts = np.array([len(p) for p in peaks], dtype=np.int64)
             rpo = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             rp = np.concatenate([np.asarray(p, np.int64) for p in peaks]) if peaks else np.zeros(0, np.int64)
-        return PreparedSignals(tuple(ids), float(fs), data, offsets, rp, rpo)
+        stats = np.stack([record_stats(s) for s in signals]) if signals else None
+        return PreparedSignals(tuple(ids), float(fs), data, offsets, rp, rpo, stats, normalise)

@@ -2,7 +2,10 @@
 multi-crop evaluation, and DiagnoseNET's R-peak-centred beat windows.
 
 Windows are gathered with one fancy-indexing call per batch (positions outside a record read a zero column), so
-no Python loop runs per sample.
+no Python loop runs per sample. Per-record normalisation (record_z, robust, minmax) is applied here, to each
+gathered window with its record's statistics and before the positions outside the record are zeroed: the result
+equals normalising the whole record first and then cutting and zero-padding it, without a cached copy per
+normalisation.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from n2nas.data.prepared import PreparedSignals
+from n2nas.data.preprocess import STATS
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ def _gather(prepared: PreparedSignals, starts: np.ndarray, owners: np.ndarray, l
     inside = (rel >= 0) & (rel < lengths)
     absolute = np.where(inside, rel + prepared.offsets[owners][:, None], 0)
     out = np.asarray(prepared.data[:, absolute.ravel()]).reshape(prepared.n_leads, len(starts), length)
+    affine = prepared.affine(owners)
+    if affine is not None:  # normalise with the owner record's statistics, then zero the padding as before
+        centre, scale = affine
+        out = (out - centre.T[:, :, None]) / scale.T[:, :, None]
     out = out * inside[None]
     return np.ascontiguousarray(out.transpose(1, 0, 2), dtype=np.float32)
 
@@ -117,6 +125,16 @@ def eval_windows(prepared: PreparedSignals, i: int, cfg: WindowConfig, stride_s:
 
 def global_stats(prepared: PreparedSignals, train_indices: np.ndarray) -> GlobalStats:
     """Per-lead mean/std over the samples of the training records only (validation never leaks in)."""
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    if prepared.stats is not None and prepared.normalise in ("none", "global_z"):
+        # pooled from the cached per-record mean/std: no pass over the training signals
+        n = prepared.lengths[train_indices].astype(np.float64)[:, None]
+        mu = prepared.stats[train_indices, STATS.index("mean")]
+        sd = prepared.stats[train_indices, STATS.index("std")]
+        count = max(n.sum(), 1.0)
+        mean = (n * mu).sum(axis=0) / count
+        std = np.sqrt(np.maximum((n * (sd ** 2 + mu ** 2)).sum(axis=0) / count - mean ** 2, 0.0))
+        return GlobalStats(mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
     total = np.zeros(prepared.n_leads)
     squares = np.zeros(prepared.n_leads)
     count = 0

@@ -28,19 +28,28 @@ def add_reward_options(p: argparse.ArgumentParser) -> None:
                    help="preset: mnas (w = -0.07 on FLOPs, the default), accuracy (bare metric), "
                         "mnas-latency (u = -0.07 on latency); the options below override it")
     weight = _number(float, positive=False, nonpositive=True)
-    g.add_argument("--flops-weight", type=weight, default=None, metavar="W", help="w (<= 0; 0 turns the term off)")
+    g.add_argument("--flops-weight", type=weight, default=None, metavar="W",
+                   help="w (<= 0; 0 turns the term off) (default: the --reward preset's, -0.07 for mnas)")
     g.add_argument("--flops-target", type=_number(float), default=None, metavar="FLOPS",
-                   help="FLOPs per input window; default: the space's default child")
+                   help="FLOPs per 30 s record, every multi-crop window (default: the FLOPs of the space's "
+                        "default child)")
     g.add_argument("--energy-weight", type=weight, default=None, metavar="V",
-                   help="v; needs a measured energy counter (NVML or RAPL) or --joules-per-flop")
-    g.add_argument("--energy-target", type=_number(float), default=None, metavar="J", help="joules per record")
-    g.add_argument("--latency-weight", type=weight, default=None, metavar="U")
-    g.add_argument("--latency-target", type=_number(float), default=None, metavar="MS", help="ms per record")
-    g.add_argument("--max-flops", type=_number(float), default=None, help="hard limit: larger children are infeasible")
-    g.add_argument("--max-params", type=_number(int), default=None, help="hard limit on parameters")
-    g.add_argument("--max-latency-ms", type=_number(float), default=None, help="hard limit on latency per record")
+                   help="v; needs a measured energy counter (NVML or RAPL) or --joules-per-flop (default 0: off)")
+    g.add_argument("--energy-target", type=_number(float), default=None, metavar="J",
+                   help="energy target in joules per record (default 1)")
+    g.add_argument("--latency-weight", type=weight, default=None, metavar="U",
+                   help="u (<= 0) (default: the --reward preset's, 0 except mnas-latency: -0.07)")
+    g.add_argument("--latency-target", type=_number(float), default=None, metavar="MS",
+                   help="latency target in ms per record (default 10)")
+    g.add_argument("--max-flops", type=_number(float), default=None, metavar="FLOPS",
+                   help="hard limit in FLOPs per 30 s record: larger children are infeasible (default: no limit)")
+    g.add_argument("--max-params", type=_number(int), default=None, metavar="N",
+                   help="hard limit on parameters (default: no limit)")
+    g.add_argument("--max-latency-ms", type=_number(float), default=None, metavar="MS",
+                   help="hard limit on latency in ms per record (default: no limit)")
     g.add_argument("--joules-per-flop", type=_number(float), default=None, metavar="J",
-                   help="estimate energy as FLOPs x J instead of measuring it (labelled estimate:flops)")
+                   help="estimate energy as FLOPs x J instead of measuring it, labelled estimate:flops (default: "
+                        "measure)")
     g.add_argument("--latency-repeats", type=_number(int), default=None, metavar="N",
                    help="timed passes per new architecture (median; default 5)")
     g.add_argument("--no-latency", action="store_true", help="do not time children (latency_ms is then null)")
@@ -94,13 +103,15 @@ def add_cost_commands(sub) -> None:
     """``n2nas flops`` and ``n2nas report``."""
     p = sub.add_parser("flops", help="parameters and FLOPs of a pipeline (per input, per record, per second)")
     p.add_argument("pipeline", metavar="PIPELINE.json", help="a pipeline JSON file, or a retrained MODEL_DIR")
-    p.add_argument("--record-seconds", type=_number(float), default=30.0,
-                   help="record length for FLOPs per record (multi-crop windows); default 30")
-    p.add_argument("--n-leads", type=_number(int), default=None, help="when the pipeline file does not say")
-    p.add_argument("--n-classes", type=_number(int), default=None, help="when the pipeline file does not say")
+    p.add_argument("--record-seconds", type=_number(float), default=30.0, metavar="S",
+                   help="record length in seconds for FLOPs per record (multi-crop windows) (default 30)")
+    p.add_argument("--n-leads", type=_number(int), default=None, metavar="N",
+                   help="input leads, when the pipeline file does not say (default: the file's)")
+    p.add_argument("--n-classes", type=_number(int), default=None, metavar="N",
+                   help="output classes, when the pipeline file does not say (default: the file's)")
     p.set_defaults(func=_cmd_flops)
 
     p = sub.add_parser("report", help="Pareto front table of a run folder; redraws its report.png")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `n2nas search`")
     p.add_argument("--all", action="store_true", help="list every scored trial, not only the front")
     p.set_defaults(func=_cmd_report)

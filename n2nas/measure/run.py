@@ -65,12 +65,12 @@ def start_measurement(runner, space_def, space, dataset, config, run_dir: Path, 
 
 
 def default_flops(runner, space_def, space, dataset) -> float:
-    """FLOPs per input of the space's default child (pinned labels as pinned): the default FLOPs target.
+    """FLOPs per 30 s record of the space's default child (pinned labels as pinned): the default FLOPs target.
 
     Counted from the input shape the space declares, so no extra preprocessing runs; a runner's ``cost`` (which
     prepares that pipeline's data) is the fallback for spaces that cannot say their input shape.
     """
-    from n2nas.measure.cost import model_input_shape
+    from n2nas.measure.cost import model_input_shape, windows_per_record
     from n2nas.measure.flops import count_flops
 
     sample = space.default_sample()
@@ -83,4 +83,5 @@ def default_flops(runner, space_def, space, dataset) -> float:
         if not hasattr(runner, "cost"):
             raise ConfigError("--flops-target", f"space {space.name!r} cannot say its input shape; set a target")
         return float(runner.cost(sample)[1])
-    return float(count_flops(child, shape))
+    windows = windows_per_record(space_def, sample, 30.0, n_inputs) if hasattr(space_def, "window_config") else 1
+    return float(count_flops(child, shape)) * windows

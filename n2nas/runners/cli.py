@@ -11,14 +11,17 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("distributed backends (--backend ray|mpi)")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to join: auto, or HOST:PORT (default: start a local Ray)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs reserved per worker (default 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per worker, e.g. 1 or 0.5")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPU cores reserved per worker (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per worker, e.g. 1 or 0.5 (default 0)")
     g.add_argument("--mpi-mode", default="sync", choices=["sync", "async"],
-                   help="MPI: sync (gradients averaged every step) or async (rank 0 is a parameter server)")
-    g.add_argument("--weighting", type=float, default=1.0,
-                   help="MPI async: history weight w; the server keeps w/(w+1) of its weights per update")
-    g.add_argument("--staleness", type=int, default=4,
-                   help="MPI async: updates computed from weights more than this many versions old are dropped")
+                   help="MPI: sync (gradients averaged every step) or async (rank 0 is a parameter server) "
+                        "(default sync)")
+    g.add_argument("--weighting", type=float, default=1.0, metavar="W",
+                   help="MPI async: history weight; the server keeps W/(W+1) of its weights per update "
+                        "(default 1)")
+    g.add_argument("--staleness", type=int, default=4, metavar="K",
+                   help="MPI async: updates computed from weights more than K versions old are dropped "
+                        "(default 4)")
 
 
 def runner_config(args: argparse.Namespace):
@@ -76,21 +79,29 @@ def add_tune_parser(sub, positive) -> None:
     from n2nas.data.spec import SPEC_HELP
 
     p = sub.add_parser("tune", help="multi-trial search on Ray Tune: each child trained alone (no weight sharing)")
-    p.add_argument("--data", default="sample", help=SPEC_HELP)
-    p.add_argument("--space", default=None, help="search space (default ecg-small)")
-    p.add_argument("--controller", default="random", choices=["random", "grid", "evolution", "enas"])
+    p.add_argument("--data", default="sample", help=f"data SPEC: {SPEC_HELP} (default: sample)")
+    p.add_argument("--space", default=None, help="search space, see `n2nas space show` (default ecg-small)")
+    p.add_argument("--controller", default="random", choices=["random", "grid", "evolution", "enas"],
+                   help="what proposes the next trial, through an ask/tell Tune searcher (default random)")
     p.add_argument("--preset", default="default", choices=["default", "smoke"],
-                   help="smoke: 2 trials of 2 steps, to try the command out")
-    p.add_argument("--trials", type=positive(int), default=None, help="children to train (default 8)")
-    p.add_argument("--epochs", type=positive(int), default=None, help="epochs (reports) per trial (default 3)")
-    p.add_argument("--steps-per-epoch", type=positive(int), default=None, help="batches per epoch (default 20)")
-    p.add_argument("--concurrent", type=positive(int), default=None, help="trials at once (default 2)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+                   help="default: 8 trials x 3 epochs x 20 steps; smoke: 2 trials of 1 epoch x 2 steps, to try the "
+                        "command out (default: default)")
+    p.add_argument("--trials", type=positive(int), default=None, metavar="N",
+                   help="children to train (default: the preset's, 8)")
+    p.add_argument("--epochs", type=positive(int), default=None, metavar="E",
+                   help="epochs (reports and checkpoints) per trial (default: the preset's, 3)")
+    p.add_argument("--steps-per-epoch", type=positive(int), default=None, metavar="N",
+                   help="training batches per epoch (default: the preset's, 20)")
+    p.add_argument("--concurrent", type=positive(int), default=None, metavar="N",
+                   help="trials running at once (default 2)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores Ray reserves per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, e.g. 1 or 0.5 (default 0)")
     p.add_argument("--ray-address", default=None, metavar="ADDR", help="auto or HOST:PORT (default: local Ray)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision (repeatable)")
-    p.add_argument("--out", default="runs/tune", help="results folder; Tune's storage is OUT/tune")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split, searcher and trials (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
+                   help="pin a decision instead of searching it (repeatable; default: nothing pinned)")
+    p.add_argument("--out", default="runs/tune", help="results folder; Tune's storage is OUT/tune (default runs/tune)")
     p.add_argument("--resume", action="store_true", help="continue the experiment in --out")
     p.set_defaults(func=_cmd_tune)

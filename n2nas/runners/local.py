@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
 from n2nas.data.splits import class_weights
+from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.flops import count_flops, count_params
@@ -21,14 +23,40 @@ from n2nas.runners.base import Runner
 from n2nas.training import DataContext, loss_fn, metric_inputs, predict_records
 
 
+BN_MODES = ("recalibrate", "batch", "running")
+RECORD_SECONDS = 30.0  # rewards compare FLOPs per 30 s record: what a deployed model spends per diagnosis
+
+
 @dataclass(frozen=True)
 class SharedTrainingConfig:
-    """How the shared weights are trained (the children's own lr/weight decay only apply when retraining)."""
+    """How the shared weights are trained and children scored (the children's own lr / weight decay only apply
+    when retraining).
+
+    ``bn`` decides which BatchNorm statistics a child is scored with. The shared running statistics mix every
+    child the supernet trained, so a child scored with them is judged partly on other children's statistics:
+
+    - ``recalibrate`` (default; SPOS, Once-for-All): before scoring, the running statistics are reset and
+      re-estimated on ``calibration_records`` fixed training records passed through that child alone;
+    - ``batch``: BatchNorm uses each scoring batch's own statistics;
+    - ``running``: the shared running statistics as they are (the behaviour before recalibration existed).
+
+    Either way the supernet's own statistics are restored after scoring, so scoring never changes shared state
+    (replicas of distributed runners stay identical).
+    """
 
     lr: float = 2e-3
     weight_decay: float = 1e-4
     grad_clip: float = 5.0  # ENAS clips the shared weights' gradient norm at 5
     reward_metric: str = "auto"
+    bn: str = "recalibrate"
+    calibration_records: int = 256
+    calibration_batch: int = 64
+
+    def __post_init__(self):
+        if self.bn not in BN_MODES:
+            raise ConfigError("bn", f"expected one of {', '.join(BN_MODES)}, got {self.bn!r}")
+        if self.calibration_records < 1 or self.calibration_batch < 1:
+            raise ConfigError("calibration_records", "calibration records and batch must be at least 1")
 
 
 class LocalRunner(Runner):
@@ -52,6 +80,12 @@ class LocalRunner(Runner):
         y = ctx.targets[ctx.train_idx]
         self._class_weight = None if self.multilabel else torch.tensor(
             class_weights(y.argmax(1), y.shape[1]), dtype=torch.float32, device=device)
+        # one fixed set of calibration records for every child, drawn with its own seed so that scoring never
+        # moves the training RNG (a resumed search then draws the same batches)
+        pick = np.random.default_rng(seed + 7919)
+        n_cal = min(config.calibration_records, len(ctx.train_idx))
+        self._calibration_idx = np.sort(pick.choice(ctx.train_idx, size=n_cal, replace=False))
+        self._calibration_seed = seed + 104729
 
     def _data(self, sample):
         sd = self.space_def
@@ -125,12 +159,21 @@ class LocalRunner(Runner):
         if entry is None or (latency and entry["latency_ms"] is None):
             child, shape = self._child(sample)
             if entry is None:
-                entry = {"params": count_params(child), "flops": count_flops(child, shape), "latency_ms": None}
+                entry = {"params": count_params(child), "flops": count_flops(child, shape), "latency_ms": None,
+                         "windows": self._windows_per_record(sample)}
             if latency:
                 entry["latency_ms"] = measure_latency_ms(child.to(self.device), shape, self.device,
                                                          self.measure.latency)
             self._arch_memo[key] = entry
         return entry
+
+    def _windows_per_record(self, sample) -> int:
+        """Model inputs that multi-crop evaluation cuts from a 30 s record (1 for spaces without windows)."""
+        if not hasattr(self.space_def, "window_config"):
+            return 1
+        from n2nas.measure.cost import windows_per_record
+
+        return windows_per_record(self.space_def, sample, RECORD_SECONDS, self.space_def.input_size(self.ctx.dataset))
 
     def cost(self, sample) -> tuple[int, int]:
         """(parameters, FLOPs per input window) of the standalone child, memoised per architecture."""
@@ -144,20 +187,65 @@ class LocalRunner(Runner):
             return None
         return self._measured(sample, latency=True)["latency_ms"]
 
+    @contextmanager
+    def child_batchnorm(self, sample):
+        """BatchNorm statistics of ``sample`` alone while the block runs (see ``SharedTrainingConfig.bn``); the
+        supernet's running statistics are restored afterwards."""
+        bns = [m for m in self.supernet.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+                 for m in bns]
+        try:
+            if self.config.bn == "recalibrate":
+                self._recalibrate(sample, bns)
+            elif self.config.bn == "batch":
+                for m in bns:
+                    m.train()
+            yield
+        finally:
+            for m, (mean, var, count, momentum) in zip(bns, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+                m.momentum = momentum
+            self.supernet.eval()
+
+    @torch.no_grad()
+    def _recalibrate(self, sample, bns) -> None:
+        """Re-estimate every BatchNorm's running statistics on the calibration records through this child only
+        (cumulative average over the calibration batches, no augmentation, no dropout)."""
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # None = exact cumulative average over the calibration batches
+        data = self._data(sample)
+        rng = np.random.default_rng(self._calibration_seed)
+        plain = {**sample, "dropout": 0.0}
+        self.supernet.train()
+        step = self.config.calibration_batch
+        for start in range(0, len(self._calibration_idx), step):
+            x, _ = data.train_batch(self._calibration_idx[start:start + step], rng)
+            self.supernet(torch.from_numpy(x).to(self.device), plain)
+        self.supernet.eval()
+
     @torch.no_grad()
     def score(self, samples, records):
-        """Multi-crop validation score of each child with the shared weights (eval mode)."""
+        """Multi-crop validation score of each child with the shared weights (eval mode, BatchNorm as
+        ``config.bn`` says). Each result carries ``cost_s``: the seconds spent measuring its params, FLOPs and
+        latency (zero once its architecture is memoised)."""
         self.supernet.eval()
         results = []
         for sample in samples:
+            started_cost = time.monotonic()
             latency = self.latency_ms(sample)  # first: on a new architecture it measures everything in one build
             params, flops = self.cost(sample)
-            base = {"params": params, "flops": flops, "worker": self.worker, "latency_ms": latency,
-                    "energy_j": None, "energy_source": "unmeasured", "records": len(records)}
+            per_record = flops * self._measured(sample, latency=False)["windows"]
+            base = {"params": params, "flops": flops, "flops_per_record": per_record, "worker": self.worker,
+                    "latency_ms": latency,
+                    "energy_j": None, "energy_source": "unmeasured", "records": len(records),
+                    "cost_s": round(time.monotonic() - started_cost, 4)}
             if self.reward is not None:
                 from n2nas.reward import infeasibility
 
-                reasons = infeasibility(self.reward, flops, params, latency)
+                reasons = infeasibility(self.reward, per_record, params, latency)
                 if reasons:  # not scored at all: the limit is known before any validation record is run
                     results.append({**base, "status": "infeasible", "reward": None, "metrics": {},
                                     "infeasible": reasons})
@@ -169,8 +257,10 @@ class LocalRunner(Runner):
                 windows[0] += len(x)
                 return self.supernet(x, s)
 
-            started, start = time.time(), self.meter.begin()
-            probs = predict_records(self.supernet, data, records, self.multilabel, self.device, forward=forward)
+            with self.child_batchnorm(sample):
+                started, start = time.time(), self.meter.begin()
+                probs = predict_records(self.supernet, data, records, self.multilabel, self.device,
+                                        forward=forward)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # the window must hold the GPU work, not just its launch
             energy = self.meter.end(start, flops=flops * windows[0])

@@ -1,0 +1,129 @@
+"""The run folder of a search: its configuration check on resume, the saved split, trial lines, the ranked
+``best_pipeline.json`` and ``summary.json``."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from n2nas.checkpoint import atomic_write_text, load_checkpoint
+from n2nas.data.record import Dataset
+from n2nas.data.splits import Split, stratified_split
+from n2nas.errors import ConfigError
+from n2nas.runners import RunnerConfig
+from n2nas.space import Pipeline
+
+
+def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float,
+                measured) -> dict[str, Any]:
+    """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it."""
+    from n2nas.reward import trial_reward_fields
+
+    line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
+            "flops": result["flops"],
+            "flops_per_record": result.get("flops_per_record"), "params": result["params"], "energy_j": result.get("energy_j"),
+            "energy_source": result.get("energy_source", "unmeasured"), "latency_ms": result.get("latency_ms"),
+            "records": result.get("records"), "worker": result["worker"], "elapsed_s": round(elapsed, 3),
+            "wall_s": round(result["wall_s"], 4) if "wall_s" in result else None}
+    line.update(trial_reward_fields(result, measured.reward))
+    window = result.get("scored_at")
+    line["sampled_energy_j"] = measured.sampler.joules(*window) if measured.sampler and window else None
+    for key in ("error", "infeasible"):
+        if key in result:
+            line[key] = result[key]
+    return line
+
+
+def nan_rewards(rewards: list[float | None]) -> list[float]:
+    """Rewards for a controller: a failed child's None becomes NaN (controllers skip it)."""
+    return [math.nan if r is None else float(r) for r in rewards]
+
+
+def config_json(config) -> dict[str, Any]:
+    """The search configuration as plain JSON-able data (``config.json``, resume check)."""
+    return asdict(config)
+
+
+def open_run_dir(run_dir: Path, config, resume: bool) -> dict[str, Any] | None:
+    """A fresh run needs an empty folder; a resumed one needs the same configuration as before."""
+    if resume:
+        state = load_checkpoint(run_dir / "checkpoint")
+        if state is None:
+            if (run_dir / "trials.jsonl").exists():
+                return None  # killed before the first checkpoint: replay from the start, reusing logged trials
+            raise ConfigError(run_dir, "nothing to resume: no checkpoint in this run folder")
+        before = json.loads(state["config"])
+        now = config_json(config)
+        # runs from before the runner option ran locally; a Ray cluster may change address between runs
+        before.setdefault("runner", asdict(RunnerConfig()))
+        before["runner"]["address"] = now["runner"]["address"]
+        changed = [k for k in now if k not in ("budget_minutes", "budget_epochs") and before.get(k) != now[k]]
+        if changed:
+            raise ConfigError(run_dir, f"--resume with a different configuration ({', '.join(changed)} changed)")
+        return state
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(run_dir, "run folder is not empty (use --resume to continue it, or another --out)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(config_json(config), indent=2))
+    return None
+
+
+def load_or_make_split(run_dir: Path, dataset: Dataset, config, resume: bool) -> Split:
+    """The saved split of a resumed run (checked against the data), else a new seeded stratified one."""
+    path = run_dir / "split.json"
+    if resume and path.exists():
+        split = Split.load(path)
+        missing = set(split.train + split.val) - set(dataset.ids)
+        if missing:
+            raise ConfigError(path, f"{len(missing)} records of the saved split are not in this data")
+        return split
+    split = stratified_split(dataset, val=config.val_fraction, seed=config.seed)
+    split.save(path)
+    return split
+
+
+def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
+    """Derive-phase children ranked by full-validation reward (controller-phase ones if none were derived)."""
+    ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
+    pool = [t for t in ok if t["phase"] == "derive"] or ok
+    pool.sort(key=lambda t: (-t["reward"], t["step"]))
+    from search_spaces import get_space
+
+    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # EHR: feature columns
+    data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
+            inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
+    out = []
+    for t in pool[:config.top_k]:
+        sample = Pipeline.from_json({"space": config.space, "sample": t["sample"]}, space).sample
+        out.append(Pipeline(config.space, sample, data, {"reward": t["reward"], "step": t["step"],
+                                                          "phase": t["phase"], "flops": t["flops"],
+                                                          "flops_per_record": t.get("flops_per_record"),
+                                                          "latency_ms": t.get("latency_ms"),
+                                                          "energy_per_record_j": t.get("energy_per_record_j"),
+                                                          "energy_source": t.get("energy_source"),
+                                                          "params": t["params"], **t["metrics"]}))
+    return out
+
+
+def write_best(run_dir: Path, pipelines: list[Pipeline]) -> None:
+    """``best_pipeline.json``: the best pipeline, with the top k beside it."""
+    if not pipelines:
+        raise ConfigError(run_dir, "every child failed: no pipeline to export (see trials.jsonl)")
+    best = pipelines[0].to_json()
+    best["top_k"] = [p.to_json() for p in pipelines]
+    atomic_write_text(run_dir / "best_pipeline.json", json.dumps(best, indent=2))
+
+
+def write_run_summary(run_dir: Path, trials: list[dict], clock, data, config,
+                   budget) -> None:
+    """``summary.json``: the five-second summary the command prints (see :mod:`n2nas.summary`)."""
+    from n2nas.summary import build_summary, write_summary
+
+    best = json.loads((run_dir / "best_pipeline.json").read_text())
+    spec = data if isinstance(data, str) else str(getattr(data, "source", "DATA"))
+    summary = build_summary(run_dir, trials, best, clock.state(), spec)
+    summary["elapsed_s"] = round(budget.elapsed, 1)
+    summary["budget_minutes"] = config.budget_minutes
+    write_summary(run_dir, summary)

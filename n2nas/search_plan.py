@@ -1,0 +1,114 @@
+"""The search's plan, apart from the loop itself: which labels are pinned, which preprocessing variants are
+prepared up front, the fixed reward set, which children the derive phase rescores, and the scoreboard."""
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+
+from n2nas.errors import ConfigError
+from n2nas.search_budget import Budget, minimum_budget_minutes
+from n2nas.space import Pipeline
+
+
+def pins(space_def, config) -> dict[str, Any]:
+    """``config.fixed`` plus, with ``pin_unscored``, the space's defaults for tokens the supernet cannot score."""
+    pins = dict(config.fixed)
+    if config.pin_unscored:
+        defaults = space_def.space.default_sample()
+        for label in getattr(space_def, "supernet_blind", ()):
+            pins.setdefault(label, defaults[label])
+    return pins
+
+
+def check_budget(config, n_records: int) -> None:
+    """A time budget too small to score a single child stops the search before anything is written."""
+    if config.budget_minutes is None:
+        return
+    least = minimum_budget_minutes(n_records)
+    if config.budget_minutes < least:
+        raise ConfigError("--budget-minutes", f"{config.budget_minutes:g} minutes cannot score a single child on "
+                                              f"{n_records} records; give at least {least:g}")
+
+
+def prepare_everything(ctx, space_def, space, progress, budget: Budget) -> None:
+    """Prepare every preprocessing variant the (pinned) space can sample, up front and visibly, so that no
+    training step ever waits for a whole-dataset preparation."""
+    if not hasattr(ctx, "prepare_all") or not hasattr(space_def, "preprocess_config"):
+        return  # EHR rows need no preparation
+    variants, seen = [], set()
+    pre = [d for d in space.flat if getattr(d, "kind", "") == "preprocessing" and hasattr(d, "options")]
+    base = space.default_sample()
+    for values in itertools.product(*(d.options for d in pre)):
+        cfg = space_def.preprocess_config({**base, **{d.label: v for d, v in zip(pre, values)}})
+        if repr(cfg) not in seen:
+            seen.add(repr(cfg))
+            variants.append(cfg)
+
+    def shown(done: int, total: int, label: str = "") -> None:
+        progress.phase("preparing data", done, total)
+        progress.elapsed(budget.elapsed)
+
+    ctx.prepare_all(variants, progress=shown)
+
+
+def reward_set(ctx, n: int | None, seed: int) -> np.ndarray:
+    """A fixed, stratified subset of the validation records on which every controller-phase child is scored."""
+    val = np.asarray(ctx.val_idx)
+    if n is None or n >= len(val):
+        return val
+    from sklearn.model_selection import train_test_split
+
+    y = ctx.targets[val]
+    labels = y.argmax(1) if y.ndim == 2 else y
+    try:
+        chosen, _ = train_test_split(val, train_size=n, stratify=labels, random_state=seed)
+    except ValueError:  # a class too rare to stratify (tiny or multi-label data): a seeded plain draw
+        chosen = np.random.default_rng(seed).choice(val, size=n, replace=False)
+    return np.sort(chosen)
+
+
+def seconds_per_full_child(trials: list[dict], n_val: int) -> float | None:
+    """Measured wall seconds to score one child on the whole validation split (from the latest scorings)."""
+    timed = [t for t in trials if t.get("wall_s") and t.get("records")][-20:]
+    if not timed:
+        return None
+    return float(np.median([t["wall_s"] * max(1.0, n_val / t["records"]) for t in timed]))
+
+
+def derive_candidates(trials: list[dict], controller, space, config):
+    """The best controller-phase children first, then fresh controller samples, without repeats."""
+    seen: set[str] = set()
+    best = sorted((t for t in trials if t["phase"] == "controller" and t["status"] == "ok" and
+                   t["reward"] is not None), key=lambda t: (-t["reward"], t["step"]))
+    pool = [t["sample"] for t in best]
+    chosen = []
+    for sample in pool:
+        if len(chosen) >= min(config.derive_top, config.derive_children):
+            break
+        key = json.dumps(sample, sort_keys=True, default=list)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(Pipeline.from_json({"space": config.space, "sample": sample}, space).sample)
+    fresh = [space.decode(s) for s in controller.sample(config.derive_children)]
+    for sample in fresh:
+        if len(chosen) >= config.derive_children:
+            break
+        key = json.dumps(sample, sort_keys=True, default=list)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(sample)
+    return chosen
+
+
+def score_board(trials: list[dict]) -> tuple[int, int, float | None, float | None]:
+    """(children scored ok, failed, best bare metric, FLOPs per record of that child) for the progress display."""
+    ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
+    failed = sum(1 for t in trials if t["status"] == "failed")
+    if not ok:
+        return 0, failed, None, None
+    best = max(ok, key=lambda t: (t["reward"], -t["step"]))
+    return len(ok), failed, (best.get("reward_terms") or {}).get("metric", best["reward"]), \
+        best.get("flops_per_record") or best["flops"]

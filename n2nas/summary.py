@@ -1,0 +1,201 @@
+"""The end-of-search summary: what was found, what it costs, how the search went, what to run next.
+
+:func:`build_summary` makes a JSON-ready dict (the search writes it to ``RUN_DIR/summary.json`` with
+:func:`write_summary`; ``n2nas search --json`` prints it); :func:`format_summary` makes the few lines a person
+reads in five seconds.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_summary", "describe_pipeline", "format_summary", "write_summary", "PHASES"]
+
+#: phase names of ``phase_seconds``, in the order a search goes through them
+PHASES = ("data", "warmup", "shared", "scoring", "cost", "controller", "derive")
+# When several metrics hold the rewarded value, the more specific name is the one the search used.
+_METRIC_NAMES = ("cinc2017_f1", "challenge_score", "macro_f1", "accuracy")
+
+
+def _runs(items: list[str]) -> str:
+    """Run-length form: ``["a", "a", "b"]`` -> ``"a x2 b"``."""
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        j = i
+        while j < len(items) and items[j] == items[i]:
+            j += 1
+        out.append(items[i] if j - i == 1 else f"{items[i]} x{j - i}")
+        i = j
+    return " ".join(out)
+
+
+def describe_pipeline(sample: dict[str, Any]) -> str:
+    """One line for a pipeline sample, e.g. ``100 Hz, crop:30, no filter, record_z | conv7 x6 | width 1.0,
+    0 skips``; samples of other spaces (EHR MLPs) are listed as ``label value`` pairs."""
+    layers = sorted({int(k[len("layer"):].split("/")[0]) for k in sample
+                     if k.startswith("layer") and k.endswith("/op")})
+    if not layers or "fs" not in sample:
+        return ", ".join(f"{k} {_short(v)}" for k, v in sample.items())
+    ops = []
+    for i in layers:
+        op, dilation = str(sample[f"layer{i}/op"]), sample.get(f"layer{i}/dilation", 1)
+        # dilation only applies to convolutions (the space ignores it for pooling)
+        ops.append(f"{op}(d{dilation})" if dilation not in (1, None) and "pool" not in op else op)
+    skips = sum(int(b) for i in layers for b in (sample.get(f"layer{i}/skip") or ()))
+    filt = sample.get("filter", "none")
+    pre = [f"{sample['fs']} Hz", str(sample.get("window", "?")), "no filter" if filt == "none" else str(filt),
+           "no normalisation" if sample.get("normalise") == "none" else str(sample.get("normalise", "?"))]
+    if sample.get("augment") not in (None, "none"):
+        pre.append(f"augment {sample['augment']}")
+    acts = sorted({str(sample.get(f"layer{i}/activation")) for i in layers} - {"None"})
+    arch = _runs(ops) + (f" ({acts[0]})" if len(acts) == 1 else "")
+    return f"{', '.join(pre)} | {arch} | width {sample.get('width', '?')}, {skips} skip{'' if skips == 1 else 's'}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _metric(trial: dict[str, Any] | None, scores: dict[str, Any]) -> tuple[str, float | None]:
+    """The bare metric the search rewarded (before cost terms) and its name."""
+    metrics = (trial or {}).get("metrics") or {k: v for k, v in scores.items() if k in _METRIC_NAMES}
+    value = ((trial or {}).get("reward_terms") or {}).get("metric")
+    if value is None:
+        for name in _METRIC_NAMES:
+            if isinstance(metrics.get(name), (int, float)):
+                return name, float(metrics[name])
+        return "metric", None
+    for name in _METRIC_NAMES:
+        if isinstance(metrics.get(name), (int, float)) and abs(metrics[name] - value) < 1e-12:
+            return name, float(value)
+    return "metric", float(value)
+
+
+def _flops_per_record(pipeline_json: dict[str, Any], per_input: float | None, record_seconds: float):
+    """FLOPs for every evaluation window of one ``record_seconds`` record (tabular spaces: one input)."""
+    if per_input is None:
+        return None
+    from search_spaces import get_space
+
+    try:
+        space_def = get_space(pipeline_json["space"])
+        if not hasattr(space_def, "window_config"):
+            return float(per_input)
+        from n2nas.measure.cost import windows_per_record
+
+        n_leads = int(pipeline_json.get("data", {}).get("n_leads") or 1)
+        return float(per_input) * windows_per_record(space_def, pipeline_json["sample"], record_seconds, n_leads)
+    except Exception:  # noqa: BLE001 - a summary must never fail the end of a finished search; show n/a
+        return None
+
+
+def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: dict, phase_seconds: dict[str, float],
+                  data_spec: str, record_seconds: float = 30.0) -> dict[str, Any]:
+    """The summary of a finished search as a JSON-ready dict.
+
+    ``trials`` are the ``trials.jsonl`` objects, ``best_pipeline_json`` the contents of ``best_pipeline.json``,
+    ``phase_seconds`` the seconds spent per phase (names in :data:`PHASES`), ``data_spec`` the SPEC to retrain
+    on. Keys ``run_dir``, ``trials`` (count), ``best_reward`` and ``best_pipeline`` (path) are those the search
+    command has always printed.
+    """
+    run_dir = Path(run_dir)
+    status = [t.get("status", "ok") for t in trials]
+    scores = best_pipeline_json.get("scores", {})
+    trial = next((t for t in trials if t.get("step") == scores.get("step")), None)
+    name, metric = _metric(trial, scores)
+    flops = (trial or scores).get("flops")
+    latency = (trial or {}).get("latency_ms")
+    elapsed = sum(phase_seconds.values()) if phase_seconds else max((t.get("elapsed_s") or 0.0 for t in trials),
+                                                                     default=0.0)
+    total = sum(phase_seconds.values())
+    order = [p for p in PHASES if p in phase_seconds] + [p for p in phase_seconds if p not in PHASES]
+    pipeline_path = run_dir / "best_pipeline.json"
+    command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
+               "--out", f"models/{run_dir.resolve().name or 'best'}"]
+    return {
+        "run_dir": str(run_dir),
+        "trials": len(trials),
+        "scored": status.count("ok"),
+        "failed": status.count("failed"),
+        "infeasible": status.count("infeasible"),
+        "best_reward": scores.get("reward"),
+        "best_pipeline": str(pipeline_path),
+        "best": {
+            "space": best_pipeline_json.get("space"),
+            "description": describe_pipeline(best_pipeline_json.get("sample", {})),
+            "step": scores.get("step"), "phase": scores.get("phase"),
+            "metric_name": name, "metric": metric,
+            "params": (trial or scores).get("params"),
+            "flops_per_input": flops,
+            # the runner's own count when the trial line has one (every multi-crop window of a 30 s record)
+            "flops_per_record": (trial or {}).get("flops_per_record")
+                                or _flops_per_record(best_pipeline_json, flops, record_seconds),
+            "record_seconds": record_seconds,
+            "latency_ms": latency,
+        },
+        "elapsed_s": round(float(elapsed), 3),
+        "phase_seconds": {p: round(float(phase_seconds[p]), 3) for p in order},
+        "phase_percent": {p: round(100.0 * phase_seconds[p] / total, 1) if total > 0 else 0.0 for p in order},
+        "next_command": shlex.join(command),
+    }
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _count(n: float | None, unit: str, scale: float, suffix: str, digits: int = 2) -> str:
+    return "n/a" if n is None else f"{n / scale:.{digits}f} {suffix}{unit}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a few aligned lines: best pipeline, its score and cost, children, time, next command."""
+    best = summary["best"]
+    metric = "n/a" if best["metric"] is None else f"{best['metric']:.3f}"
+    latency = "n/a" if best.get("latency_ms") is None else f"{best['latency_ms']:.1f} ms"
+    per_record = best.get("flops_per_record")
+    seconds = best.get("record_seconds")
+    cost = [_count(best.get("params"), "params", 1e3, "k ", 1),
+            (f"{per_record / 1e6:.2f} MFLOPs per {seconds:g} s record" if per_record is not None else
+             f"{_count(best.get('flops_per_input'), 'FLOPs per input', 1e6, 'M', 2)}"),
+            f"latency {latency}"]
+    children = f"{summary['scored']} scored, {summary['failed']} failed"
+    if summary.get("infeasible"):
+        children += f", {summary['infeasible']} infeasible"
+    time_line = _clock(summary.get("elapsed_s") or 0.0)
+    if summary.get("budget_minutes"):  # added by the search loop when it ran on a time budget
+        time_line += f" of a {_clock(60 * summary['budget_minutes'])} budget"
+    if summary.get("phase_percent"):
+        time_line += " - " + ", ".join(f"{p} {v:.0f}%" for p, v in summary["phase_percent"].items())
+    rows = [("best", best["description"]),
+            ("validation", f"{best['metric_name']} {metric} (reward {_fmt(summary.get('best_reward'))}, "
+                           f"{best.get('phase') or '?'} step {best.get('step')})"),
+            ("cost", ", ".join(cost)),
+            ("children", f"{children} ({summary['trials']} in all)"),
+            ("time", time_line),
+            ("next", summary["next_command"])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"search finished: {summary['run_dir']}"] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` to ``RUN_DIR/summary.json`` atomically; returns the path."""
+    from n2nas.checkpoint import atomic_write_text
+
+    path = Path(run_dir) / "summary.json"
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    return path
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """``RUN_DIR/summary.json`` as a dict, or None when the search did not write one."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
