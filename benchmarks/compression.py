@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from n2nas.artifacts import load_model_dir, load_pipeline  # noqa: E402
+from n2nas.compress.prune import PruneConfig, sparsity_report, state_bytes  # noqa: E402
+from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
-from n2nas.export import load_model_dir, load_pipeline  # noqa: E402
-from n2nas.prune import PruneConfig, sparsity_report, state_bytes  # noqa: E402
-from n2nas.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static  # noqa: E402
 from n2nas.retrain import NORM_FILE, RetrainConfig, _stats_from_json, evaluate, retrain  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -59,9 +59,9 @@ def default_pipeline() -> Pipeline:
 
 def record_latency_ms(model, model_dir: Path, test) -> tuple[float, float]:
     """(min, median) CPU ms over 50 warm runs on all windows of the test record closest to 30 s (one thread)."""
-    from n2nas.data.windows import eval_windows
     from n2nas.data.cache import prepare
     from n2nas.data.spec import default_cache_root
+    from n2nas.data.windows import eval_windows
 
     pipeline = load_pipeline(model_dir / "pipeline.json")
     space_def = get_space(pipeline.space)
@@ -199,7 +199,7 @@ def _calibration_batches(model_dir: Path, dev, seed: int, n_batches: int = 8) ->
     """Random training windows of dev records (batches of 32) for post-training static calibration."""
     from n2nas.data.cache import prepare
     from n2nas.data.spec import default_cache_root
-    from n2nas.training import PipelineData, targets_of
+    from n2nas.train.primitives import PipelineData, targets_of
 
     pipeline = load_pipeline(model_dir / "pipeline.json")
     space_def = get_space(pipeline.space)

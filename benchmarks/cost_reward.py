@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 import n2nas
-from n2nas.report import pareto_front
-from n2nas.reward import RewardConfig
-from n2nas.search_loop import SearchConfig
+from n2nas.measure.reward import RewardConfig
+from n2nas.searching.loop import SearchConfig
+from n2nas.searching.report import pareto_front
 
 
 def run(name: str, reward: RewardConfig, args) -> dict:
@@ -57,7 +57,7 @@ def run(name: str, reward: RewardConfig, args) -> dict:
 
 def pareto_mask_2d(metric: np.ndarray, flops: np.ndarray) -> np.ndarray:
     """Front on metric (higher) vs FLOPs (lower) only."""
-    from n2nas.report import pareto_mask
+    from n2nas.searching.report import pareto_mask
 
     return pareto_mask(metric, flops[:, None])
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from n2nas.data.ehr import EHRDataset  # noqa: E402
 from n2nas.data.synthetic_ehr import SyntheticEHRConfig, synthetic_ehr  # noqa: E402
-from n2nas.ehr_training import MLPTrainConfig, split_indices, train_mlp  # noqa: E402
-from n2nas.grid import GridConfig, run_grid  # noqa: E402
-from n2nas.search_loop import SearchConfig, search  # noqa: E402
+from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
+from n2nas.searching.loop import SearchConfig, search  # noqa: E402
+from n2nas.train.ehr import MLPTrainConfig, split_indices, train_mlp  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 SPACE = "ehr-mlp-small"

@@ -35,12 +35,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
-from n2nas.cli import _parse_fixed  # noqa: E402
+from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
 from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
-from n2nas.search_loop import PRESETS, SearchConfig  # noqa: E402
+from n2nas.searching.loop import PRESETS, SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
     base = SearchConfig.named(args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
-               "fixed": _parse_fixed(args.fix)}
+               "fixed": parse_fixed(args.fix)}
     if args.space:
         changes["space"] = args.space
     if args.flops_weight is not None:

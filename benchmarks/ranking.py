@@ -1,5 +1,6 @@
-"""How well the weight-shared supernet ranks children: Kendall tau and Spearman rho between supernet scores and
-standalone training of the same uniformly sampled children.
+"""How well the supernet ranks children: Kendall tau / Spearman rho of supernet vs standalone scores.
+
+Children are sampled uniformly; each is scored by the trained supernet and trained standalone.
 
 Usage: python benchmarks/ranking.py [--data SPEC] [--records N] [--children 12] [--minutes 20] [--epochs 10]
        [--bn recalibrate|running|batch] [--fix LABEL=VALUE ...] [--seed 0] [--device auto] [--out DIR] [--quick]
@@ -11,14 +12,13 @@ children on the whole validation split (CinC 2017 F1, BatchNorm statistics per `
 trained from scratch by the ``retrain`` recipe for ``--epochs`` (patience = epochs, same split, same seed), its
 best-epoch validation F1 being its standalone score. ``lr`` and ``weight_decay`` are pinned to the space defaults
 for every child: the supernet trains with its own optimizer, so it cannot rank them. ``--quick`` (about 10
-minutes on 2 idle cores): 1500 records, 2 min supernet, 4 epochs, and ``fs=100, filter=bandpass,
+minutes on 2 idle cores): 1500 records, 3 min supernet, 4 epochs, and ``fs=100, filter=bandpass,
 window=crop:10`` pinned, because 300 Hz children train 2-3x slower and cold-cache baseline filtering and R-peak
 detection alone cost minutes.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -32,7 +32,7 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controllers.base import random_index_sample  # noqa: E402
-from n2nas.cli import _parse_fixed  # noqa: E402
+from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import Split, stratified_split  # noqa: E402
 from n2nas.errors import N2NASError  # noqa: E402
@@ -40,7 +40,7 @@ from n2nas.measure import LatencyConfig, MeasureConfig  # noqa: E402
 from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
-from n2nas.training import pick_device  # noqa: E402
+from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 SPACE = "ecg-small"
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                              / "physionet2017"))
     ap.add_argument("--records", type=int, default=None, help="seeded stratified subset (default: all; quick: 1500)")
     ap.add_argument("--children", type=int, default=12)
-    ap.add_argument("--minutes", type=float, default=None, help="supernet training budget (default 20; quick: 2)")
+    ap.add_argument("--minutes", type=float, default=None, help="supernet training budget (default 20; quick: 3)")
     ap.add_argument("--epochs", type=int, default=None, help="standalone epochs per child (default 10; quick: 4)")
     ap.add_argument("--child-minutes", type=float, default=None,
                     help="stop a child's training after the epoch that passes this (default: none)")
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="keep the children's model folders here")
     ap.add_argument("--quick", action="store_true", help="about 10 minutes on 2 cores (see the docstring)")
     args = ap.parse_args(argv)
-    quick = {"records": 1500, "minutes": 2.0, "epochs": 4} if args.quick else {"minutes": 20.0, "epochs": 10}
+    quick = {"records": 1500, "minutes": 3.0, "epochs": 4} if args.quick else {"minutes": 20.0, "epochs": 10}
     for key, value in quick.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -105,13 +105,37 @@ def ranks(values):
     return out
 
 
+def one_class(metrics) -> bool:
+    """True when at most one class has a non-zero F1: a constant predictor, i.e. not learned yet."""
+    return sum(v > 0 for v in metrics.get("f1", {}).values()) <= 1
+
+
+def correlations(x, y) -> tuple[float, float]:
+    """Kendall tau-b and Spearman rho. When either side scores every child alike it ranks nothing: both are
+    0 (no concordance), not scipy's NaN. Fewer than two children: NaN."""
+    if len(x) < 2:
+        return math.nan, math.nan
+    if len(set(x)) == 1 or len(set(y)) == 1:
+        return 0.0, 0.0
+    return float(kendalltau(x, y)[0]), float(spearmanr(x, y)[0])
+
+
 def main(argv=None) -> dict:
     """Run the benchmark, print the table and summary; returns the summary numbers."""
     args = parse_args(argv)
-    times, t0 = {}, time.monotonic()
-    device = pick_device(args.device)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # a caller (the smoke test) keeps its own setting
+
+
+def run(args: argparse.Namespace) -> dict:
+    """:func:`main` after argument parsing."""
+    times, t0 = {}, time.monotonic()
+    device = pick_device(args.device)
     torch.manual_seed(args.seed)
     dataset = subset(load_dataset(args.data), args.records, args.seed)
     times["load"] = time.monotonic() - t0
@@ -119,7 +143,7 @@ def main(argv=None) -> dict:
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     train_idx, val_idx = (np.array([index[i] for i in part]) for part in (split.train, split.val))
     space_def = get_space(SPACE)
-    fixed = {**(QUICK_FIX if args.quick else {}), **_parse_fixed(args.fix)}
+    fixed = {**(QUICK_FIX if args.quick else {}), **parse_fixed(args.fix)}
     defaults = space_def.space.default_sample()
     blind = {label: defaults[label] for label in getattr(space_def, "supernet_blind", ("lr", "weight_decay"))}
     space = space_def.space.pinned({**blind, **fixed})
@@ -130,20 +154,21 @@ def main(argv=None) -> dict:
                                   for s in space.grid(["fs", "filter", "normalise", "window"])))
     ctx.prepare_all(variants)
     times["preprocess"] = time.monotonic() - t0
-    print(f"{len(dataset.records)} records ({len(train_idx)} train / {len(val_idx)} val), {len(variants)} preprocessing "
-          f"choices, device {device}, pinned {fixed or 'nothing'} + {blind}", flush=True)
+    print(f"{len(dataset.records)} records ({len(train_idx)} train / {len(val_idx)} val), {len(variants)} "
+          f"preprocessing choices, device {device}, pinned {fixed or 'nothing'} + {blind}", flush=True)
 
     runner = LocalRunner(space_def, ctx, SharedTrainingConfig(bn=args.bn), device, args.seed)
     runner.set_measurement(MeasureConfig(latency=LatencyConfig(enabled=False)))  # latency: not what is ranked
     rng = np.random.default_rng(args.seed + 1)
-    t0, steps = time.monotonic(), 0
+    t0, losses = time.monotonic(), []
     while True:  # SPOS: one uniformly sampled single path per batch, in chunks of 10 between clock checks
-        stats = runner.train_shared([space.decode(random_index_sample(space.tokens, rng)) for _ in range(10)])
-        steps += 10
+        losses.append(runner.train_shared([space.decode(random_index_sample(space.tokens, rng))
+                                           for _ in range(10)])["shared_loss"])
         if time.monotonic() - t0 >= 60 * args.minutes:
             break
     times["supernet"] = time.monotonic() - t0
-    print(f"supernet: {steps} steps in {times['supernet'] / 60:.1f} min, last loss {stats['shared_loss']:.3f}")
+    print(f"supernet: {10 * len(losses)} steps in {times['supernet'] / 60:.1f} min, mean loss of the first / last "
+          f"100 steps {np.nanmean(losses[:10]):.3f} / {np.nanmean(losses[-10:]):.3f}", flush=True)
 
     child_rng = np.random.default_rng(args.seed + 2)
     children = [space.decode(random_index_sample(space.tokens, child_rng)) for _ in range(args.children)]
@@ -151,44 +176,51 @@ def main(argv=None) -> dict:
     scored = runner.score(children, val_idx)
     times["scoring"] = time.monotonic() - t0
     sup = [r["metrics"].get("cinc2017_f1", math.nan) if r["status"] == "ok" else math.nan for r in scored]
+    flat = [one_class(r["metrics"]) for r in scored]
 
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="n2nas-ranking-")
     work = Path(args.out or tmp.name)
     cfg = RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes, val_fraction=0.15,
                         seed=args.seed, device=args.device, data_workers=args.data_workers)
-    alone, runs, t0 = [], [], time.monotonic()
+    alone, runs, flat_alone, t0 = [], [], [], time.monotonic()
     for i, sample in enumerate(children):
         try:
             summary = retrain(Pipeline(SPACE, sample), dataset, work / f"child{i:02d}", cfg, log=lambda _m: None)
             # retrain splits internally from the same (dataset, val, seed): it must be this very split
             assert Split.load(work / f"child{i:02d}" / "split.json") == split, "retrain used another split"
             alone.append(float(summary["validation"]["cinc2017_f1"]))
+            flat_alone.append(one_class(summary["validation"]))
             runs.append((summary["epochs_run"], summary["train_seconds"]))
         except N2NASError as err:
             print(f"child {i}: standalone training failed ({err})")
             alone.append(math.nan)
             runs.append((0, math.nan))
+            flat_alone.append(False)
     times["standalone"] = time.monotonic() - t0
     if tmp is not None:
         tmp.cleanup()
 
     rs, ra = ranks(sup), ranks(alone)
-    print(f"\n{'#':>2} {'params':>7} {'MFLOP':>6} {'sup F1':>6} {'alone':>6} {'ep':>3} {'sec':>5} {'sup#':>4} "
-          f"{'alone#':>6}  child")
+    print(f"\n{'#':>2} {'params':>7} {'MFLOP':>6} {'sup F1':>7} {'alone':>7} {'ep':>3} {'sec':>5} {'sup#':>4} "
+          f"{'alone#':>6}  child (* = predicts one class only)")
     for i, sample in enumerate(children):
-        print(f"{i:>2} {scored[i]['params']:>7} {scored[i]['flops'] / 1e6:>6.1f} {sup[i]:>6.3f} {alone[i]:>6.3f} "
-              f"{runs[i][0]:>3} {runs[i][1]:>5.0f} {rs[i] or '-':>4} {ra[i] or '-':>6}  {describe(sample)}")
+        star, star_alone = "*" if flat[i] else " ", "*" if flat_alone[i] else " "
+        print(f"{i:>2} {scored[i]['params']:>7} {scored[i]['flops'] / 1e6:>6.1f} {sup[i]:>6.3f}{star}"
+              f" {alone[i]:>6.3f}{star_alone} {runs[i][0]:>3} {runs[i][1]:>5.0f} {rs[i] or '-':>4}"
+              f" {ra[i] or '-':>6}  {describe(sample)}")
     ok = [i for i in range(len(children)) if math.isfinite(sup[i]) and math.isfinite(alone[i])]
     x, y = [sup[i] for i in ok], [alone[i] for i in ok]
-    tau = float(kendalltau(x, y).statistic) if len(ok) > 1 else math.nan
-    rho = float(spearmanr(x, y).statistic) if len(ok) > 1 else math.nan
+    tau, rho = correlations(x, y)
     top = max(ok, key=lambda i: sup[i]) if ok else None
     ys = [alone[i] for i in ok]
-    print(f"\nKendall tau {tau:.3f}, Spearman rho {rho:.3f} over {len(ok)} children (BN: {args.bn})")
+    print(f"\nKendall tau {tau:.3f}, Spearman rho {rho:.3f} over {len(ok)} children (BN: {args.bn}); one-class "
+          f"predictors (not learned yet): {sum(flat)} by the supernet, {sum(flat_alone)} standalone")
     if ys:
-        print(f"standalone F1 of the supernet's top child (#{top}): {alone[top]:.3f}; best {max(ys):.3f}, "
-              f"median {float(np.median(ys)):.3f}")
-    print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items()) + f", total {sum(times.values()) / 60:.1f}")
+        tied = sum(sup[i] == sup[top] for i in ok) - 1
+        print(f"standalone F1 of the supernet's top child (#{top}{f', tied with {tied}' if tied else ''}): "
+              f"{alone[top]:.3f}; best {max(ys):.3f}, median {float(np.median(ys)):.3f}")
+    print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items())
+          + f", total {sum(times.values()) / 60:.1f}")
     print(f"kendall_tau={tau:.3f} spearman_rho={rho:.3f} children={len(children)} records={len(dataset.records)} "
           f"supernet_minutes={args.minutes:g}")
     return {"kendall_tau": tau, "spearman_rho": rho, "supernet": sup, "standalone": alone, "times": times}

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from n2nas.training import pick_device  # noqa: E402
+from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 

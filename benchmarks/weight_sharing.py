@@ -25,11 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
-from n2nas.errors import N2NASError  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
+from n2nas.errors import N2NASError  # noqa: E402
 from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
-from n2nas.search_loop import SearchConfig  # noqa: E402
+from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 

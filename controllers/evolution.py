@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controllers.base import Controller, finite, random_index_sample
-from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
 @dataclass(frozen=True)

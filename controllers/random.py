@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from controllers.base import Controller, random_index_sample
-from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
 class RandomController(Controller):

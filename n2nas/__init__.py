@@ -2,8 +2,9 @@
 
 Python API: :func:`search`, :class:`SearchConfig`, :func:`load_dataset`, :func:`load_pipeline`, :func:`build_model`;
 retraining and evaluation live in :mod:`n2nas.retrain` (``retrain``, ``evaluate``, ``RetrainConfig``). The search
-loop lives in ``n2nas.search_loop`` (not ``n2nas.search``) so that ``n2nas.search`` stays this function; for the
-same reason there is no ``n2nas.retrain`` function: importing the ``n2nas.retrain`` module would replace it.
+stage is the package ``n2nas.searching`` (not ``n2nas.search``) so that ``n2nas.search`` stays this function; for the
+same reason there is no ``n2nas.retrain`` function: importing the ``n2nas.retrain`` module would replace it. This
+facade is the top layer (ARCHITECTURE.md): it imports lazily, and no module of the library imports it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def search(data="sample", config=None, out="runs/search", resume=False, progress
     ``data`` is a data SPEC or a Dataset; ``config`` a :class:`SearchConfig` (default ``SearchConfig()``: 10
     epochs, no time budget); ``progress=True`` shows a live status line on stderr.
     """
-    from n2nas.search_loop import SearchConfig, search as run
+    from n2nas.searching.loop import SearchConfig, search as run
 
     return run(data, config or SearchConfig(), out=out, resume=resume, progress=progress)
 
@@ -30,14 +31,14 @@ def load_dataset(spec: str, *, skip_bad: bool = False):
 
 def load_pipeline(path):
     """Read and validate a pipeline JSON file (e.g. ``best_pipeline.json``)."""
-    from n2nas.export import load_pipeline as load
+    from n2nas.artifacts import load_pipeline as load
 
     return load(path)
 
 
 def build_model(pipeline, n_leads=None, n_classes=None):
     """A plain ``nn.Module`` with the pipeline's architecture (freshly initialised)."""
-    from n2nas.export import build_model as build
+    from n2nas.artifacts import build_model as build
 
     return build(pipeline, n_leads, n_classes)
 
@@ -45,7 +46,7 @@ def build_model(pipeline, n_leads=None, n_classes=None):
 def __getattr__(name: str):
     # SearchConfig is imported on first use: `import n2nas` stays light (no torch) for the command line.
     if name == "SearchConfig":
-        from n2nas.search_loop import SearchConfig
+        from n2nas.searching.loop import SearchConfig
 
         return SearchConfig
     raise AttributeError(f"module 'n2nas' has no attribute {name!r}")

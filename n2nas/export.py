@@ -1,100 +1,141 @@
-"""Pipelines and trained models on disk: JSON + tensors (``torch.load(weights_only=True)``), never pickles."""
+"""``n2nas export``: a trained model folder as an ONNX or TorchScript file, checked against PyTorch.
+
+The exported graph is the network only: input ``x`` of shape ``(batch, leads, window_samples)`` float32,
+output ``logits`` ``(batch, classes)``; the batch dimension is dynamic, the window length is fixed.
+Preprocessing is a separate step whose parameters are written next to the file as
+``FILE.preprocessing.json``: resample to ``fs``, band-pass / baseline filter, normalise (with the training-set
+statistics for ``global_z``), cut windows, run the model on every window of a record and average the
+softmax (sigmoid for multi-label data) over the windows — exactly what ``n2nas evaluate`` does
+(:func:`n2nas.train.primitives.predict_records`).
+
+After writing the file the exporter loads it (onnxruntime / ``torch.jit.load``), runs it next to the PyTorch
+model on seeded random windows at two batch sizes, and reports the largest absolute logit difference; a
+difference above the tolerance is an error.
+"""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
 
-from n2nas.checkpoint import atomic_write_text
 from n2nas.errors import ConfigError, DataError
-from n2nas.space import Pipeline
+from n2nas.storage import atomic_write_text
 
-MODEL_WEIGHTS = "model.pt"
-PIPELINE_FILE = "pipeline.json"
+FORMATS = ("onnx", "torchscript")
+TOLERANCE = 1e-4  # float32 graphs: observed differences are ~1e-6; int8 TorchScript runs the same kernels
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read ``best_pipeline.json`` (or any pipeline JSON) and validate it against its search space."""
+def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
+    """Everything needed to turn a raw record into model inputs, as plain JSON."""
     from search_spaces import get_space
 
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-        space_name = obj["space"]
-    except FileNotFoundError:
-        raise DataError(path, "pipeline file is missing") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(path, f"not a pipeline JSON file ({err})") from None
-    try:
-        return Pipeline.from_json(obj, get_space(space_name).space)
-    except ConfigError as err:
-        raise ConfigError(path, f"{err.where}: {err.problem}") from None
+    space_def = get_space(pipeline.space)
+    pre = space_def.preprocess_config(pipeline.sample)
+    window = space_def.window_config(pipeline.sample)
+    norm_file = model_dir / "normalisation.json"
+    return {"input": "x: float32 (batch, leads, window_samples), channel-first, mV",
+            "output": "logits: float32 (batch, classes)",
+            "classes": list(pipeline.data.get("classes", [])), "multilabel": bool(pipeline.data.get("multilabel")),
+            "n_leads": int(pipeline.data.get("n_leads", 0)), "window_samples": window_samples(pipeline),
+            "preprocess": dataclasses.asdict(pre), "window": dataclasses.asdict(window),
+            "global_stats": json.loads(norm_file.read_text()) if norm_file.is_file() else None,
+            "record_score": "mean over every window of the record of softmax(logits) (sigmoid if multilabel)",
+            "reference": "n2nas.train.primitives.predict_records / n2nas evaluate"}
 
 
-def build_model(pipeline: Pipeline, n_leads: int | None = None, n_classes: int | None = None) -> nn.Module:
-    """A plain, freshly initialised ``nn.Module`` with exactly the pipeline's architecture."""
+def window_samples(pipeline) -> int:
+    """Samples per model input window at the pipeline's sampling rate."""
     from search_spaces import get_space
 
-    n_leads = n_leads or int(pipeline.data.get("n_leads") or pipeline.data.get("n_inputs", 0))  # EHR: n_inputs
-    n_classes = n_classes or len(pipeline.data.get("classes", ()))
-    if not n_leads or not n_classes:
-        raise ConfigError("pipeline", "the pipeline does not say how many leads and classes the model has")
-    model = get_space(pipeline.space).build_child(pipeline.sample, n_leads, n_classes)
-    if pipeline.data.get("norm") == "none":  # retrained with RetrainConfig(norm="none")
-        strip_batch_norm(model)
-    return model
+    space_def = get_space(pipeline.space)
+    fs = space_def.preprocess_config(pipeline.sample).fs
+    return int(round(space_def.window_config(pipeline.sample).seconds * fs))
 
 
-def strip_batch_norm(model: nn.Module) -> nn.Module:
-    """Replace every batch-norm layer of ``model`` by ``nn.Identity`` (in place; returns ``model``)."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(model, name, nn.Identity())
-        else:
-            strip_batch_norm(child)
-    return model
-
-
-def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: dict[str, Any],
-                   state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``pipeline.json``, ``model.pt`` (``state``, by default ``model``'s state dict) and ``extra`` JSON
-    files into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / f".{MODEL_WEIGHTS}.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / MODEL_WEIGHTS)
-    atomic_write_text(folder / PIPELINE_FILE, json.dumps(pipeline.to_json(), indent=2))
-    for name, obj in extra.items():
-        atomic_write_text(folder / name, json.dumps(obj, indent=2))
-
-
-def load_model_dir(folder: str | Path) -> tuple[Pipeline, nn.Module]:
-    """The pipeline and trained model of a ``retrain`` output folder (pruned weights unpacked; an int8 folder
-    gives the int8 module, which runs on the CPU only)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(folder, "model folder does not exist")
-    weights = folder / MODEL_WEIGHTS
-    if not weights.is_file():
-        raise DataError(weights, "model weights are missing (is this a folder written by `n2nas retrain`?)")
-    from n2nas.prune import unpack_state
-    from n2nas.quantize import QUANT_FILE, load_int8_state, rebuild_int8
-
-    pipeline = load_pipeline(folder / PIPELINE_FILE)
-    model = build_model(pipeline)
+@contextlib.contextmanager
+def _quiet():
+    # exporters print progress and deprecation notes; the command prints one JSON line instead
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes on every export
     try:
-        state = unpack_state(torch.load(weights, map_location="cpu", weights_only=True))
-        if (folder / QUANT_FILE).is_file():  # int8: rebuild the quantized module around the float architecture
-            model = rebuild_int8(model, json.loads((folder / QUANT_FILE).read_text()))
-            load_int8_state(model, state)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_log.setLevel(level)
+
+
+def export_model(model_dir: str | Path, fmt: str, out: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Write ``out`` (ONNX or TorchScript) and ``out.preprocessing.json``; verify; return a report."""
+    from n2nas.artifacts import load_model_dir
+    from n2nas.compress.quantize import is_quantized
+
+    if fmt not in FORMATS:
+        raise ConfigError("--format", f"expected one of {FORMATS}, got {fmt!r}")
+    model_dir, out = Path(model_dir), Path(out)
+    pipeline, model = load_model_dir(model_dir)
+    model.eval()
+    int8 = is_quantized(model)
+    if int8 and fmt == "onnx":
+        raise ConfigError("--format", "int8 (QAT) models export as torchscript only; torch.onnx has no "
+                                      "exporter for torch.ao quantized modules")
+    n_leads, length = int(pipeline.data.get("n_leads", 0)), window_samples(pipeline)
+    gen = torch.Generator().manual_seed(seed)
+    example = torch.randn(2, n_leads, length, generator=gen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet(), torch.no_grad():
+        if fmt == "onnx":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["x"], output_names=["logits"],
+                              dynamic_shapes={"x": {0: batch}}, verbose=False, external_data=False)
         else:
-            model.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise DataError(weights, f"weights do not fit the pipeline's architecture ({str(err).splitlines()[0]})") \
-            from None
-    return pipeline, model.eval()
+            torch.jit.save(torch.jit.trace(model, example), str(out))
+    spec = preprocessing_spec(model_dir, pipeline)
+    spec.update({"format": fmt, "int8": int8})
+    atomic_write_text(out.with_name(out.name + ".preprocessing.json"), json.dumps(spec, indent=2))
+    diffs = verify(model, out, fmt, n_leads, length, seed)
+    report = {"file": str(out), "format": fmt, "bytes": out.stat().st_size, "int8": int8,
+              "input_shape": ["batch", n_leads, length], "max_abs_diff": max(diffs.values()),
+              "max_abs_diff_by_batch": diffs, "preprocessing": str(out.with_name(out.name + ".preprocessing.json"))}
+    if report["max_abs_diff"] > TOLERANCE:
+        raise DataError(out, f"exported outputs differ from PyTorch by {report['max_abs_diff']:.3g} "
+                             f"(tolerance {TOLERANCE})")
+    return report
+
+
+def run_exported(path: str | Path, fmt: str, x: np.ndarray) -> np.ndarray:
+    """Logits of an exported file on ``x`` (onnxruntime on the CPU, or ``torch.jit.load``)."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+    with _quiet():
+        module = torch.jit.load(str(path), map_location="cpu")
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+
+def verify(model, path: Path, fmt: str, n_leads: int, length: int, seed: int = 0) -> dict[str, float]:
+    """Largest absolute logit difference between ``model`` and the exported file, per batch size."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    diffs = {}
+    for batch in (1, 5):  # batch sizes other than the tracing example's, to exercise the dynamic dimension
+        x = torch.randn(batch, n_leads, length, generator=gen)
+        with torch.no_grad(), _quiet():
+            expected = model(x).numpy()
+        try:
+            got = run_exported(path, fmt, x.numpy())
+        except Exception as err:  # noqa: BLE001 - any runtime failure means the export is unusable
+            raise DataError(path, f"exported file does not run: {str(err).splitlines()[0]}") from None
+        diffs[str(batch)] = float(np.abs(got - expected).max())
+    return diffs

@@ -227,6 +227,17 @@ def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, thr
     return result
 
 
+def reward_metric_name(name: str, classes: tuple[str, ...], multilabel: bool) -> str:
+    """``auto``: the CinC 2017 score for N/A/O/~ data, the challenge score for CinC 2021 classes, else macro F1."""
+    if name != "auto":
+        return name
+    if not multilabel and tuple(classes) == CINC2017_CLASSES:
+        return "cinc2017_f1"
+    if multilabel and all(c[0].isdigit() for c in classes):
+        return "challenge_score"
+    return "macro_f1"
+
+
 def reward_metric(name: str, probs, y, classes: Sequence[str], multilabel: bool, threshold: float = 0.5,
                   table: ScoringTable | None = None) -> float:
     """The scalar a search rewards: ``cinc2017_f1``, ``macro_f1``, ``accuracy`` or ``challenge_score``.

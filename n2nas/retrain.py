@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.checkpoint import atomic_write_text
+from n2nas.artifacts import MODEL_WEIGHTS, build_model, load_model_dir, save_model_dir
+from n2nas.compress.prune import Pruner, PruneConfig, pack_state, state_bytes
+from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, is_quantized, prepare_qat, set_qat_phase
 from n2nas.data.record import Dataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.errors import ConfigError, DataError
-from n2nas.export import MODEL_WEIGHTS, build_model, load_model_dir, save_model_dir
-from n2nas.metrics import evaluate_predictions, reward_metric
-from n2nas.parallel import DistContext, scaled_lr
-from n2nas.prune import Pruner, PruneConfig, pack_state, state_bytes
-from n2nas.quantize import QUANT_FILE, QATConfig, convert, is_quantized, prepare_qat, set_qat_phase
+from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
-from n2nas.training import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
+from n2nas.storage import atomic_write_text
+from n2nas.train.parallel import DistContext, scaled_lr
+from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
 NORM_FILE = "normalisation.json"
 
@@ -32,10 +32,10 @@ NORM_FILE = "normalisation.json"
 class RetrainConfig:
     """From-scratch training: early stopping on the validation score, LR reduced on plateau, seeded.
 
-    ``workers`` > 1 trains data-parallel (:mod:`n2nas.parallel`; ``global_batch`` scales the lr linearly);
+    ``workers`` > 1 trains data-parallel (:mod:`n2nas.train.parallel`; ``global_batch`` scales the lr linearly);
     ``norm="none"`` replaces batch norm by identity (exact N-worker == 1-worker equivalence); ``prune`` prunes
-    conv/linear weights on a schedule (:mod:`n2nas.prune`); ``qat`` trains int8-aware and saves the int8 model
-    (:mod:`n2nas.quantize`).
+    conv/linear weights on a schedule (:mod:`n2nas.compress.prune`); ``qat`` trains int8-aware and saves the int8 model
+    (:mod:`n2nas.compress.quantize`).
     """
 
     epochs: int = 40
@@ -72,7 +72,7 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
     """Train ``pipeline`` on ``dataset`` (internal seeded split) and write a model folder to ``out``."""
     if config.workers == 1:
         return _train(pipeline, dataset, out, config, log=log, dist_ctx=DistContext())
-    from n2nas.parallel import launch
+    from n2nas.train.parallel import launch
 
     launch(_train, config.workers, (pipeline, dataset, str(out), config), pick_device(config.device), log=log)
     return json.loads((Path(out) / "metrics.json").read_text())
@@ -81,9 +81,9 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
 def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig, *, log,
            dist_ctx: DistContext) -> dict[str, Any]:
     """The training loop of one process (rank ``dist_ctx.rank`` of ``dist_ctx.world``)."""
-    from search_spaces import get_space
     from n2nas.data.augment import augment_batch
     from n2nas.data.spec import default_cache_root
+    from search_spaces import get_space
 
     out = Path(out)
     space_def = get_space(pipeline.space)
@@ -209,7 +209,7 @@ def _validate(model, data, ctx: DataContext, dataset: Dataset, device, dist_ctx:
 
 def _size_report(out: Path, model, pruned: bool) -> dict[str, Any]:
     """Measured on-disk size of ``model.pt`` next to the dense float32 size, and the real sparsity."""
-    from n2nas.prune import sparsity_report
+    from n2nas.compress.prune import sparsity_report
 
     report = {"model_pt_bytes": (out / MODEL_WEIGHTS).stat().st_size}
     if pruned:
@@ -224,10 +224,10 @@ def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", mode
     """Score a trained model on every record of ``dataset`` (multi-crop over whole records); ``model``
     replaces the folder's network (e.g. a post-training quantized copy) while its pipeline and
     normalisation still come from ``model_dir``."""
-    from search_spaces import get_space
     from n2nas.data.cache import prepare
     from n2nas.data.spec import default_cache_root
-    from n2nas.training import PipelineData
+    from n2nas.train.primitives import PipelineData
+    from search_spaces import get_space
 
     pipeline, loaded = load_model_dir(model_dir)
     model = loaded if model is None else model
@@ -250,8 +250,6 @@ def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:
 
 
 def _metric_name(dataset: Dataset) -> str:
-    from n2nas.runners.local import reward_metric_name
-
     return reward_metric_name("auto", dataset.classes, dataset.multilabel)
 
 

@@ -159,7 +159,7 @@ class ECGSpace:
 
     def make_context(self, dataset, train_idx, val_idx, cache_dir=None, workers: int = 1):
         """The ``DataContext`` that prepares (and caches) signals per preprocessing choice."""
-        from n2nas.training import DataContext
+        from n2nas.train.primitives import DataContext
 
         if not hasattr(dataset, "records"):
             raise ConfigError("--space", f"{self.name} searches ECG records; this data holds no ECG records")

@@ -105,8 +105,8 @@ class EHRSpace:
         return int(dataset.n_features)
 
     def make_context(self, dataset, train_idx, val_idx, cache_dir: Path | None = None, workers: int = 1):
-        """An :class:`~n2nas.ehr_training.EHRContext` (sparse rows; no preprocessing cache needed)."""
-        from n2nas.ehr_training import EHRContext
+        """An :class:`~n2nas.train.ehr.EHRContext` (sparse rows; no preprocessing cache needed)."""
+        from n2nas.train.ehr import EHRContext
 
         if not hasattr(dataset, "n_features"):
             raise ConfigError("--space", f"{self.name} searches EHR feature matrices; use an ehr: or synthetic-ehr "
@@ -153,8 +153,8 @@ class EHRSpace:
         return param_table(n_in, n_out, self.config.units, self.config.layers)
 
     def train_from_scratch(self, sample: dict[str, Any], dataset, out: Path, config, log=print) -> dict[str, Any]:
-        """One grid cell: :func:`~n2nas.ehr_training.train_mlp` with the grid's epochs/patience/seed/device."""
-        from n2nas.ehr_training import MLPTrainConfig, train_mlp
+        """One grid cell: :func:`~n2nas.train.ehr.train_mlp` with the grid's epochs/patience/seed/device."""
+        from n2nas.train.ehr import MLPTrainConfig, train_mlp
 
         cfg = MLPTrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed,
                              device=config.device, max_minutes=config.max_minutes)

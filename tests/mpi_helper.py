@@ -10,8 +10,7 @@ def main() -> int:
     from mpi4py import MPI
 
     import n2nas
-    from n2nas.runners import RunnerConfig
-    from n2nas.runners.cli import guarded
+    from n2nas.runners import RunnerConfig, guarded
     from n2nas.runners.local import LocalRunner
     from tests.test_search import tiny_config
 

@@ -17,7 +17,7 @@ from n2nas.data.readers import load_physionet2017
 from n2nas.data.record import Dataset, Record
 from n2nas.data.windows import WindowConfig, eval_windows, global_stats, train_windows
 from n2nas.errors import DataError
-from n2nas.training import DataContext
+from n2nas.train.primitives import DataContext
 
 WINDOWS = (WindowConfig(seconds=5), WindowConfig(seconds=40), WindowConfig(mode="beats", n_beats=5, beat_samples=130))
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from n2nas.artifacts import load_model_dir
 from n2nas.data.cache import prepare
 from n2nas.data.readers import load_physionet2017
-from n2nas.deploy import export_model, run_exported
 from n2nas.errors import ConfigError
-from n2nas.export import load_model_dir
+from n2nas.export import export_model, run_exported
 from n2nas.retrain import RetrainConfig, retrain
 from n2nas.space import Pipeline
-from n2nas.training import PipelineData, targets_of
+from n2nas.train.primitives import PipelineData, targets_of
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 

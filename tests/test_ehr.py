@@ -94,7 +94,7 @@ def test_synthetic_shape_shares_and_groups():
 
 def test_synthetic_ehr_is_learnable():
     """A short from-scratch MLP run beats the majority-class baseline by a wide margin."""
-    from n2nas.ehr_training import MLPTrainConfig, train_mlp
+    from n2nas.train.ehr import MLPTrainConfig, train_mlp
     from search_spaces import get_space
 
     ds = load_dataset("synthetic-ehr:3000,600")

@@ -11,7 +11,7 @@ import torch
 import n2nas
 from n2nas.cli import main
 from n2nas.errors import ConfigError
-from n2nas.grid import get_preset, parse_grid, plan_cells
+from n2nas.grid.run import get_preset, parse_grid, plan_cells
 from search_spaces import get_space
 from search_spaces.ehr_model import mlp_params
 
@@ -92,13 +92,14 @@ def test_grid_command_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_enas_search_over_ehr_mlp_finishes(tmp_path):
-    from n2nas.search_loop import SearchConfig
+    from n2nas.searching.loop import SearchConfig
 
-    config = replace(SearchConfig(), space="ehr-mlp-small", budget_epochs=2, budget_minutes=None, shared_steps=3,
+    config = replace(SearchConfig(), space="ehr-mlp-small", budget_epochs=3, budget_minutes=None, shared_steps=3,
                      controller_steps=1, children_per_step=3, reward_records=40, derive_children=3, top_k=2,
                      device="cpu")
     result = n2nas.search("synthetic-ehr:400,300", config, out=tmp_path / "run")
-    assert len(result.trials) == 9 and all(t["flops"] > 0 for t in result.trials)
+    # one warm-up epoch (one child scored), two controller epochs of 3 children, 3 derived
+    assert len(result.trials) == 1 + 9 and all(t["flops"] > 0 for t in result.trials)
     best = n2nas.load_pipeline(tmp_path / "run" / "best_pipeline.json")
     model = n2nas.build_model(best)
     assert sum(p.numel() for p in model.parameters()) == result.best(1)[0].scores["params"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from n2nas.data.readers import load_physionet2017
-from n2nas.parallel import DistContext, scaled_lr
 from n2nas.retrain import RetrainConfig, retrain
 from n2nas.space import Pipeline
+from n2nas.train.parallel import DistContext, scaled_lr
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 

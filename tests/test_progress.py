@@ -2,7 +2,7 @@
 import io
 import time
 
-from n2nas.progress import ProgressState, SearchProgress, format_clock, format_status
+from n2nas.searching.progress import ProgressState, SearchProgress, format_clock, format_status
 
 
 class FakeClock:

@@ -42,7 +42,7 @@ def test_ray_search_leaves_the_same_kind_of_run_folder(undisturbed):
     for name in ("best_pipeline.json", "trials.jsonl", "checkpoint", "tensorboard", "report.png", "split.json"):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
-    assert [t["step"] for t in lines] == list(range(len(lines))) == list(range(2 * 2 + 2))
+    assert [t["step"] for t in lines] == list(range(len(lines))) == list(range(1 + 2 * 2 + 2))  # warm-up child, 2 x 2, 2 derived
     assert {t["worker"] for t in lines if t["phase"] == "controller"} == {0, 1}  # children split across actors
     assert json.loads((run / "config.json").read_text())["runner"]["backend"] == "ray"
     assert result.best(1)[0].scores["phase"] == "derive"
@@ -75,7 +75,7 @@ def test_killing_a_ray_worker_mid_search_loses_nothing(undisturbed, tiny_data, t
 def test_ray_tune_multi_trial_search_gives_a_table_and_resumes(ray_session, tiny_data, tmp_path):
     from dataclasses import replace
 
-    from n2nas.tune import TuneConfig, tune_search
+    from n2nas.searching.tune import TuneConfig, tune_search
 
     config = replace(TuneConfig.smoke(), device="cpu", fixed={"window": "crop:5", "fs": 100})
     grid = tune_search(tiny_data, config, tmp_path / "tune")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from n2nas.artifacts import build_model, load_model_dir, load_pipeline
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import DataError
-from n2nas.export import build_model, load_model_dir, load_pipeline
 from n2nas.retrain import RetrainConfig, evaluate, retrain
 from n2nas.space import Pipeline
 from search_spaces import get_space

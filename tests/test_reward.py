@@ -11,7 +11,7 @@ import pytest
 import n2nas
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
-from n2nas.reward import RewardConfig, check_measurable, compute_reward, trial_reward_fields
+from n2nas.measure.reward import RewardConfig, check_measurable, compute_reward, trial_reward_fields
 from tests.test_search import tiny_config, tiny_data  # noqa: F401 - shared fixtures
 
 
@@ -108,7 +108,7 @@ def _fake_run(tmp_path, sources=("rapl", "rapl", "rapl", "rapl")):
 
 def test_pareto_front_and_report_table(tmp_path, capsys):
     from n2nas.cli import main
-    from n2nas.report import format_table, pareto_front
+    from n2nas.searching.report import format_table, pareto_front
 
     front = pareto_front(_fake_run(tmp_path))
     assert front.third_label.startswith("energy per record (J, rapl")
@@ -126,7 +126,7 @@ def test_pareto_front_and_report_table(tmp_path, capsys):
 
 
 def test_report_never_mixes_energy_sources(tmp_path):
-    from n2nas.report import pareto_front
+    from n2nas.searching.report import pareto_front
 
     front = pareto_front(_fake_run(tmp_path, ("rapl", "estimate:flops", "rapl", "rapl")))
     assert front.third_label == "latency per record (ms)" and "never compared" in front.note
@@ -136,7 +136,7 @@ def test_report_never_mixes_energy_sources(tmp_path):
 def test_search_options_reach_the_config():
     import argparse
 
-    from n2nas.measure.cli import add_reward_options, reward_and_measure
+    from n2nas.cli.search import add_reward_options, reward_and_measure
 
     p = argparse.ArgumentParser()
     add_reward_options(p)

@@ -14,8 +14,8 @@ import pytest
 
 import n2nas
 from n2nas.data.readers import load_physionet2017
-from n2nas.search_loop import SearchConfig
 from n2nas.runners.local import SharedTrainingConfig
+from n2nas.searching.loop import SearchConfig
 from tests.conftest import copy_sample_records
 
 # Cheap preprocessing so the tests do not spend their time in R-peak detection on 2 cores.
@@ -43,8 +43,9 @@ def test_search_leaves_a_complete_run_folder(tiny_data, tmp_path):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
     assert [t["step"] for t in lines] == list(range(len(lines))) == [t["step"] for t in result.trials]
-    # one warm-up epoch (no child scored), two epochs of one controller step with 3 children, then 3 derived
-    assert len(lines) == 2 * 3 + 3
+    # one warm-up epoch (one uniform child scored), two epochs of one controller step with 3 children, 3 derived
+    assert len(lines) == 1 + 2 * 3 + 3
+    assert [t["phase"] for t in lines[:1]] == ["warmup"] and lines[0]["epoch"] == 0
     assert {t["epoch"] for t in lines if t["phase"] == "controller"} == {1, 2}
     for t in lines:
         assert set(t) >= {"step", "sample", "metrics", "reward", "flops", "params", "energy_j", "energy_source",

@@ -9,8 +9,8 @@ import torch
 from controllers.enas import ENASConfig, ENASController
 from n2nas.data.readers import load_physionet2017
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig
-from n2nas.search_budget import Budget, PhaseClock, minimum_budget_minutes
-from n2nas.search_plan import derive_candidates, reward_set
+from n2nas.searching.budget import Budget, PhaseClock, minimum_budget_minutes
+from n2nas.searching.plan import derive_candidates, reward_set
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 

@@ -1,7 +1,7 @@
 """End-of-search summary: the best pipeline in one line, its score and cost, children, time, next command."""
 import json
 
-from n2nas.summary import build_summary, describe_pipeline, format_summary, load_summary, write_summary
+from n2nas.searching.summary import build_summary, describe_pipeline, format_summary, load_summary, write_summary
 
 
 def _sample(ops, dilations=None, skips=None):
@@ -101,16 +101,17 @@ def test_write_summary_round_trips_and_leaves_no_temporary_file(tmp_path):
 def test_search_command_prints_the_summary_or_json(tmp_path, monkeypatch, capsys):
     """`n2nas search` ends with the human summary; --json prints the dict with the keys scripts always read."""
     import n2nas.cli
-    import n2nas.search_loop
+    import n2nas.cli.search
+    import n2nas.searching.loop
     from tests.conftest import copy_sample_records
     from tests.test_search import FIXED, tiny_config
 
     data = tmp_path / "tiny2017"
     copy_sample_records(data, per_class=6)
     spec, run = f"physionet2017:{data}", tmp_path / "cli-run"
-    monkeypatch.setattr(n2nas.cli, "search_preset", lambda name: tiny_config(budget_epochs=1))
-    real, results = n2nas.search_loop.search, []
-    monkeypatch.setattr(n2nas.search_loop, "search", lambda *a, **kw: results.append(real(*a, **kw)) or results[-1])
+    monkeypatch.setattr(n2nas.cli.search, "search_preset", lambda name: tiny_config(budget_epochs=1))
+    real, results = n2nas.searching.loop.search, []
+    monkeypatch.setattr(n2nas.searching.loop, "search", lambda *a, **kw: results.append(real(*a, **kw)) or results[-1])
     fix = [arg for k, v in FIXED.items() for arg in ("--fix", f"{k}={v}")]
     assert n2nas.cli.main(["search", "--data", spec, "--out", str(run), "--quiet", "--device", "cpu", *fix]) == 0
     captured = capsys.readouterr()
@@ -123,7 +124,7 @@ def test_search_command_prints_the_summary_or_json(tmp_path, monkeypatch, capsys
     assert any(line.split()[:3] == ["children", str(n_ok), "scored,"] for line in text)
 
     # --json, from summary.json when the search wrote one, else rebuilt from the result: the same keys either way
-    monkeypatch.setattr(n2nas.search_loop, "search", lambda *a, **kw: results[0])
+    monkeypatch.setattr(n2nas.searching.loop, "search", lambda *a, **kw: results[0])
     for attempt in range(2):
         assert n2nas.cli.main(["search", "--data", spec, "--out", str(run), "--json", "--device", "cpu"]) == 0
         printed = json.loads(capsys.readouterr().out)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from n2nas.supernet.blocks import skip_key
+from n2nas.supernet.ops import parse_op
 from search_spaces import get_space
 from search_spaces.ecg import ACTIVATION_NAMES, DILATIONS, OPS
 
@@ -47,16 +48,20 @@ def test_every_candidate_runs_and_only_sampled_candidates_get_gradients(small, s
         out.square().sum().backward()
         w = small.config.widths.index(sample["width"])
         for i, block in enumerate(supernet.layers):
-            chosen = sample[f"layer{i}/op"]
-            for name, cand in block.candidates.items():
-                grads = [p.grad for p in cand.parameters()]
+            chosen, taps = parse_op(sample[f"layer{i}/op"])
+            for name, family in block.families.items():
+                grads = [p.grad for p in family.parameters()]
                 if name != chosen:  # never ran: not even a zero gradient
                     assert all(g is None for g in grads), (i, name)
                     continue
                 assert all(g is not None and g.any() for g in grads), (i, name)
                 c = lay.channels[i][w]
-                for p in cand.parameters():  # channels beyond the sampled width are not trained
+                for p in family.parameters():  # channels beyond the sampled width are not trained
                     assert not p.grad[c:].any() and (p.shape[1] == 1 or not p.grad[:, c:].any())
+                    start = (p.shape[-1] - taps) // 2 if p.shape[-1] > 1 else 0
+                    if p.shape[-1] > 1:  # only the centre taps of the shared kernel are used and trained
+                        assert not p.grad[..., :start].any() and not p.grad[..., start + taps:].any()
+                        assert p.grad[:c, ..., start:start + taps].any()
             for k, bn in enumerate(block.bn.bns):
                 assert (bn.weight.grad is not None) == (k == w), (i, k)
             for j, on in enumerate(sample[f"layer{i}/skip"]):
@@ -160,3 +165,17 @@ def test_child_is_scriptable_and_takes_any_length(small):
         x = torch.randn(2, 2, length)
         torch.testing.assert_close(scripted(x), child(x))
         assert child(x).shape == (2, 3)
+
+
+def test_kernel_sizes_share_one_centred_weight(small):
+    supernet = small.build_supernet(1, 4)
+    block = supernet.layers[2]
+    w = len(small.config.widths) - 1
+    for family in ("conv", "sep"):
+        big = block.child_state(w, f"{family}15")
+        key = "op.weight" if family == "conv" else "op.depthwise.weight"
+        for k in (3, 5, 7, 9):
+            small_k = block.child_state(w, f"{family}{k}")[key]
+            start = (15 - k) // 2
+            assert torch.equal(small_k, big[key][..., start:start + k])  # one tensor, cut at the centre
+    assert sum(p.numel() for p in block.families["conv"].parameters()) == block.channels[-1] ** 2 * 15

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import torch
 
-from n2nas.checkpoint import load_checkpoint, numpy_rng_state, restore_numpy_rng, save_checkpoint
-from n2nas.trials import TrialLog
+from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
+from n2nas.searching.trials import TrialLog
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
 def test_trial_log_appends_dedups_and_cuts_torn_line(tmp_path):

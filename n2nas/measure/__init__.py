@@ -1,4 +1,6 @@
-"""Measuring children: FLOPs and parameters, energy meters, latency, and the background power sampler."""
+"""Measuring children: FLOPs and parameters, energy meters, latency, the background power sampler, and the reward
+that folds them into one number with the clinical metric. May import artifacts, search_spaces, train and below.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

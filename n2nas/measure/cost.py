@@ -25,7 +25,8 @@ def model_input_shape(space_def, sample: dict[str, Any], n_leads: int) -> tuple[
 
 def windows_per_record(space_def, sample: dict[str, Any], record_seconds: float, n_leads: int = 1,
                        heart_rate_bpm: float = 75.0) -> int:
-    """How many model inputs multi-crop evaluation cuts from a record of ``record_seconds``.
+    """How many model inputs multi-crop evaluation cuts from a record of ``record_seconds`` (1 for spaces
+    without windows, such as tabular EHR rows).
 
     Runs the evaluation windowing itself on an all-zero record, so the count cannot drift from it; beat windows
     assume R peaks at a steady ``heart_rate_bpm``.
@@ -33,8 +34,10 @@ def windows_per_record(space_def, sample: dict[str, Any], record_seconds: float,
     from n2nas.data.prepared import PreparedSignals
     from n2nas.data.windows import eval_windows
 
+    win = space_def.window_config(sample) if hasattr(space_def, "window_config") else None
+    if win is None:
+        return 1
     fs = float(space_def.preprocess_config(sample).fs)
-    win = space_def.window_config(sample)
     n = max(int(round(record_seconds * fs)), 1)
     beat = fs * 60.0 / heart_rate_bpm
     peaks = np.arange(beat / 2, n, beat).astype(np.int64)
@@ -47,8 +50,8 @@ def pipeline_cost(pipeline, record_seconds: float = 30.0, n_leads: int | None = 
                   n_classes: int | None = None, heart_rate_bpm: float = 75.0) -> dict[str, Any]:
     """Parameters and FLOPs of an exported pipeline: per model input, per record (every multi-crop window of a
     ``record_seconds`` record) and per second of signal (per record / record seconds)."""
+    from n2nas.artifacts import build_model
     from n2nas.errors import ConfigError
-    from n2nas.export import build_model
     from search_spaces import get_space
 
     space_def = get_space(pipeline.space)
@@ -62,10 +65,10 @@ def pipeline_cost(pipeline, record_seconds: float = 30.0, n_leads: int | None = 
     per_window = count_flops(model, (1,) + shape)
     out: dict[str, Any] = {"space": pipeline.space, "params": count_params(model), "input_shape": list(shape),
                            "flops_per_window": per_window}
-    if not hasattr(space_def, "window_config"):  # tabular data: one input is one record, no signal seconds
+    win = space_def.window_config(pipeline.sample) if hasattr(space_def, "window_config") else None
+    if win is None:  # tabular data: one input is one record, no signal seconds
         out.update(windows_per_record=1, flops_per_record=per_window, flops_per_second=None)
         return out
-    win = space_def.window_config(pipeline.sample)
     k = windows_per_record(space_def, pipeline.sample, record_seconds, n_leads, heart_rate_bpm)
     out.update(window_seconds=float(win.seconds), record_seconds=float(record_seconds), windows_per_record=k,
                flops_per_record=k * per_window, flops_per_second=k * per_window / float(record_seconds))

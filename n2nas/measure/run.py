@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from n2nas.errors import ConfigError
-from n2nas.reward import RewardConfig
+from n2nas.measure.reward import RewardConfig
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class RunMeasurement:
 def preflight(config) -> None:
     """Refuse an energy-weighted reward on a machine without an energy source before anything is written."""
     from n2nas.measure.energy import pick_meter
-    from n2nas.reward import check_measurable
-    from n2nas.training import pick_device
+    from n2nas.measure.reward import check_measurable
+    from n2nas.train.primitives import pick_device
 
     if config.reward.uses_energy:
         meter = pick_meter(pick_device(config.device), config.measure.joules_per_flop)
@@ -39,9 +39,9 @@ def start_measurement(runner, space_def, space, dataset, config, run_dir: Path, 
     """Resolve the reward's FLOPs target, give the runner its meter, refuse what cannot be measured, and start
     the background power sampler (``power.csv`` + ``tensorboard/power``); ``resources`` closes them."""
     from n2nas.measure.energy import NVMLMeter, RAPLMeter, pick_meter
+    from n2nas.measure.reward import check_measurable
     from n2nas.measure.sampler import PowerSampler
-    from n2nas.reward import check_measurable
-    from n2nas.training import pick_device
+    from n2nas.train.primitives import pick_device
 
     reward = config.reward.resolved(default_flops(runner, space_def, space, dataset))
     meter = pick_meter(pick_device(config.device), config.measure.joules_per_flop)
@@ -83,5 +83,4 @@ def default_flops(runner, space_def, space, dataset) -> float:
         if not hasattr(runner, "cost"):
             raise ConfigError("--flops-target", f"space {space.name!r} cannot say its input shape; set a target")
         return float(runner.cost(sample)[1])
-    windows = windows_per_record(space_def, sample, 30.0, n_inputs) if hasattr(space_def, "window_config") else 1
-    return float(count_flops(child, shape)) * windows
+    return float(count_flops(child, shape)) * windows_per_record(space_def, sample, 30.0, n_inputs)

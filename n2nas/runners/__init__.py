@@ -1,9 +1,12 @@
 """Runners: one interface (train shared weights on sampled children, score children) over three backends.
 
-``make_runner`` is the only place the search loop learns which backend it runs on.
+May import train, measure, metrics, data and below; never the search loop that drives it. ``make_runner`` is the
+only place the search loop learns which backend it runs on: a new backend is one module here plus its name in
+``BACKENDS`` and one branch in ``make_runner``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from n2nas.errors import ConfigError
@@ -68,4 +71,13 @@ def make_runner(config: RunnerConfig, space_def, ctx, shared, device, seed: int)
     return LocalRunner(space_def, ctx, shared, device, seed)
 
 
-__all__ = ["BACKENDS", "Runner", "RunnerConfig", "make_runner"]
+def guarded(config: RunnerConfig):
+    """Under MPI, any error aborts every rank (a rank left waiting in a collective would hang the job)."""
+    if config.backend != "mpi":
+        return contextlib.nullcontext()
+    from n2nas.runners.mpi import abort_on_error
+
+    return abort_on_error()
+
+
+__all__ = ["BACKENDS", "Runner", "RunnerConfig", "guarded", "make_runner"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
 def worker_seed(seed: int, worker: int) -> int:

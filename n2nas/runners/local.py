@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng
 from n2nas.data.splits import class_weights
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.flops import count_flops, count_params
 from n2nas.measure.latency import measure_latency_ms
-from n2nas.metrics import evaluate_predictions, reward_metric
+from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.runners.base import Runner
-from n2nas.training import DataContext, loss_fn, metric_inputs, predict_records
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
+from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_records
 
 
 BN_MODES = ("recalibrate", "batch", "running")
@@ -169,8 +169,6 @@ class LocalRunner(Runner):
 
     def _windows_per_record(self, sample) -> int:
         """Model inputs that multi-crop evaluation cuts from a 30 s record (1 for spaces without windows)."""
-        if not hasattr(self.space_def, "window_config"):
-            return 1
         from n2nas.measure.cost import windows_per_record
 
         return windows_per_record(self.space_def, sample, RECORD_SECONDS, self.space_def.input_size(self.ctx.dataset))
@@ -243,7 +241,7 @@ class LocalRunner(Runner):
                     "energy_j": None, "energy_source": "unmeasured", "records": len(records),
                     "cost_s": round(time.monotonic() - started_cost, 4)}
             if self.reward is not None:
-                from n2nas.reward import infeasibility
+                from n2nas.measure.reward import infeasibility
 
                 reasons = infeasibility(self.reward, per_record, params, latency)
                 if reasons:  # not scored at all: the limit is known before any validation record is run
@@ -290,17 +288,6 @@ class LocalRunner(Runner):
         self.optimizer.load_state_dict(state["optimizer"])
         restore_numpy_rng(self.rng, state["numpy_rng"])
         self.generator.set_state(state["torch_generator"])
-
-
-def reward_metric_name(name: str, classes: tuple[str, ...], multilabel: bool) -> str:
-    """``auto``: the CinC 2017 score for N/A/O/~ data, the challenge score for CinC 2021 classes, else macro F1."""
-    if name != "auto":
-        return name
-    if not multilabel and tuple(classes) == ("N", "A", "O", "~"):
-        return "cinc2017_f1"
-    if multilabel and all(c[0].isdigit() for c in classes):
-        return "challenge_score"
-    return "macro_f1"
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

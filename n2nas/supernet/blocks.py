@@ -20,34 +20,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2nas.supernet.ops import ACTIVATIONS, SlicedConv1d, SwitchableBatchNorm1d, make_op
+from n2nas.supernet.ops import ACTIVATIONS, SlicedConv1d, SwitchableBatchNorm1d, make_family, parse_op
 
 
 class ChoiceBlock(nn.Module):
-    """Switchable pre-activation BN, then one of ``ops`` (every candidate held, only the sampled one runs)."""
+    """Switchable pre-activation BN, then one of ``ops``. Ops of one family (every ``conv*``, every ``sep*``)
+    share one weight cut to the sampled kernel (see :class:`n2nas.supernet.ops.ConvOp`); only the sampled op
+    runs."""
 
     def __init__(self, channels: tuple[int, ...], ops: tuple[str, ...]):
         super().__init__()
         self.channels = tuple(channels)
         self.bn = SwitchableBatchNorm1d(self.channels)
-        self.candidates = nn.ModuleDict({name: make_op(name, max(self.channels)) for name in ops})
+        largest: dict[str, int] = {}
+        for name in ops:
+            family, taps = parse_op(name)
+            largest[family] = max(taps, largest.get(family, 0))
+        self.families = nn.ModuleDict({f: make_family(f, max(self.channels), k) for f, k in largest.items()})
+        self.ops = tuple(ops)
 
     def forward(self, x: torch.Tensor, width_index: int, op: str, dilation: int, activation: str) -> torch.Tensor:
         """Run the sampled candidate on ``x`` (already at width option ``width_index``)."""
         x = ACTIVATIONS[activation][0](self.bn(x, width_index))
-        return self.candidates[op](x, dilation)
+        family, taps = parse_op(op)
+        return self.families[family](x, dilation, taps)
 
     def child(self, width_index: int, op: str, dilation: int, activation: str) -> nn.Sequential:
         """Plain ``Sequential(bn, act, op)`` with exactly the sampled operation."""
         c = self.channels[width_index]
+        family, taps = parse_op(op)
         return nn.Sequential(OrderedDict(bn=self.bn.child(width_index), act=ACTIVATIONS[activation][1](),
-                                         op=self.candidates[op].child(c, dilation)))
+                                         op=self.families[family].child(c, dilation, taps)))
 
     def child_state(self, width_index: int, op: str) -> dict[str, torch.Tensor]:
         """Shared weights for :meth:`child`."""
         c = self.channels[width_index]
+        family, taps = parse_op(op)
         return {**{f"bn.{k}": v for k, v in self.bn.child_state(width_index).items()},
-                **{f"op.{k}": v for k, v in self.candidates[op].child_state(c).items()}}
+                **{f"op.{k}": v for k, v in self.families[family].child_state(c, taps).items()}}
 
 
 class Align(nn.Module):

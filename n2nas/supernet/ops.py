@@ -31,7 +31,8 @@ def same_padding(kernel: int, dilation: int) -> int:
 
 
 class SlicedConv1d(nn.Module):
-    """Bias-free Conv1d stored at full width; ``forward`` uses the first ``c_out`` x ``x.shape[1]`` channels.
+    """Bias-free Conv1d stored at full width and full kernel; ``forward`` uses the first ``c_out`` x
+    ``x.shape[1]`` channels and, when ``taps`` is given, the centre ``taps`` taps of the kernel.
 
     ``depthwise=True`` stores one filter per channel (groups = channels), sliced to the input's channels.
     """
@@ -42,32 +43,40 @@ class SlicedConv1d(nn.Module):
         if depthwise and c_in != c_out:
             raise ValueError("a depthwise convolution keeps the channel count")
         self.kernel, self.stride, self.depthwise = kernel, stride, depthwise
-        self.padding = padding  # None: "same" padding for the dilation in use
+        self.padding = padding  # None: "same" padding for the taps and dilation in use
         self.weight = nn.Parameter(torch.empty(c_out, 1 if depthwise else c_in, kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's own initialisation
 
-    def sliced(self, c_out: int, c_in: int) -> torch.Tensor:
-        """The shared weight cut to ``c_out`` x ``c_in`` channels (a view: gradients reach the full tensor)."""
-        return self.weight[:c_out] if self.depthwise else self.weight[:c_out, :c_in]
+    def sliced(self, c_out: int, c_in: int, taps: int | None = None) -> torch.Tensor:
+        """The shared weight cut to ``c_out`` x ``c_in`` channels and the centre ``taps`` taps (a view:
+        gradients reach the full tensor)."""
+        w = self.weight[:c_out] if self.depthwise else self.weight[:c_out, :c_in]
+        if taps is not None and taps != self.kernel:
+            if taps > self.kernel or (self.kernel - taps) % 2:
+                raise ValueError(f"cannot cut {taps} centre taps from a {self.kernel}-tap kernel")
+            start = (self.kernel - taps) // 2
+            w = w[..., start:start + taps]
+        return w
 
-    def _padding(self, dilation: int) -> int:
-        return same_padding(self.kernel, dilation) if self.padding is None else self.padding
+    def _padding(self, dilation: int, taps: int | None = None) -> int:
+        return same_padding(taps or self.kernel, dilation) if self.padding is None else self.padding
 
-    def forward(self, x: torch.Tensor, c_out: int | None = None, dilation: int = 1) -> torch.Tensor:
-        """Convolve ``x`` to ``c_out`` channels (depthwise: as many as ``x`` has)."""
+    def forward(self, x: torch.Tensor, c_out: int | None = None, dilation: int = 1,
+                taps: int | None = None) -> torch.Tensor:
+        """Convolve ``x`` to ``c_out`` channels (depthwise: as many as ``x`` has) with ``taps`` taps."""
         c_in = x.shape[1]
         c_out = c_in if (self.depthwise or c_out is None) else c_out
-        return F.conv1d(x, self.sliced(c_out, c_in), None, self.stride, self._padding(dilation), dilation,
-                        c_in if self.depthwise else 1)
+        return F.conv1d(x, self.sliced(c_out, c_in, taps), None, self.stride, self._padding(dilation, taps),
+                        dilation, c_in if self.depthwise else 1)
 
-    def child(self, c_in: int, c_out: int, dilation: int = 1) -> nn.Conv1d:
+    def child(self, c_in: int, c_out: int, dilation: int = 1, taps: int | None = None) -> nn.Conv1d:
         """The plain ``nn.Conv1d`` a standalone child uses for this slice."""
-        return nn.Conv1d(c_in, c_out, self.kernel, self.stride, self._padding(dilation), dilation,
+        return nn.Conv1d(c_in, c_out, taps or self.kernel, self.stride, self._padding(dilation, taps), dilation,
                          groups=c_in if self.depthwise else 1, bias=False)
 
-    def child_state(self, c_in: int, c_out: int) -> dict[str, torch.Tensor]:
+    def child_state(self, c_in: int, c_out: int, taps: int | None = None) -> dict[str, torch.Tensor]:
         """State dict of :meth:`child` holding the shared weights."""
-        return {"weight": self.sliced(c_out, c_in).detach()}
+        return {"weight": self.sliced(c_out, c_in, taps).detach()}
 
 
 class SwitchableBatchNorm1d(nn.Module):
@@ -111,54 +120,59 @@ class SlicedLinear(nn.Module):
 
 
 class ConvOp(nn.Module):
-    """A full ``kernel``-tap convolution, channels in = channels out; the dilation is chosen per call.
+    """Full convolutions of every kernel size of one layer, channels in = channels out, sharing one weight.
 
-    One kernel serves every dilation (the same taps, spread further apart): the dilation token changes how
-    the shared weights are applied, not which weights, which keeps the supernet a third of the size.
+    Kernel sizes are entangled (Once-for-All's elastic kernel): ``conv3`` uses the centre 3 taps of the largest
+    kernel, ``conv15`` all of them, so every kernel choice trains the same filters and a layer's output channels
+    mean the same thing whichever kernel a child picks. With independent weights per kernel, a layer's input
+    features changed meaning whenever the layer before switched kernels, and a supernet trained on uniformly
+    sampled kernels stayed at the class prior (see benchmarks/ranking.py). One kernel also serves every
+    dilation (the same taps, spread further apart).
     """
 
     def __init__(self, channels: int, kernel: int):
         super().__init__()
         self.conv = SlicedConv1d(channels, channels, kernel)
 
-    def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
-        """Convolve at ``x``'s width."""
-        return self.conv(x, x.shape[1], dilation)
+    def forward(self, x: torch.Tensor, dilation: int = 1, taps: int | None = None) -> torch.Tensor:
+        """Convolve at ``x``'s width with the centre ``taps`` taps."""
+        return self.conv(x, x.shape[1], dilation, taps)
 
-    def child(self, c: int, dilation: int) -> nn.Module:
+    def child(self, c: int, dilation: int, taps: int | None = None) -> nn.Module:
         """Plain ``nn.Conv1d``."""
-        return self.conv.child(c, c, dilation)
+        return self.conv.child(c, c, dilation, taps)
 
-    def child_state(self, c: int) -> dict[str, torch.Tensor]:
+    def child_state(self, c: int, taps: int | None = None) -> dict[str, torch.Tensor]:
         """Weights for :meth:`child`."""
-        return self.conv.child_state(c, c)
+        return self.conv.child_state(c, c, taps)
 
 
 class SepConvOp(nn.Module):
-    """Depthwise-separable convolution: a dilated depthwise ``kernel``-tap filter then a pointwise 1x1."""
+    """Depthwise-separable convolutions of every kernel size: a dilated depthwise filter (centre ``taps`` taps of
+    one shared kernel, as in :class:`ConvOp`) then one shared pointwise 1x1."""
 
     def __init__(self, channels: int, kernel: int):
         super().__init__()
         self.depthwise = SlicedConv1d(channels, channels, kernel, depthwise=True)
         self.pointwise = SlicedConv1d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dilation: int = 1, taps: int | None = None) -> torch.Tensor:
         """Depthwise then pointwise at ``x``'s width."""
-        return self.pointwise(self.depthwise(x, dilation=dilation), x.shape[1])
+        return self.pointwise(self.depthwise(x, dilation=dilation, taps=taps), x.shape[1])
 
-    def child(self, c: int, dilation: int) -> nn.Module:
+    def child(self, c: int, dilation: int, taps: int | None = None) -> nn.Module:
         """``Sequential(depthwise, pointwise)`` of plain convolutions."""
-        return nn.Sequential(OrderedDict(depthwise=self.depthwise.child(c, c, dilation),
+        return nn.Sequential(OrderedDict(depthwise=self.depthwise.child(c, c, dilation, taps),
                                          pointwise=self.pointwise.child(c, c)))
 
-    def child_state(self, c: int) -> dict[str, torch.Tensor]:
+    def child_state(self, c: int, taps: int | None = None) -> dict[str, torch.Tensor]:
         """Weights for :meth:`child`."""
-        return {**{f"depthwise.{k}": v for k, v in self.depthwise.child_state(c, c).items()},
+        return {**{f"depthwise.{k}": v for k, v in self.depthwise.child_state(c, c, taps).items()},
                 **{f"pointwise.{k}": v for k, v in self.pointwise.child_state(c, c).items()}}
 
 
 class PoolOp(nn.Module):
-    """3-tap max or average pooling at stride 1 (length kept); no parameters, dilation ignored."""
+    """3-tap max or average pooling at stride 1 (length kept); no parameters, dilation and taps ignored."""
 
     def __init__(self, kind: str):
         super().__init__()
@@ -166,29 +180,37 @@ class PoolOp(nn.Module):
             raise ValueError(f"unknown pooling {kind!r}")
         self.kind = kind
 
-    def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dilation: int = 1, taps: int | None = None) -> torch.Tensor:
         """Pool with a 3-sample window."""
         if self.kind == "max":
             return F.max_pool1d(x, 3, 1, 1)
         return F.avg_pool1d(x, 3, 1, 1, count_include_pad=False)  # edges average real samples only
 
-    def child(self, c: int, dilation: int) -> nn.Module:
+    def child(self, c: int, dilation: int, taps: int | None = None) -> nn.Module:
         """The matching ``nn.MaxPool1d`` / ``nn.AvgPool1d``."""
         return nn.MaxPool1d(3, 1, 1) if self.kind == "max" else nn.AvgPool1d(3, 1, 1, count_include_pad=False)
 
-    def child_state(self, c: int) -> dict[str, torch.Tensor]:
+    def child_state(self, c: int, taps: int | None = None) -> dict[str, torch.Tensor]:
         """No parameters."""
         return {}
 
 
-def make_op(name: str, channels: int) -> nn.Module:
-    """Candidate op from its token: ``conv{k}``, ``sep{k}``, ``maxpool3`` or ``avgpool3``."""
+def parse_op(name: str) -> tuple[str, int]:
+    """An op token as (family, taps): ``conv7`` -> ("conv", 7), ``sep5`` -> ("sep", 5), ``maxpool3`` ->
+    ("maxpool", 3)."""
     if name in ("maxpool3", "avgpool3"):
-        return PoolOp(name[:3])
-    for prefix, cls in (("conv", ConvOp), ("sep", SepConvOp)):
+        return name[:-1], 3
+    for prefix in ("conv", "sep"):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             kernel = int(name[len(prefix):])
             if kernel % 2 == 0:
                 raise ValueError(f"{name}: kernels must be odd so that stride-1 layers keep the length")
-            return cls(channels, kernel)
+            return prefix, kernel
     raise ValueError(f"unknown candidate op {name!r}")
+
+
+def make_family(family: str, channels: int, kernel: int) -> nn.Module:
+    """The shared module of an op family: every ``conv*`` (or ``sep*``) op of a layer is a slice of one."""
+    if family in ("maxpool", "avgpool"):
+        return PoolOp(family[:3])
+    return {"conv": ConvOp, "sep": SepConvOp}[family](channels, kernel)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from n2nas.errors import ConfigError
-from n2nas.search_budget import Budget, minimum_budget_minutes
+from n2nas.searching.budget import Budget, minimum_budget_minutes
 from n2nas.space import Pipeline
 
 

@@ -20,7 +20,7 @@ from sklearn.metrics import f1_score
 from n2nas.data.ehr import EHRDataset
 from n2nas.data.splits import micro_batches, stratified_split
 from n2nas.metrics import evaluate_predictions
-from n2nas.training import loss_fn, metric_inputs, pick_device, probabilities
+from n2nas.train.primitives import loss_fn, metric_inputs, pick_device, probabilities
 
 
 @dataclass

@@ -1,15 +1,15 @@
-"""The ``n2nas grid`` and ``n2nas space params`` commands (argument parsing and printing only)."""
+"""``n2nas grid``: train every cell of a hyperparameter grid from scratch; table, CSV and plot."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from n2nas.errors import ConfigError
+from n2nas.cli.options import DEVICE_HELP, parse_fixed, positive
 
 
-def add_grid_parser(sub, positive) -> None:
-    """Register ``n2nas grid``."""
+def register(sub) -> None:
+    """Add ``n2nas grid`` to the command tree."""
     from n2nas.data.spec import SPEC_HELP
 
     p = sub.add_parser("grid", help="train every cell of a hyperparameter grid from scratch; table + CSV + plot",
@@ -34,56 +34,20 @@ def add_grid_parser(sub, positive) -> None:
     p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
                    help="stop training a cell after M minutes of wall time (default: no limit)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the split and of every cell (default 0)")
-    p.add_argument("--device", default="auto",
-                   help="auto (the GPU if there is one), cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", required=True, help="folder for grid.csv, grid.png, grid.txt and cells/ "
                                                 "(finished cells are reused when the same grid runs again)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
     p.set_defaults(func=_cmd_grid)
 
 
-def add_params_parser(space_sub) -> None:
-    """Register ``n2nas space params``."""
-    p = space_sub.add_parser("params", help="parameter count of every units x layers cell (nothing is trained)")
-    p.add_argument("name", metavar="NAME", help="an MLP space, e.g. ehr-mlp")
-    p.add_argument("--input", type=int, required=True, metavar="N", help="input features, e.g. 14637")
-    p.add_argument("--output", type=int, required=True, metavar="N", help="output classes, e.g. 14")
-    p.add_argument("--exact", action="store_true", help="whole parameter counts instead of millions")
-    p.set_defaults(func=_cmd_space_params)
-
-
-def _cmd_space_params(args: argparse.Namespace) -> int:
-    from search_spaces import get_space
-
-    if args.input < 1 or args.output < 1:
-        raise ConfigError("--input/--output", "must be positive")
-    space_def = get_space(args.name)
-    if not hasattr(space_def, "param_table"):
-        raise ConfigError(args.name, "has no units x layers parameter grid (only MLP spaces do)")
-    rows = space_def.param_table(args.input, args.output)
-    units = list(dict.fromkeys(r["units"] for r in rows))
-    layers = list(dict.fromkeys(r["layers"] for r in rows))
-    count = {(r["layers"], r["units"]): r["params"] for r in rows}
-    show = (lambda n: str(n)) if args.exact else (lambda n: f"{n / 1e6:.2f}")
-    unit = "parameters" if args.exact else "parameters, millions"
-    print(f"{args.name}: {unit}, {args.input} inputs, {args.output} outputs (rows: hidden layers, "
-          "columns: units per layer)")
-    table = [["layers\\units", *map(str, units)]] + [[str(d), *(show(count[(d, u)]) for u in units)]
-                                                      for d in layers]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
-    return 0
-
-
 def _cmd_grid(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from n2nas.cli import _parse_fixed
-    from n2nas.grid import GridConfig, get_preset, parse_grid, run_grid
+    from n2nas.grid.run import GridConfig, get_preset, parse_grid, run_grid
 
     axes = parse_grid(args.grid)
-    fixed = _parse_fixed(args.fix)
+    fixed = parse_fixed(args.fix)
     if args.preset:
         preset = get_preset(args.preset, args.space)
         given = dict(axes)

@@ -82,8 +82,6 @@ def _flops_per_record(pipeline_json: dict[str, Any], per_input: float | None, re
 
     try:
         space_def = get_space(pipeline_json["space"])
-        if not hasattr(space_def, "window_config"):
-            return float(per_input)
         from n2nas.measure.cost import windows_per_record
 
         n_leads = int(pipeline_json.get("data", {}).get("n_leads") or 1)
@@ -188,7 +186,7 @@ def _fmt(value: float | None) -> str:
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write ``summary`` to ``RUN_DIR/summary.json`` atomically; returns the path."""
-    from n2nas.checkpoint import atomic_write_text
+    from n2nas.storage import atomic_write_text
 
     path = Path(run_dir) / "summary.json"
     atomic_write_text(path, json.dumps(summary, indent=2))

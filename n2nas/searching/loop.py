@@ -13,21 +13,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.checkpoint import numpy_rng_state, restore_numpy_rng, save_checkpoint
 from n2nas.data.record import Dataset
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
+from n2nas.measure.reward import RewardConfig
 from n2nas.measure.run import preflight, start_measurement
-from n2nas.reward import RewardConfig
-from n2nas.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
-                              write_best, write_run_summary)
 from n2nas.runners import RunnerConfig, make_runner
 from n2nas.runners.local import SharedTrainingConfig
-from n2nas.search_budget import Budget, PhaseClock
-from n2nas.search_plan import (check_budget, derive_candidates, pins, prepare_everything, reward_set, score_board,
-                               seconds_per_full_child)
+from n2nas.searching.budget import Budget, PhaseClock
+from n2nas.searching.checkpoint import save_checkpoint
+from n2nas.searching.plan import (check_budget, derive_candidates, pins, prepare_everything, reward_set, score_board,
+                                  seconds_per_full_child)
+from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
+                                        write_best, write_run_summary)
+from n2nas.searching.trials import TrialLog
 from n2nas.space import Pipeline
-from n2nas.trials import TrialLog
+from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SearchConfig:
     top_k: int = 5
     shared: SharedTrainingConfig = SharedTrainingConfig()
     runner: RunnerConfig = RunnerConfig()      # backend (local | ray | mpi), workers, sync/async (n2nas.runners)
-    reward: RewardConfig = RewardConfig()      # metric x cost terms, hard limits (see n2nas.reward)
+    reward: RewardConfig = RewardConfig()      # metric x cost terms, hard limits (see n2nas.measure.reward)
     measure: MeasureConfig = MeasureConfig()   # latency timing, energy estimate, power sampling
     device: str = "auto"
     data_workers: int = 0           # processes preparing data; 0 = one per CPU core
@@ -118,7 +119,7 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
            resume: bool = False, progress: Any = False) -> SearchResult | None:
     """Run (or resume) a search and leave a complete run folder in ``out``.
 
-    ``progress``: True shows a live display on stderr (:class:`n2nas.progress.SearchProgress`), or pass one.
+    ``progress``: True shows a live display on stderr (:class:`n2nas.searching.progress.SearchProgress`), or pass one.
     With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
     ranks serve its runner and return None.
     """
@@ -139,9 +140,9 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
             resources: ExitStack, started: float) -> SearchResult:
     from controllers import make_controller
     from controllers.random import RandomController
-    from search_spaces import get_space
     from n2nas.data.spec import default_cache_root, load_dataset
-    from n2nas.training import pick_device
+    from n2nas.train.primitives import pick_device
+    from search_spaces import get_space
 
     run_dir = Path(out)
     clock = PhaseClock()
@@ -193,9 +194,10 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         results = None
         if any(log.get(s) is None for s in steps):
             begun = time.monotonic()
-            with clock("scoring" if phase == "controller" else "derive"):
+            booked = "derive" if phase == "derive" else "scoring"
+            with clock(booked):
                 results = runner.score(samples, records)
-            clock.move("scoring" if phase == "controller" else "derive", "cost",
+            clock.move(booked, "cost",
                        sum(r.get("cost_s", 0.0) for r in results))
             for r in results:
                 r["wall_s"] = (time.monotonic() - begun) / len(samples)
@@ -216,6 +218,10 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         progress.phase("warm-up" if warm else "shared training")
         stats = _shared_epoch(runner, uniform if warm else controller, space, space_def, ctx, config, budget,
                               epoch, clock, "warmup" if warm else "shared", progress)
+        if warm and not budget.search_over(epoch):
+            # one uniformly drawn child scored per warm-up epoch: the first score comes within a pass over the
+            # data, and the log shows whether the shared weights have left the class prior yet
+            score_and_log([space.decode(uniform.sample(1)[0])], reward_idx, "warmup")
         for _ in range(0 if warm else config.controller_steps):
             if budget.search_over(epoch):
                 break
@@ -246,7 +252,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     writer.close()
     pipelines = rank(log.records, space, dataset, config)
     write_best(run_dir, pipelines)
-    from n2nas.report import write_report
+    from n2nas.searching.report import write_report
 
     write_report(run_dir)
     write_run_summary(run_dir, log.records, clock, data, config, budget)
@@ -287,7 +293,7 @@ def _progress(progress: Any, config: SearchConfig):
     """The live display: ``progress`` itself when it is one, else a (possibly silent) ``SearchProgress``."""
     if hasattr(progress, "phase"):
         return progress
-    from n2nas.progress import SearchProgress
+    from n2nas.searching.progress import SearchProgress
 
     budget_s = None if config.budget_minutes is None else 60.0 * config.budget_minutes
     return SearchProgress(budget_s, enabled=bool(progress))

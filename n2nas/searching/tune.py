@@ -94,7 +94,7 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray.tune import Checkpoint
 
     from n2nas.runners.local import LocalRunner, SharedTrainingConfig
-    from n2nas.training import pick_device
+    from n2nas.train.primitives import pick_device
 
     torch.set_num_threads(max(1, int(setup["cpus"])))
     space_def, seed = setup["space_def"], setup["seed"]
@@ -135,9 +135,9 @@ def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False,
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from search_spaces import get_space
     from n2nas.data.spec import default_cache_root, load_dataset
     from n2nas.data.splits import stratified_split
+    from search_spaces import get_space
 
     out = Path(out).resolve()
     experiment = out / "tune"
@@ -187,8 +187,8 @@ def results_table(grid):
 
 
 def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
-    from n2nas.checkpoint import atomic_write_text
     from n2nas.space import Pipeline
+    from n2nas.storage import atomic_write_text
 
     table = results_table(grid)
     atomic_write_text(out / "results.csv", table.to_csv(index=False))

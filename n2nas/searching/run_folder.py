@@ -8,18 +8,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from n2nas.checkpoint import atomic_write_text, load_checkpoint
 from n2nas.data.record import Dataset
 from n2nas.data.splits import Split, stratified_split
 from n2nas.errors import ConfigError
 from n2nas.runners import RunnerConfig
+from n2nas.searching.checkpoint import load_checkpoint
 from n2nas.space import Pipeline
+from n2nas.storage import atomic_write_text
 
 
 def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float,
                 measured) -> dict[str, Any]:
     """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it."""
-    from n2nas.reward import trial_reward_fields
+    from n2nas.measure.reward import trial_reward_fields
 
     line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
             "flops": result["flops"],
@@ -118,8 +119,8 @@ def write_best(run_dir: Path, pipelines: list[Pipeline]) -> None:
 
 def write_run_summary(run_dir: Path, trials: list[dict], clock, data, config,
                    budget) -> None:
-    """``summary.json``: the five-second summary the command prints (see :mod:`n2nas.summary`)."""
-    from n2nas.summary import build_summary, write_summary
+    """``summary.json``: the five-second summary the command prints (see :mod:`n2nas.searching.summary`)."""
+    from n2nas.searching.summary import build_summary, write_summary
 
     best = json.loads((run_dir / "best_pipeline.json").read_text())
     spec = data if isinstance(data, str) else str(getattr(data, "source", "DATA"))

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from n2nas.checkpoint import atomic_write_text
 from n2nas.errors import ConfigError
-from n2nas.grid_report import format_table, table_columns, write_csv, write_plot
+from n2nas.grid.report import format_table, table_columns, write_csv, write_plot
+from n2nas.storage import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def _meter(device: str):
     """``n2nas.measure.energy.pick_meter`` for the cell's device, or None when that module is unavailable."""
     try:
         from n2nas.measure.energy import pick_meter
-        from n2nas.training import pick_device
+        from n2nas.train.primitives import pick_device
 
         return pick_meter(str(pick_device(device)))
     except (ImportError, AttributeError, OSError):
@@ -242,8 +242,8 @@ def run_grid(space: str, axes: list[tuple[str, tuple[Any, ...]]], data, out: str
              log: Callable[[str], None] = lambda m: None, title: str = "") -> GridResult:
     """Train every cell of ``axes`` over ``space`` on ``data`` (a SPEC or a dataset); write ``grid.csv``,
     ``grid.png`` and ``grid.txt`` into ``out`` and return the rows."""
-    from search_spaces import get_space
     from n2nas.data.spec import load_dataset
+    from search_spaces import get_space
 
     if not axes:
         raise ConfigError("--grid", "a grid needs at least one axis (LABEL=[v1,v2,...]) or a --preset")

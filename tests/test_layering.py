@@ -1,0 +1,144 @@
+"""The layers of ARCHITECTURE.md hold: no module imports a higher layer, no imports go in a circle.
+
+Imports are read with ``ast`` from every module of n2nas/, controllers/ and search_spaces/, at the top of a file and
+inside functions alike. The layer order is declared once, in ARCHITECTURE.md's table, and parsed from there.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("n2nas", "controllers", "search_spaces")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _target(name: str) -> str | None:
+    """The known module an imported name lives in (``a.b.c`` -> ``a.b`` when ``c`` is not a module)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str) -> set[str]:
+    """Every first-party module ``module`` imports, anywhere in its file."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [f"{base}.{alias.name}" for alias in node.names]  # `from a import b`: module a.b, or a
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in PACKAGES and (target := _target(name)) and target != module:
+                found.add(target)
+    return found
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def declared_layers() -> dict[str, int]:
+    """``{unit: layer}`` from the rows of ARCHITECTURE.md's layer table (``| 3 | stage | `unit` `unit` | rule |``)."""
+    units = {}
+    for line in (ROOT / "ARCHITECTURE.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            for unit in re.findall(r"`([\w.]+)`", cells[2]):
+                units[unit] = int(cells[0])
+    return units
+
+
+LAYERS = declared_layers()
+
+
+def unit_of(module: str) -> str | None:
+    """The most specific declared unit owning ``module``; a unit with deeper units declared (the ``n2nas``
+    package) owns only its own ``__init__``, so a new module of the package root must be given a row."""
+    owners = [u for u in LAYERS if module == u or module.startswith(u + ".")]
+    if not owners:
+        return None
+    unit = max(owners, key=len)
+    if module != unit and any(other.startswith(unit + ".") for other in LAYERS):
+        return None
+    return unit
+
+
+def test_the_table_declares_layers_bottom_to_top():
+    assert LAYERS, "ARCHITECTURE.md has no layer table"
+    assert {"n2nas", "n2nas.errors", "n2nas.cli", "controllers", "search_spaces"} <= set(LAYERS)
+    assert LAYERS["n2nas.errors"] == 1 and LAYERS["n2nas.cli"] == max(LAYERS.values())
+
+
+def test_every_module_belongs_to_a_declared_layer():
+    missing = sorted(m for m in MODULES if unit_of(m) is None)
+    assert not missing, f"give these a layer in ARCHITECTURE.md's table: {missing}"
+
+
+def test_no_module_imports_a_higher_layer():
+    wrong = []
+    for module, targets in GRAPH.items():
+        here = LAYERS[unit_of(module)]
+        for target in sorted(targets):
+            there = LAYERS[unit_of(target)]
+            if there > here:
+                wrong.append(f"{module} (layer {here}) imports {target} (layer {there})")
+    assert not wrong, "\n".join(wrong)
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as a path ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for start in sorted(graph):
+        if start in state:
+            continue
+        path, stack = [start], [iter(sorted(graph[start]))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def test_no_import_circles():
+    cycle = _find_cycle(GRAPH)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_checks_see_what_they_should():
+    # lazy imports count, `from package import module` names the module, and a circle is found
+    assert "n2nas.searching.loop" in GRAPH["n2nas"]  # imported inside a function of the facade
+    assert "n2nas.cli.search" in GRAPH["n2nas.cli"]  # `from n2nas.cli import search`
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("package", sorted(m for m, p in MODULES.items() if p.name == "__init__.py"))
+def test_every_package_says_what_it_does(package):
+    doc = ast.get_docstring(ast.parse(MODULES[package].read_text()))
+    assert doc and len(doc.split()) >= 12, f"{package}/__init__.py needs a docstring: what it does, what it imports"
