@@ -151,9 +151,9 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         dataset = load_dataset(data) if isinstance(data, str) else data
     check_budget(config, len(dataset))
     state = open_run_dir(run_dir, config, resume)
-    if state is not None:
-        clock = PhaseClock({p: s + (clock.seconds[p] if p == "data" else 0.0)
-                            for p, s in state.get("phase_seconds", {}).items()} or clock.seconds)
+    if state is not None:  # the resumed run's phases, plus this run's reading of the data
+        read_s, clock = clock.seconds["data"], PhaseClock(state.get("phase_seconds"))
+        clock.add("data", read_s)
     budget = Budget(config.budget_minutes, config.budget_epochs, config.warmup,
                     float(state["elapsed_s"]) if state else 0.0, started)
     split = load_or_make_split(run_dir, dataset, config, resume)
@@ -197,8 +197,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
             booked = "derive" if phase == "derive" else "scoring"
             with clock(booked):
                 results = runner.score(samples, records)
-            clock.move(booked, "cost",
-                       sum(r.get("cost_s", 0.0) for r in results))
+            clock.move(booked, "cost", sum(r.get("cost_s", 0.0) for r in results))
             for r in results:
                 r["wall_s"] = (time.monotonic() - begun) / len(samples)
         rewards = []

@@ -2,7 +2,6 @@
 prepared up front, the fixed reward set, which children the derive phase rescores, and the scoreboard."""
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -38,14 +37,8 @@ def prepare_everything(ctx, space_def, space, progress, budget: Budget) -> None:
     training step ever waits for a whole-dataset preparation."""
     if not hasattr(ctx, "prepare_all") or not hasattr(space_def, "preprocess_config"):
         return  # EHR rows need no preparation
-    variants, seen = [], set()
-    pre = [d for d in space.flat if getattr(d, "kind", "") == "preprocessing" and hasattr(d, "options")]
-    base = space.default_sample()
-    for values in itertools.product(*(d.options for d in pre)):
-        cfg = space_def.preprocess_config({**base, **{d.label: v for d, v in zip(pre, values)}})
-        if repr(cfg) not in seen:
-            seen.add(repr(cfg))
-            variants.append(cfg)
+    labels = [d.label for d in space.flat if getattr(d, "kind", "") == "preprocessing"]
+    variants = list(dict.fromkeys(space_def.preprocess_config(s) for s in space.grid(labels)))
 
     def shown(done: int, total: int, label: str = "") -> None:
         progress.phase("preparing data", done, total)
