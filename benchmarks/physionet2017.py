@@ -40,7 +40,9 @@ from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
 from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
+from n2nas.searching.finals import FinalsConfig  # noqa: E402
 from n2nas.searching.loop import PRESETS, SearchConfig  # noqa: E402
+from n2nas.searching.screen import ScreenConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
@@ -58,7 +60,8 @@ def cost(pipeline: Pipeline, n_leads: int) -> tuple[int, float]:
 
 
 def search_behaviour(trials: list[dict]) -> dict:
-    """Did the controller's sampling move, and did any derive-phase child collapse to one class?"""
+    """Did the controller's sampling move, did any derive-phase child collapse to one class, and what did the
+    screen and the finals score ((step, reward) pairs)?"""
     ctrl = [t for t in trials if t["phase"] == "controller" and t["status"] == "ok"]
     fifth = max(1, len(ctrl) // 5)
     first, last = ctrl[:fifth], ctrl[-fifth:]
@@ -70,7 +73,9 @@ def search_behaviour(trials: list[dict]) -> dict:
             "mean_reward_last_fifth": float(np.mean([t["reward"] for t in last])) if ctrl else None,
             "median_mflops_first_fifth": float(np.median([t["flops"] for t in first]) / 1e6) if ctrl else None,
             "median_mflops_last_fifth": float(np.median([t["flops"] for t in last]) / 1e6) if ctrl else None,
-            "derive_children": len(derive), "derive_collapsed_to_one_class": collapsed}
+            "derive_children": len(derive), "derive_collapsed_to_one_class": collapsed,
+            "screen": [(t["step"], round(t["reward"], 3)) for t in trials if t["phase"] == "screen" and t["reward"]],
+            "finals": [(t["step"], round(t["reward"], 3)) for t in trials if t["phase"] == "final" and t["reward"]]}
 
 
 def _dev_and_test(folder: str, seed: int):
@@ -156,7 +161,8 @@ def main() -> None:
     if args.parallel > 1:  # warm the preprocessing cache once, so side-by-side searches do not both prepare it
         dev, _ = _dev_and_test(args.folder, args.seed)
         warm = dataclasses.replace(cfg, budget_minutes=None, budget_epochs=1, shared_steps=1, controller_steps=0,
-                                   derive_children=1, derive_top=0)
+                                   derive_children=1, derive_top=0, screen=ScreenConfig.off(),
+                                   finals=FinalsConfig.off())
         n2nas.search(dev, warm, out=work / "cache-warm-up", progress=True)
     searches = _run_all({row: (_search_job, (args.folder, args.seed, dataclasses.replace(cfg, controller=ctrl),
                                              str(work / f"{row}-run")))

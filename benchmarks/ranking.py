@@ -2,19 +2,20 @@
 
 Children are sampled uniformly; each is scored by the trained supernet and trained standalone.
 
-Usage: python benchmarks/ranking.py [--data SPEC] [--records N] [--children 12] [--minutes 20] [--epochs 10]
+Usage: python benchmarks/ranking.py [--data SPEC] [--space ecg-cpu] [--records N] [--children 12] [--minutes 20]
+       [--epochs 10]
        [--bn recalibrate|running|batch] [--fix LABEL=VALUE ...] [--seed 0] [--device auto] [--out DIR] [--quick]
 
 Protocol: one seeded stratified split (15% validation) for everything. Every preprocessing choice the space can
-sample is prepared first (timed apart from the supernet budget). The ``ecg-small`` supernet is trained for
+sample is prepared first (timed apart from the supernet budget). The preprocessing is pinned to one setting
+(``PREPROCESSING``; ``--fix`` overrides), as a search shares weights only after its screen has chosen the
+preprocessing. The ``--space`` supernet (default ``ecg-cpu``, the cpu-hour preset's space) is trained for
 ``--minutes`` on uniformly sampled single-path children (SPOS), then scores ``--children`` uniformly sampled
 children on the whole validation split (CinC 2017 F1, BatchNorm statistics per ``--bn``). Each child is then
 trained from scratch by the ``retrain`` recipe for ``--epochs`` (patience = epochs, same split, same seed), its
 best-epoch validation F1 being its standalone score. ``lr`` and ``weight_decay`` are pinned to the space defaults
 for every child: the supernet trains with its own optimizer, so it cannot rank them. ``--quick`` (about 10
-minutes on 2 idle cores): 1500 records, 3 min supernet, 4 epochs, and ``fs=100, filter=bandpass,
-window=crop:10`` pinned, because 300 Hz children train 2-3x slower and cold-cache baseline filtering and R-peak
-detection alone cost minutes.
+minutes on 2 idle cores): 1500 records, 3 min supernet, 4 epochs.
 """
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ from n2nas.space import Pipeline  # noqa: E402
 from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
-SPACE = "ecg-small"
-QUICK_FIX = {"fs": 100, "filter": "bandpass", "window": "crop:10"}
+PREPROCESSING = {"fs": 100, "filter": "bandpass", "normalise": "record_z", "window": "crop:20"}
 OPS = {"conv": "c", "sep": "s", "maxpool": "mp", "avgpool": "ap"}
 
 
@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="physionet2017:" + str(Path(__file__).resolve().parents[2] / "shared" / "data"
                                                              / "physionet2017"))
+    ap.add_argument("--space", default="ecg-cpu", help="search space (default ecg-cpu)")
     ap.add_argument("--records", type=int, default=None, help="seeded stratified subset (default: all; quick: 1500)")
     ap.add_argument("--children", type=int, default=12)
     ap.add_argument("--minutes", type=float, default=None, help="supernet training budget (default 20; quick: 3)")
@@ -142,8 +143,8 @@ def run(args: argparse.Namespace) -> dict:
     split = stratified_split(dataset, val=0.15, seed=args.seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     train_idx, val_idx = (np.array([index[i] for i in part]) for part in (split.train, split.val))
-    space_def = get_space(SPACE)
-    fixed = {**(QUICK_FIX if args.quick else {}), **parse_fixed(args.fix)}
+    space_def = get_space(args.space)
+    fixed = {**PREPROCESSING, **parse_fixed(args.fix)}
     defaults = space_def.space.default_sample()
     blind = {label: defaults[label] for label in getattr(space_def, "supernet_blind", ("lr", "weight_decay"))}
     space = space_def.space.pinned({**blind, **fixed})
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> dict:
     alone, runs, flat_alone, t0 = [], [], [], time.monotonic()
     for i, sample in enumerate(children):
         try:
-            summary = retrain(Pipeline(SPACE, sample), dataset, work / f"child{i:02d}", cfg, log=lambda _m: None)
+            summary = retrain(Pipeline(args.space, sample), dataset, work / f"child{i:02d}", cfg, log=lambda _m: None)
             # retrain splits internally from the same (dataset, val, seed): it must be this very split
             assert Split.load(work / f"child{i:02d}" / "split.json") == split, "retrain used another split"
             alone.append(float(summary["validation"]["cinc2017_f1"]))

@@ -29,6 +29,7 @@ def _ehr(name: str, preset: str) -> Callable[[], object]:
 _FACTORIES: dict[str, Callable[[], object]] = {
     "ecg": _ecg("ecg", "n2nas"),
     "ecg-small": _ecg("ecg-small", "small"),
+    "ecg-cpu": _ecg("ecg-cpu", "cpu"),
     "ecg-hannun": _ecg("ecg-hannun", "hannun"),
     "ehr-mlp": _ehr("ehr-mlp", "diagnosenet"),
     "ehr-mlp-small": _ehr("ehr-mlp-small", "small"),

@@ -24,7 +24,7 @@ def test_registry_and_unknown_space():
     assert err.value.where == "--space" and "ecg-small" in err.value.problem and "ecg-hannun" in err.value.problem
 
 
-@pytest.mark.parametrize("name", ["ecg", "ecg-small"])
+@pytest.mark.parametrize("name", ["ecg", "ecg-small", "ecg-cpu"])
 def test_tokens_kinds_defaults_and_describe(name):
     space_def = get_space(name)
     space = space_def.space
@@ -50,6 +50,22 @@ def test_space_sizes():
     assert get_space("ecg-small").space.size() > 1e10
     op_tokens = [t for t in get_space("ecg").space.tokens if t.label == "layer0/op"]
     assert op_tokens[0].n_choices == 12
+
+
+def test_cpu_space_keeps_only_what_weight_sharing_can_score():
+    cpu, small = get_space("ecg-cpu"), get_space("ecg-small")
+    options = {d.label: d.options for d in cpu.space.flat if isinstance(d, Choice)}
+    assert options["layer0/op"] == ("conv3", "conv5", "conv7", "conv9", "conv15")
+    assert options["layer3/dilation"] == (1,) and options["layer3/activation"] == ("relu",)
+    assert options["width"] == (0.5, 0.75, 1.0, 1.5)
+    assert cpu.layout.channels[-1] == (64, 96, 128, 192) and cpu.layout.resolution == small.layout.resolution
+    assert all(options[k] == v for k, v in {d.label: d.options for d in small.space.flat
+                                            if d.kind == "preprocessing"}.items())
+    cpu.space.validate(plain_cnn_sample(cpu))  # the hand-designed CNN is a sample of this space too
+    with pytest.raises(ConfigError):
+        ECGSpaceConfig(dilations=(2, 4))
+    with pytest.raises(ConfigError):
+        ECGSpaceConfig(activations=("tanh",))
 
 
 def test_preset_shapes():

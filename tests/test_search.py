@@ -15,7 +15,9 @@ import pytest
 import n2nas
 from n2nas.data.readers import load_physionet2017
 from n2nas.runners.local import SharedTrainingConfig
+from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
+from n2nas.searching.screen import ScreenConfig
 from tests.conftest import copy_sample_records
 
 # Cheap preprocessing so the tests do not spend their time in R-peak detection on 2 cores.
@@ -24,7 +26,8 @@ FIXED = {"window": "crop:5", "fs": 100}
 
 def tiny_config(**kw) -> SearchConfig:
     base = dict(budget_epochs=3, shared_steps=3, controller_steps=1, children_per_step=3, reward_records=12,
-                derive_children=3, top_k=2, device="cpu", fixed=dict(FIXED), shared=SharedTrainingConfig())
+                derive_children=3, top_k=2, device="cpu", fixed=dict(FIXED), shared=SharedTrainingConfig(),
+                screen=ScreenConfig.off(), finals=FinalsConfig.off())  # both have their own tests
     return replace(SearchConfig(), **{**base, **kw})
 
 
@@ -99,7 +102,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tiny_data, tmp_path):
     run = tmp_path / "killed"
     fix = sum((["--fix", f"{k}={v}"] for k, v in FIXED.items()), [])
     args = ["search", "--data", f"physionet2017:{folder}", "--preset", "default", "--budget-epochs", "3",
-            "--device", "cpu", "--out", str(run), "--quiet", *fix]
+            "--device", "cpu", "--out", str(run), "--quiet", "--screen", "0", *fix]
     proc = _cli(*args, env={**os.environ})
     trials = run / "trials.jsonl"
     deadline = time.monotonic() + 600  # generous: a loaded machine, not a speed test

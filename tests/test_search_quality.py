@@ -128,12 +128,19 @@ def test_budget_keeps_a_derive_reserve_and_an_epoch_warmup():
     assert b.derive_reserve_s == pytest.approx(90)  # 15% until a child has been timed
     b.plan_derive(seconds_per_child=1.0, children=12)
     assert b.derive_reserve_s == pytest.approx(30)  # at least 5% of 600 s
+    b.plan_derive(seconds_per_child=10.0, children=12, finals_s=60.0)
+    assert b.derive_reserve_s == pytest.approx(180)  # derive and finals together
     b.plan_derive(seconds_per_child=30.0, children=12)
-    assert b.derive_reserve_s == pytest.approx(150)  # at most 25%
+    assert b.derive_reserve_s == pytest.approx(240)  # at most 40%
     late = Budget(minutes=10, epochs=None, warmup=0.3, elapsed=500.0)
     late.plan_derive(10.0, 12)  # reserve 120 s: 500 s elapsed is past 600 - 120
     assert late.search_over(epoch=3) and not late.in_warmup(3, warmup_done=False)
     assert late.derive_over(seconds_per_child=200.0) and not late.derive_over(seconds_per_child=10.0)
+    screened = Budget(minutes=10, epochs=None, warmup=0.5, elapsed=250.0)
+    screened.start_warmup_at(200.0)  # the warm-up is half of the 400 s the screen left, so it ends at 400 s
+    assert screened.in_warmup(0, warmup_done=False)
+    screened.start = screened.start - 160.0  # 410 s elapsed
+    assert not screened.in_warmup(0, warmup_done=False)
     epochs = Budget(minutes=None, epochs=10, warmup=0.3)
     assert [epochs.in_warmup(e, False) for e in range(5)] == [True, True, True, False, False]
     assert not epochs.search_over(9) and epochs.search_over(10)

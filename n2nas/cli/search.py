@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from n2nas.cli.options import DEVICE_HELP, number, parse_fixed, positive
+from n2nas.errors import ConfigError
 
 # --preset names -> SearchConfig static methods ("thorough" is the old name of "gpu").
 PRESET_HELP = ("search size: demo = the bundled sample, 4 minutes on 2 CPU cores; cpu-hour = a full "
@@ -52,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",
                    help="pin a decision instead of searching it, e.g. --fix window=crop:10 (repeatable; "
                         "default: nothing pinned)")
+    p.add_argument("--screen", type=int, default=None, metavar="N",
+                   help="stage one: N preprocessing candidates, each trained on its own weights, narrowed by "
+                        "successive halving before weight sharing starts; 0 = off (default: the preset's, 9)")
     p.add_argument("--quiet", action="store_true", help="no live progress line on stderr (the summary still prints)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object (run_dir, trials, best_reward, best_pipeline, best, "
@@ -78,6 +82,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
                "fixed": parse_fixed(args.fix), "reward": reward, "measure": measure}
     if args.space:
         changes["space"] = args.space
+    if args.screen is not None:
+        if args.screen < 0:
+            raise ConfigError("--screen", f"expected 0 (off) or a number of candidates, got {args.screen}")
+        changes["screen"] = dataclasses.replace(base.screen, candidates=args.screen)
     if args.budget_minutes is not None:
         changes.update(budget_minutes=args.budget_minutes, budget_epochs=args.budget_epochs)
     elif args.budget_epochs is not None:

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-PHASES = ("data", "warmup", "shared", "scoring", "cost", "controller", "derive")
+PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final")
 
 
 class PhaseClock:
@@ -61,6 +61,7 @@ class Budget:
     def __init__(self, minutes: float | None, epochs: int | None, warmup: float, elapsed: float = 0.0,
                  started: float | None = None):
         self.minutes, self.epochs, self.warmup = minutes, epochs, warmup
+        self.warmup_from_s = 0.0  # the warm-up's share counts from the end of the preprocessing screen
         self.start = (time.monotonic() if started is None else started) - elapsed
         # until a child has been scored and timed, keep 15% of a time budget for the derive phase
         self.derive_reserve_s = 0.15 * self.total_s if self.total_s is not None else 0.0
@@ -86,8 +87,12 @@ class Budget:
         if warmup_done or self.warmup <= 0:
             return False
         if self.total_s is not None:
-            return self.elapsed < self.warmup * self.total_s
+            return self.elapsed < self.warmup_from_s + self.warmup * (self.total_s - self.warmup_from_s)
         return epoch < (self.warmup_epochs() or 0)
+
+    def start_warmup_at(self, seconds: float) -> None:
+        """The warm-up's share of a time budget is taken of what is left after ``seconds`` (the screen)."""
+        self.warmup_from_s = max(0.0, float(seconds))
 
     def search_over(self, epoch: int) -> bool:
         """No further shared training or controller step: the epoch budget is spent, or what is left of the time
@@ -96,12 +101,12 @@ class Budget:
             return True
         return self.total_s is not None and self.elapsed >= self.total_s - self.derive_reserve_s
 
-    def plan_derive(self, seconds_per_child: float, children: int) -> None:
-        """Reserve time for the derive phase: ``children`` scorings of ``seconds_per_child``, between 5% and 25%
-        of the budget."""
+    def plan_derive(self, seconds_per_child: float, children: int, finals_s: float = 0.0) -> None:
+        """Reserve time for the derive phase (``children`` scorings of ``seconds_per_child``) and the finals
+        (``finals_s``): between 5% and 40% of the budget."""
         if self.total_s is not None and seconds_per_child > 0:
-            self.derive_reserve_s = min(max(seconds_per_child * children, 0.05 * self.total_s),
-                                        0.25 * self.total_s)
+            self.derive_reserve_s = min(max(seconds_per_child * children + finals_s, 0.05 * self.total_s),
+                                        0.4 * self.total_s)
 
     def derive_over(self, seconds_per_child: float) -> bool:
         """True when scoring one more child on the whole validation split would overrun the time budget."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
 from n2nas.searching.plan import (check_budget, derive_candidates, pins, prepare_everything, reward_set, score_board,
                                   seconds_per_full_child)
+from n2nas.searching.finals import FinalsConfig, finalists, run_finals
+from n2nas.searching.screen import ScreenConfig, balanced_candidates, run_screen, screened_labels
 from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
                                         write_best, write_run_summary)
 from n2nas.searching.trials import TrialLog
@@ -35,12 +38,16 @@ from n2nas.storage import numpy_rng_state, restore_numpy_rng
 class SearchConfig:
     """What to search and how long. Budget: whichever of ``budget_minutes`` / ``budget_epochs`` ends first.
 
-    An epoch is one pass of shared-weight training over the training records (ENAS), one sampled child per
+    Stage one (``screen``) picks the preprocessing by successive halving, each candidate training the space's
+    default architecture on its own weights (:mod:`n2nas.searching.screen`); the winner's weights start the
+    weight-shared stage. An epoch is one pass of shared-weight training over the training records (ENAS), one sampled child per
     batch, then ``controller_steps`` controller updates of ``children_per_step`` children each, scored on a
     fixed, stratified reward set of ``reward_records`` validation records. The first ``warmup`` share of the
     budget trains the supernet with uniformly sampled children (SPOS) before the controller acts. The derive
     phase rescores the ``derive_top`` best controller-phase children and fresh controller samples, up to
-    ``derive_children`` in all, on the whole validation split.
+    ``derive_children`` in all, on the whole validation split; the ``finals`` train the best of them (and the
+    default architecture) from scratch for a few passes and the best trained one is the result
+    (:mod:`n2nas.searching.finals`).
     """
 
     space: str = "ecg-small"
@@ -58,6 +65,8 @@ class SearchConfig:
     derive_children: int = 12       # children scored on the full validation split at the end
     derive_top: int = 4             # of which the best controller-phase children (the rest sampled afresh)
     top_k: int = 5
+    screen: ScreenConfig = ScreenConfig()      # stage one: preprocessing screened on own weights
+    finals: FinalsConfig = FinalsConfig()      # the best derived children trained from scratch to pick the result
     shared: SharedTrainingConfig = SharedTrainingConfig()
     runner: RunnerConfig = RunnerConfig()      # backend (local | ray | mpi), workers, sync/async (n2nas.runners)
     reward: RewardConfig = RewardConfig()      # metric x cost terms, hard limits (see n2nas.measure.reward)
@@ -71,17 +80,18 @@ class SearchConfig:
 
     @staticmethod
     def demo() -> "SearchConfig":
-        """The bundled 300-record sample in 4 minutes on 2 CPU cores (the README's first command)."""
-        return SearchConfig(budget_minutes=4.0, budget_epochs=None, reward_records=None, derive_children=8,
-                            controller_steps=2, children_per_step=4)
+        """The bundled 300-record sample in 4 minutes on 2 CPU cores (the README's first command), ``ecg-cpu``."""
+        return SearchConfig(space="ecg-cpu", budget_minutes=4.0, budget_epochs=None, reward_records=None,
+                            derive_children=8, controller_steps=2, children_per_step=4)
 
     @staticmethod
     def cpu_hour() -> "SearchConfig":
-        """A PhysioNet-2017-sized data set (~6000 records) in 60 minutes on 2 CPU cores, ``ecg-small``. The
+        """A PhysioNet-2017-sized data set (~6000 records) in 60 minutes on 2 CPU cores, ``ecg-cpu`` (the decisions
+        weight sharing can score in that time). 18 preprocessing candidates are screened (18 -> 6 -> 2). The
         clinical metric leads: FLOPs weight -0.02 (a child 10x cheaper gains 4.7%, not EfficientNet's 17.5%)."""
-        return SearchConfig(budget_minutes=60.0, budget_epochs=None, reward_records=400, controller_steps=2,
-                            children_per_step=5, derive_children=12, derive_top=4,
-                            reward=RewardConfig(flops_weight=-0.02))
+        return SearchConfig(space="ecg-cpu", budget_minutes=60.0, budget_epochs=None, reward_records=400,
+                            controller_steps=2, children_per_step=5, derive_children=12, derive_top=4,
+                            screen=ScreenConfig(candidates=18), reward=RewardConfig(flops_weight=-0.02))
 
     @staticmethod
     def gpu() -> "SearchConfig":
@@ -169,23 +179,26 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     torch.manual_seed(config.seed)  # dropout draws from torch's default generator; saved in checkpoints too
     runner = make_runner(config.runner, space_def, ctx, config.shared, pick_device(config.device), config.seed)
     resources.callback(runner.close)  # workers are released even when the search fails
-    controller = make_controller(config.controller, space.tokens, seed=config.seed, enas_preset=config.enas_preset)
-    uniform = RandomController(space.tokens, seed=config.seed + 2)  # the warm-up's sampler
+    initial = runner.state_dict()  # fresh weights, the same on resume (seeded): the finals start from them
     rng = np.random.default_rng(config.seed + 1)
     log = TrialLog(run_dir / "trials.jsonl")
     epoch, step, warmup_done = 0, 0, False
     if state is not None:
         runner.load_state_dict(state["runner"])
-        controller.load_state_dict(state["controller"])
-        uniform.load_state_dict(state["uniform"])
-        restore_numpy_rng(rng, state["rng"])
-        torch.set_rng_state(state["torch_rng"])
         epoch, step, warmup_done = int(state["epoch"]), int(state["step"]), bool(state["warmup_done"])
     writer = _tensorboard(run_dir)
     measured = start_measurement(runner, space_def, space, dataset, config, run_dir, log, resources)
     reward_idx = reward_set(ctx, config.reward_records, config.seed)
     full_child_s = seconds_per_full_child(log.records, len(ctx.val_idx))
-    budget.plan_derive(full_child_s or 0.0, config.derive_children)
+    step_s = None  # measured seconds per shared step, for the finals' reserve
+
+    def plan_derive() -> float:
+        """Reserve the derive and finals time; returns the finals' estimated seconds."""
+        finals_s = _finals_seconds(config, space_def, ctx, step_s, full_child_s)
+        budget.plan_derive(full_child_s or 0.0, config.derive_children, finals_s)
+        return finals_s
+
+    plan_derive()
 
     def score_and_log(samples, records, phase):
         """Score children unless a resumed log already holds them; returns their rewards."""
@@ -194,10 +207,12 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         results = None
         if any(log.get(s) is None for s in steps):
             begun = time.monotonic()
-            booked = "derive" if phase == "derive" else "scoring"
-            with clock(booked):
+            # screen scorings are inside the screen's own clock
+            booked = {"derive": "derive", "screen": None, "final": None}.get(phase, "scoring")
+            with clock(booked) if booked else ExitStack():
                 results = runner.score(samples, records)
-            clock.move(booked, "cost", sum(r.get("cost_s", 0.0) for r in results))
+            if booked:
+                clock.move(booked, "cost", sum(r.get("cost_s", 0.0) for r in results))
             for r in results:
                 r["wall_s"] = (time.monotonic() - begun) / len(samples)
         rewards = []
@@ -210,13 +225,35 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         progress.scored(*score_board(log.records))
         return rewards
 
+    # Stage one: the preprocessing, screened on separate weights; then the space is pinned to the winner.
+    winner = state.get("screen_winner") if state is not None else None
+    screen_s = float(state.get("screen_s", 0.0)) if state is not None else 0.0
+    if winner is None and state is None:
+        screened = _screen(runner, space, space_def, ctx, config, budget, clock, progress, run_dir,
+                           lambda sample: score_and_log([sample], reward_idx, "screen")[0])
+        if screened is not None:
+            winner, screen_s = screened.winner, budget.elapsed
+            runner.load_state_dict(screened.state)
+    if winner:
+        space = space.pinned(winner)
+    budget.start_warmup_at(screen_s)
+    controller = make_controller(config.controller, space.tokens, seed=config.seed, enas_preset=config.enas_preset)
+    uniform = RandomController(space.tokens, seed=config.seed + 2)  # the warm-up's sampler
+    if state is not None:
+        controller.load_state_dict(state["controller"])
+        uniform.load_state_dict(state["uniform"])
+        restore_numpy_rng(rng, state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+
     while not budget.search_over(epoch):
         warm = budget.in_warmup(epoch, warmup_done)
         if not warm:
             warmup_done = True
         progress.phase("warm-up" if warm else "shared training")
+        begun = time.monotonic()
         stats = _shared_epoch(runner, uniform if warm else controller, space, space_def, ctx, config, budget,
                               epoch, clock, "warmup" if warm else "shared", progress)
+        step_s = (time.monotonic() - begun) / max(1, stats["shared_steps"])
         if warm and not budget.search_over(epoch):
             # one uniformly drawn child scored per warm-up epoch: the first score comes within a pass over the
             # data, and the log shows whether the shared weights have left the class prior yet
@@ -232,22 +269,37 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
                 update = controller.update([space.encode(s) for s in samples], nan_rewards(rewards))
             stats.update({f"controller_{k}": v for k, v in update.items()})
             full_child_s = seconds_per_full_child(log.records, len(ctx.val_idx)) or full_child_s
-            budget.plan_derive(full_child_s or 0.0, config.derive_children)
+            plan_derive()
         epoch += 1
         _log_epoch(writer, epoch, stats, log)
         save_checkpoint(run_dir / "checkpoint", {
             "epoch": epoch, "step": step, "elapsed_s": budget.elapsed, "runner": runner.state_dict(),
             "controller": controller.state_dict(), "uniform": uniform.state_dict(), "warmup_done": warmup_done,
             "rng": numpy_rng_state(rng), "torch_rng": torch.get_rng_state(), "phase_seconds": clock.state(),
-            "config": json.dumps(config_json(config))})
+            "config": json.dumps(config_json(config)), "screen_winner": winner or {}, "screen_s": screen_s})
+        shutil.rmtree(run_dir / "checkpoint" / "screen", ignore_errors=True)  # the checkpoint now holds the winner
 
     # Derive: the best controller-phase children and fresh samples, each scored on the whole validation split.
     progress.phase("derive")
+    finals_s = plan_derive()
     for sample in derive_candidates(log.records, controller, space, config):
         if log.get(step) is None and any(t["phase"] == "derive" for t in log.records) and \
-                budget.derive_over(full_child_s or 0.0):
+                budget.derive_over((full_child_s or 0.0) + finals_s):
             break
         score_and_log([sample], ctx.val_idx, "derive")
+    # Finals: the best derived children and the default architecture, trained from scratch, decide the result.
+    progress.phase("finals")
+    reference = space.default_sample() if config.finals.reference else None
+    candidates = finalists(log.records, reference, config.finals.children) if config.finals.children else []
+    if len(candidates) >= 2:
+        batch = int(space_def.training_settings(space.default_sample())["batch_size"])
+        scale = [batch / int(space_def.training_settings(c)["batch_size"]) for c in candidates]
+        with clock("final"):
+            run_finals(config.finals, runner, initial, candidates, max(1, len(ctx.train_idx) // batch),
+                       lambda sample: score_and_log([sample], ctx.val_idx, "final")[0],
+                       run_dir / "checkpoint" / "final", lambda: budget.total_s and budget.total_s - budget.elapsed,
+                       scale)
+        shutil.rmtree(run_dir / "checkpoint" / "final", ignore_errors=True)  # their scores are in trials.jsonl
     writer.close()
     pipelines = rank(log.records, space, dataset, config)
     write_best(run_dir, pipelines)
@@ -256,6 +308,42 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     write_report(run_dir)
     write_run_summary(run_dir, log.records, clock, data, config, budget)
     return SearchResult(run_dir, list(log.records), pipelines)
+
+
+def _finals_seconds(config: SearchConfig, space_def, ctx, step_s: float | None,
+                    full_child_s: float | None) -> float:
+    """Estimated wall seconds of the finals: each finalist's training steps and one full-validation scoring."""
+    if not config.finals.children or step_s is None or not hasattr(space_def, "training_settings"):
+        return 0.0
+    batch = int(space_def.training_settings(space_def.space.default_sample())["batch_size"])
+    steps = max(config.finals.passes * len(ctx.train_idx) / batch, config.finals.min_steps)
+    n = config.finals.children + int(config.finals.reference)
+    return n * (steps * step_s + (full_child_s or 0.0))
+
+
+def _screen(runner, space, space_def, ctx, config: SearchConfig, budget: Budget, clock: PhaseClock, progress,
+            run_dir: Path, score):
+    """Stage one (see :mod:`n2nas.searching.screen`): the winning preprocessing and its trained runner state,
+    or None when nothing is screened (screen off, preprocessing pinned, or a space without preprocessing)."""
+    labels = screened_labels(space)
+    if config.screen.candidates < 2 or not labels:
+        return None
+    candidates = balanced_candidates(space, labels, config.screen.candidates,
+                                     np.random.default_rng(config.seed + 3))
+    if len(candidates) < 2:
+        return None
+    base = space.default_sample()
+    batch = int(space_def.training_settings(base)["batch_size"])
+    steps_per_pass = max(1, len(ctx.train_idx) // batch)
+    total = budget.total_s
+
+    def time_left() -> float | None:
+        return None if total is None else config.screen.max_share * total - budget.elapsed
+
+    progress.phase("preprocessing screen")
+    with clock("screen"):
+        return run_screen(config.screen, runner, base, candidates, steps_per_pass, score,
+                          run_dir / "checkpoint" / "screen", time_left)
 
 
 def _shared_epoch(runner, sampler, space, space_def, ctx, config: SearchConfig, budget: Budget, epoch: int,

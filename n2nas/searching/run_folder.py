@@ -86,10 +86,18 @@ def load_or_make_split(run_dir: Path, dataset: Dataset, config, resume: bool) ->
 
 
 def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
-    """Derive-phase children ranked by full-validation reward (controller-phase ones if none were derived)."""
+    """The finalists ranked by their trained full-validation reward, then the other derive-phase children by
+    shared-weight reward (controller-phase ones if none were derived)."""
     ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
-    pool = [t for t in ok if t["phase"] == "derive"] or ok
-    pool.sort(key=lambda t: (-t["reward"], t["step"]))
+
+    def ranked(pool):
+        return sorted(pool, key=lambda t: (-t["reward"], t["step"]))
+
+    final = ranked([t for t in ok if t["phase"] == "final"])
+    in_final = {json.dumps(t["sample"], sort_keys=True, default=list) for t in final}
+    pool = final + ranked([t for t in ok if t["phase"] == "derive" and
+                           json.dumps(t["sample"], sort_keys=True, default=list) not in in_final])
+    pool = pool or ranked(ok)
     from search_spaces import get_space
 
     inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # EHR: feature columns

@@ -11,10 +11,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from n2nas.searching.budget import PHASES  # phase names of ``phase_seconds``, in the order a search goes through
+
 __all__ = ["build_summary", "describe_pipeline", "format_summary", "write_summary", "PHASES"]
 
-#: phase names of ``phase_seconds``, in the order a search goes through them
-PHASES = ("data", "warmup", "shared", "scoring", "cost", "controller", "derive")
 # When several metrics hold the rewarded value, the more specific name is the one the search used.
 _METRIC_NAMES = ("cinc2017_f1", "challenge_score", "macro_f1", "accuracy")
 

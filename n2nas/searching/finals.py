@@ -1,0 +1,70 @@
+"""The finals: the search's last word comes from training, not from shared weights alone.
+
+Shared-weight scores rank children only roughly (Kendall tau well below 1 even for well-trained supernets), and
+the derive phase's best few are often within that noise of each other. So the best ``children`` derive-phase
+children, plus the space's default architecture on the screened preprocessing (the reference the screen already
+trained; a search must beat it to return anything else), are each trained from the supernet's *initial* weights for
+the same number of steps on their own copy of the weights, and scored on the whole validation split (phase
+``final`` in ``trials.jsonl``). The best of them is ``best_pipeline.json``. Early-training rank is a far better
+guide to final rank than a shared-weight score (it is how successive halving and Hyperband pick).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from n2nas.errors import ConfigError
+from n2nas.searching.screen import ScreenResult, successive_halving
+
+
+@dataclass(frozen=True)
+class FinalsConfig:
+    """``children`` best derive-phase children (plus the default architecture when ``reference``) trained from
+    scratch for ``passes`` passes over the training records (at least ``min_steps`` steps) each. ``children=0``
+    ranks by shared-weight score alone."""
+
+    children: int = 3
+    passes: float = 3.0
+    min_steps: int = 90
+    reference: bool = True
+
+    def __post_init__(self):
+        if self.children < 0 or self.passes <= 0 or self.min_steps < 1:
+            raise ConfigError("finals", "children >= 0, passes > 0 and min_steps >= 1 required")
+
+    @staticmethod
+    def off() -> "FinalsConfig":
+        """No finals: the best derive-phase child by shared-weight score is the result."""
+        return FinalsConfig(children=0, reference=False)
+
+
+def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best derive-phase samples by reward, then ``reference`` (when given and not among them)."""
+    derived = sorted((t for t in trials if t["phase"] == "derive" and t["status"] == "ok" and t["reward"] is not None),
+                     key=lambda t: (-t["reward"], t["step"]))
+    chosen, seen = [], set()
+    for sample in [t["sample"] for t in derived][:n] + ([reference] if reference else []):
+        key = json.dumps(sample, sort_keys=True, default=list)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(sample)
+    return chosen
+
+
+def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates: list[dict[str, Any]],
+               steps_per_pass: int, score: Callable[[dict[str, Any]], float | None], folder: Path,
+               time_left: Callable[[], float | None], scale: list[float] | None = None) -> ScreenResult | None:
+    """Train every candidate from ``initial`` for the same number of passes over the data (``steps_per_pass`` at
+    the reference batch size, times ``scale[i]``) and score it (one rung of :func:`successive_halving`); the
+    runner's own state is restored afterwards. None with fewer than two candidates."""
+    if len(candidates) < 2:
+        return None
+    saved = runner.state_dict()
+    steps = int(round(max(config.passes * steps_per_pass, config.min_steps)))
+    try:
+        return successive_halving(runner, {}, candidates, [len(candidates)], steps, 1.0, score, folder, time_left,
+                                  initial=initial, scale=scale)
+    finally:
+        runner.load_state_dict(saved)

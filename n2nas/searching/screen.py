@@ -1,0 +1,189 @@
+"""Stage one of a search: screen the preprocessing before weight sharing starts.
+
+Weights do not share well across data representations: on PhysioNet 2017 a supernet whose only free decision
+is the sampling rate or the normalisation stays near the class prior when the same supernet with nothing free
+learns (``benchmarks/sharing_factors.py``). So the representation tokens (sampling rate, filter,
+normalisation, window) are chosen first, each candidate on its *own* copy of the weights (the few-shot limit
+of weight sharing), by successive halving (Jamieson & Talwalkar 2016): every candidate trains the space's
+default architecture for ``first_passes`` passes over the training records (at least ``min_steps`` steps) and
+is scored on the reward set, the best ``keep`` share trains ``growth`` times longer, and so on until the next
+rung would hold one candidate. The best of the last rung wins, and its weights (a trained default child) start
+the weight-shared stage, as Once-for-All starts from its largest network.
+
+Candidates form a balanced design: every option of every screened token appears about equally often, so no
+option is judged on luck of the draw. Augmentation is not screened (it pays off late in training, so a
+short screen would always drop it); it stays a token of the shared stage.
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from n2nas.errors import ConfigError
+
+NOT_SCREENED = ("augment",)
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """Successive halving over preprocessing variants: ``candidates`` enter, the best ``keep`` share of each
+    rung goes on with ``growth`` times the steps, until the next rung would hold one. ``max_share`` caps the
+    screen's part of a time budget (a rung that would not fit is not started). ``candidates=0``: no screen."""
+
+    candidates: int = 9
+    keep: float = 1 / 3
+    first_passes: float = 1.0
+    min_steps: int = 30  # first-rung steps on small data sets, where a pass is only a few batches
+    growth: float = 3.0
+    max_share: float = 0.35
+
+    def __post_init__(self):
+        if self.candidates < 0 or not 0 < self.keep < 1 or self.first_passes <= 0 or self.growth < 1 \
+                or self.min_steps < 1:
+            raise ConfigError("screen", "candidates >= 0, 0 < keep < 1, first_passes > 0, min_steps >= 1 and "
+                                        "growth >= 1 required")
+        if not 0 < self.max_share < 1:
+            raise ConfigError("screen.max_share", "must lie between 0 and 1")
+
+    @staticmethod
+    def off() -> "ScreenConfig":
+        """No screen: preprocessing is searched through shared weights like every other token."""
+        return ScreenConfig(candidates=0)
+
+
+def screened_labels(space) -> list[str]:
+    """The free preprocessing choices a screen decides (every preprocessing token but augmentation)."""
+    return [d.label for d in space.flat if getattr(d, "kind", "") == "preprocessing"
+            and d.label not in space.fixed and d.label not in NOT_SCREENED and hasattr(d, "options")]
+
+
+def balanced_candidates(space, labels: list[str], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Up to ``n`` distinct preprocessing settings in which every option of every label appears about equally
+    often (each label cycles through a shuffled copy of its options), or the whole grid when it is smaller."""
+    options = {d.label: list(d.options) for d in space.flat if d.label in labels}
+    size = math.prod(len(o) for o in options.values())
+    if size <= n:
+        return [{k: s[k] for k in labels} for s in space.grid(labels)]
+    orders = {k: [o[i] for i in rng.permutation(len(o))] for k, o in options.items()}
+    chosen: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    while len(chosen) < n:
+        j = len(chosen)
+        pick = {k: orders[k][j % len(orders[k])] for k in labels}
+        while tuple(map(str, pick.values())) in seen:  # the cycles met again: a random distinct setting
+            pick = {k: options[k][rng.integers(len(options[k]))] for k in labels}
+        seen.add(tuple(map(str, pick.values())))
+        chosen.append(pick)
+    return chosen
+
+
+def rung_sizes(n: int, keep: float) -> list[int]:
+    """Candidates per rung: ``n``, then ``ceil(keep * previous)``, down to one."""
+    sizes = [n]
+    while sizes[-1] > 1:
+        sizes.append(max(1, math.ceil(keep * sizes[-1])))
+    return sizes
+
+
+@dataclass
+class ScreenResult:
+    """The winning preprocessing, the runner state trained with it, and what each rung measured."""
+
+    winner: dict[str, Any]
+    state: dict[str, Any]
+    rungs: list[list[dict[str, Any]]]
+    seconds: float
+
+
+def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: list[dict[str, Any]],
+               steps_per_pass: int, score: Callable[[dict[str, Any]], float | None], folder: Path,
+               time_left: Callable[[], float | None]) -> ScreenResult:
+    """The screen of :class:`ScreenConfig` over ``candidates`` (preprocessing dicts laid over the sample ``base``);
+    the rung that would hold one candidate is left to the weight-shared stage. See :func:`successive_halving`."""
+    first = int(round(max(config.first_passes * steps_per_pass, config.min_steps)))
+    sizes = rung_sizes(len(candidates), config.keep)[:-1] or [1]
+    return successive_halving(runner, base, candidates, sizes, first, config.growth, score, folder, time_left)
+
+
+def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, Any]], sizes: list[int],
+                       first_steps: int, growth: float, score: Callable[[dict[str, Any]], float | None],
+                       folder: Path, time_left: Callable[[], float | None],
+                       initial: dict[str, Any] | None = None, scale: list[float] | None = None) -> ScreenResult:
+    """Train each of ``candidates`` (dicts laid over the sample ``base``) on its own copy of the runner's weights,
+    starting from ``initial`` (default: the runner's state now): rung ``r`` keeps the best ``sizes[r]`` and trains
+    each to ``first_steps * growth**r`` steps (times ``scale[i]`` for candidate ``i``, e.g. to equalise passes
+    over the data between batch sizes), then scores it once.
+
+    ``score(sample)`` scores and logs one child and returns its reward (None when it failed). Each candidate's
+    runner state is saved in ``folder`` after it trains, so a killed run resumes where it stopped (scores
+    come back from the trial log through ``score``). ``time_left()`` is the remaining seconds (None: no time
+    limit); a later rung whose measured cost would not fit is skipped and the best so far wins.
+    """
+    import torch
+
+    from n2nas.storage import atomic_write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    initial = runner.state_dict() if initial is None else initial
+    states: dict[int, dict[str, Any]] = {}
+    steps_done = {i: 0 for i in range(len(candidates))}
+
+    def load(i: int) -> dict[str, Any] | None:
+        if i in states:
+            return states[i]
+        path = folder / f"candidate{i}.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            steps_done[i] = int(saved["steps"])
+            states[i] = saved["runner"]
+            return states[i]
+        return None
+
+    def train(i: int, target: int) -> None:
+        state = load(i)
+        runner.load_state_dict(state if state is not None else initial)
+        steps = target - steps_done[i]
+        sample = {**base, **candidates[i]}
+        for start in range(0, max(0, steps), 8):
+            runner.train_shared([sample] * min(8, steps - start))
+        states[i], steps_done[i] = runner.state_dict(), target
+        buf = io.BytesIO()
+        torch.save({"steps": target, "runner": states[i]}, buf)
+        atomic_write_bytes(folder / f"candidate{i}.pt", buf.getvalue())
+
+    started, alive, rungs, step_s = time.monotonic(), list(range(len(candidates))), [], None
+    for rung, size in enumerate(sizes):
+        alive = alive[:size]
+        for i in alive:
+            load(i)
+        targets = {i: max(1, int(round(growth ** rung * first_steps * (scale[i] if scale else 1.0)))) for i in alive}
+        extra = sum(max(0, targets[i] - steps_done[i]) for i in alive)
+        left = time_left()
+        if rung and left is not None and step_s is not None and extra * step_s > left:
+            break  # this rung cannot finish inside the screen's share: the previous rung's best wins
+        begun, trained = time.monotonic(), 0
+        results = []
+        for i in alive:
+            if results and (time_left() or 1.0) <= 0:
+                break  # a budget too small for the first rung: rank what was trained
+            if steps_done[i] < targets[i]:
+                trained += targets[i] - steps_done[i]
+                train(i, targets[i])
+            reward = score({**base, **candidates[i]})
+            results.append({"candidate": i, "preprocessing": candidates[i], "steps": targets[i], "reward": reward})
+        if trained > 0:
+            step_s = (time.monotonic() - begun) / trained
+        rungs.append(results)
+        ranked = sorted(results, key=lambda r: (-(r["reward"] if r["reward"] is not None and
+                                                    math.isfinite(r["reward"]) else -math.inf), r["candidate"]))
+        alive = [r["candidate"] for r in ranked]
+    best = alive[0]
+    state = load(best)
+    return ScreenResult(winner=dict(candidates[best]), state=state if state is not None else initial, rungs=rungs,
+                        seconds=time.monotonic() - started)

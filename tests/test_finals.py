@@ -1,0 +1,56 @@
+"""The finals: the best derived children and the default architecture, trained from the same fresh weights for the
+same passes, decide the search's result."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import n2nas
+from n2nas.searching.finals import FinalsConfig, finalists, run_finals
+from n2nas.searching.loop import SearchConfig
+from n2nas.searching.screen import ScreenConfig
+from tests.test_screen import CountingRunner, tiny_data  # noqa: F401  (tiny_data: a fixture)
+
+
+def _trial(step, phase, window, reward, status="ok"):
+    return {"step": step, "phase": phase, "sample": {"window": window}, "reward": reward, "status": status}
+
+
+def test_finalists_are_the_best_derived_children_then_the_reference():
+    trials = [_trial(0, "controller", "z", 0.9), _trial(1, "derive", "a", 0.3), _trial(2, "derive", "b", 0.5),
+              _trial(3, "derive", "c", 0.4), _trial(4, "derive", "d", None, "failed")]
+    assert finalists(trials, {"window": "ref"}, 2) == [{"window": "b"}, {"window": "c"}, {"window": "ref"}]
+    assert finalists(trials, {"window": "b"}, 2) == [{"window": "b"}, {"window": "c"}]  # no repeats
+    assert finalists(trials, None, 5) == [{"window": "b"}, {"window": "c"}, {"window": "a"}]
+
+
+def test_finals_train_from_the_initial_weights_for_equal_passes_and_restore_the_runner(tmp_path):
+    runner = CountingRunner()
+    runner.current = {"shared": 500}  # the trained supernet
+    scores = {"a": 0.4, "b": 0.7, "c": 0.5}
+    candidates = [{"window": w} for w in scores]
+    result = run_finals(FinalsConfig(passes=2.0, min_steps=1), runner, {"steps": {}}, candidates, 10,
+                        lambda s: scores[s["window"]], tmp_path / "final", lambda: None, scale=[1.0, 0.5, 2.0])
+    assert result.winner == {"window": "b"}
+    assert dict(runner.steps) == {"a": 20, "b": 10, "c": 40}  # 2 passes: half the steps at twice the batch
+    assert result.state == {"steps": {"b": 10}}  # from the initial weights, not the supernet's
+    assert runner.current == {"shared": 500}
+    assert run_finals(FinalsConfig(), runner, {"steps": {}}, candidates[:1], 10, lambda s: 0.0, tmp_path / "x",
+                      lambda: None) is None
+
+
+def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
+    config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
+                     reward_records=8, derive_children=3, top_k=3, device="cpu",
+                     fixed={"fs": 100, "window": "crop:5"}, screen=ScreenConfig.off(),
+                     finals=FinalsConfig(children=2, passes=0.5, min_steps=2))
+    result = n2nas.search(tiny_data, config, out=tmp_path / "run")
+    final = [t for t in result.trials if t["phase"] == "final"]
+    derived = sorted((t for t in result.trials if t["phase"] == "derive"), key=lambda t: (-t["reward"], t["step"]))
+    assert [t["sample"] for t in final[:2]] == [t["sample"] for t in derived[:2]]
+    assert len(final) in (2, 3)  # the default architecture joins unless it was one of the two
+    best = json.loads((tmp_path / "run" / "best_pipeline.json").read_text())
+    top = max(final, key=lambda t: (t["reward"], -t["step"]))
+    assert best["sample"] == top["sample"]
+    assert json.loads(json.dumps(result.best(1)[0].sample)) == top["sample"]
+    assert not (tmp_path / "run" / "checkpoint" / "final").exists()

@@ -1,0 +1,136 @@
+"""Stage one of a search: the preprocessing screen (balanced candidates, successive halving, resume) and a search
+that runs it."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import n2nas
+from n2nas.data.readers import load_physionet2017
+from n2nas.searching.loop import SearchConfig
+from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen,
+                                    screened_labels)
+from search_spaces import get_space
+from tests.conftest import copy_sample_records
+
+
+def test_screened_labels_are_the_free_preprocessing_tokens_but_augmentation():
+    space = get_space("ecg-small").space
+    assert screened_labels(space) == ["fs", "filter", "normalise", "window"]
+    assert screened_labels(space.pinned({"fs": 100, "window": "crop:30"})) == ["filter", "normalise"]
+    assert screened_labels(get_space("ehr-mlp-small").space) == []
+
+
+def test_balanced_candidates_show_every_option_and_never_repeat():
+    space = get_space("ecg-small").space
+    labels = screened_labels(space)
+    picks = balanced_candidates(space, labels, 9, np.random.default_rng(0))
+    assert len(picks) == len({json.dumps(p, sort_keys=True) for p in picks}) == 9
+    for d in space.flat:
+        if d.label in labels:
+            counts = Counter(str(p[d.label]) for p in picks)
+            assert set(counts) == {str(o) for o in d.options}, d.label
+            assert max(counts.values()) - min(counts.values()) <= 1, (d.label, counts)
+    small = space.pinned({"fs": 100, "filter": "none", "normalise": "record_z"})
+    assert len(balanced_candidates(small, screened_labels(small), 9, np.random.default_rng(0))) == 5  # whole grid
+
+
+def test_rung_sizes_narrow_to_one():
+    assert rung_sizes(9, 1 / 3) == [9, 3, 1]
+    assert rung_sizes(4, 0.5) == [4, 2, 1]
+    assert rung_sizes(1, 0.5) == [1]
+
+
+class CountingRunner:
+    """Stands in for a runner: its 'weights' count the steps trained per preprocessing setting."""
+
+    def __init__(self, fail_on_train: bool = False):
+        self.steps: Counter = Counter()
+        self.current: dict = {}
+        self.fail_on_train = fail_on_train
+
+    def state_dict(self):
+        return {"steps": dict(self.current)}
+
+    def load_state_dict(self, state):
+        self.current = dict(state["steps"])
+
+    def train_shared(self, samples):
+        assert not self.fail_on_train, "a resumed screen retrained a finished candidate"
+        key = samples[0]["window"]
+        self.current[key] = self.current.get(key, 0) + len(samples)
+        self.steps[key] += len(samples)
+        return {"shared_loss": 1.0, "shared_failed": 0}
+
+
+def _screen(runner, folder, scores, calls):
+    candidates = [{"window": w} for w in scores]
+
+    def score(sample):
+        calls.append(sample["window"])
+        return scores[sample["window"]]
+
+    return run_screen(ScreenConfig(candidates=len(candidates), min_steps=1), runner, {"fs": 100}, candidates, 10, score, folder,
+                      lambda: None)
+
+
+def test_successive_halving_trains_survivors_longer_and_picks_the_best(tmp_path):
+    scores = {"a": 0.2, "b": 0.6, "c": 0.4, "d": 0.1, "e": 0.5, "f": 0.3}
+    runner, calls = CountingRunner(), []
+    result = _screen(runner, tmp_path / "screen", scores, calls)
+    assert result.winner == {"window": "b"}
+    assert [len(r) for r in result.rungs] == [6, 2]  # 6 -> 2 survivors; the shared stage trains the last one
+    assert sorted(runner.steps) == sorted(scores)
+    # one pass (10 steps) each, then the two best ("b", "e") to three passes in all
+    assert {k: v for k, v in runner.steps.items()} == {"a": 10, "b": 30, "c": 10, "d": 10, "e": 30, "f": 10}
+    assert result.state == {"steps": {"b": 30}}  # the winner's own weights, never another candidate's
+    assert calls == list(scores) + ["b", "e"]
+
+
+def test_a_killed_screen_resumes_without_retraining(tmp_path):
+    scores = {"a": 0.2, "b": 0.6, "c": 0.4}
+    first = _screen(CountingRunner(), tmp_path / "screen", scores, [])
+    again = _screen(CountingRunner(fail_on_train=True), tmp_path / "screen", scores, [])
+    assert again.winner == first.winner and again.state == first.state
+
+
+def test_failed_candidates_rank_last(tmp_path):
+    scores = {"a": None, "b": 0.1, "c": float("nan")}
+    assert _screen(CountingRunner(), tmp_path / "screen", scores, []).winner == {"window": "b"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("screen2017")
+    copy_sample_records(folder, per_class=4)
+    return load_physionet2017(folder)
+
+
+def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, tmp_path):
+    config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
+                     reward_records=8, derive_children=2, top_k=1, device="cpu",
+                     fixed={"fs": 100, "filter": "none"}, screen=ScreenConfig(candidates=4, keep=0.5,
+                                                                              first_passes=0.5, min_steps=2))
+    result = n2nas.search(tiny_data, config, out=tmp_path / "run")
+    screen = [t for t in result.trials if t["phase"] == "screen"]
+    assert [t["step"] for t in screen] == list(range(6))  # four candidates, then the best two again
+    keys = ("normalise", "window")
+
+    def setting(t):
+        return {k: t["sample"][k] for k in keys}
+
+    def best(trials):
+        return max(trials, key=lambda t: (t["reward"], -t["step"]))
+
+    top_two = sorted(screen[:4], key=lambda t: (-t["reward"], t["step"]))[:2]
+    assert [setting(t) for t in screen[4:]] == [setting(t) for t in top_two]
+    winner = setting(best(screen[4:]))
+    later = [t for t in result.trials if t["phase"] != "screen"]
+    assert later and all({k: t["sample"][k] for k in keys} == winner for t in later)
+    assert not (tmp_path / "run" / "checkpoint" / "screen").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["phase_seconds"]["screen"] > 0
