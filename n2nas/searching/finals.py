@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
-from n2nas.searching.screen import ScreenResult, successive_halving
+from n2nas.searching.screen import ScreenResult, steps_per_pass, successive_halving
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,33 @@ def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates
                                   initial=initial, scale=scale)
     finally:
         runner.load_state_dict(saved)
+
+
+def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, full_child_s: float | None) -> float:
+    """Estimated wall seconds of a search's finals: each finalist's training steps at ``step_s`` seconds per step
+    and one full-validation scoring of ``full_child_s`` (0 until a step has been timed)."""
+    if not config.children or step_s is None or not hasattr(space_def, "training_settings"):
+        return 0.0
+    steps = max(config.passes * steps_per_pass(space_def, space_def.space.default_sample(), ctx), config.min_steps)
+    return (config.children + int(config.reference)) * (steps * step_s + (full_child_s or 0.0))
+
+
+def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], space_def, space, ctx,
+                      trials: list[dict], score: Callable[[dict[str, Any]], float | None], folder: Path,
+                      time_left: Callable[[], float | None]) -> ScreenResult | None:
+    """A search's finals: the best derive-phase children of ``trials`` and the (pinned) space's default sample,
+    equal passes over the training records at each one's batch size; the candidate states in ``folder`` are
+    removed afterwards (their scores are in the trial log)."""
+    import shutil
+
+    reference = space.default_sample() if config.reference else None
+    candidates = finalists(trials, reference, config.children) if config.children else []
+    if len(candidates) < 2:
+        return None
+    base = space.default_sample()
+    batch = int(space_def.training_settings(base)["batch_size"])
+    scale = [batch / int(space_def.training_settings(c)["batch_size"]) for c in candidates]
+    result = run_finals(config, runner, initial, candidates, steps_per_pass(space_def, base, ctx), score, folder,
+                        time_left, scale)
+    shutil.rmtree(folder, ignore_errors=True)
+    return result

@@ -25,8 +25,8 @@ from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
 from n2nas.searching.plan import (check_budget, derive_candidates, pins, prepare_everything, reward_set, score_board,
                                   seconds_per_full_child)
-from n2nas.searching.finals import FinalsConfig, finalists, run_finals
-from n2nas.searching.screen import ScreenConfig, balanced_candidates, run_screen, screened_labels
+from n2nas.searching.finals import FinalsConfig, finals_seconds, run_search_finals
+from n2nas.searching.screen import ScreenConfig, screen_search
 from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
                                         write_best, write_run_summary)
 from n2nas.searching.trials import TrialLog
@@ -194,7 +194,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
 
     def plan_derive() -> float:
         """Reserve the derive and finals time; returns the finals' estimated seconds."""
-        finals_s = _finals_seconds(config, space_def, ctx, step_s, full_child_s)
+        finals_s = finals_seconds(config.finals, space_def, ctx, step_s, full_child_s)
         budget.plan_derive(full_child_s or 0.0, config.derive_children, finals_s)
         return finals_s
 
@@ -229,8 +229,10 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     winner = state.get("screen_winner") if state is not None else None
     screen_s = float(state.get("screen_s", 0.0)) if state is not None else 0.0
     if winner is None and state is None:
-        screened = _screen(runner, space, space_def, ctx, config, budget, clock, progress, run_dir,
-                           lambda sample: score_and_log([sample], reward_idx, "screen")[0])
+        with clock("screen"):
+            screened = screen_search(config.screen, runner, space, space_def, ctx, budget, config.seed, progress,
+                                     run_dir / "checkpoint" / "screen",
+                                     lambda sample: score_and_log([sample], reward_idx, "screen")[0])
         if screened is not None:
             winner, screen_s = screened.winner, budget.elapsed
             runner.load_state_dict(screened.state)
@@ -289,17 +291,10 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         score_and_log([sample], ctx.val_idx, "derive")
     # Finals: the best derived children and the default architecture, trained from scratch, decide the result.
     progress.phase("finals")
-    reference = space.default_sample() if config.finals.reference else None
-    candidates = finalists(log.records, reference, config.finals.children) if config.finals.children else []
-    if len(candidates) >= 2:
-        batch = int(space_def.training_settings(space.default_sample())["batch_size"])
-        scale = [batch / int(space_def.training_settings(c)["batch_size"]) for c in candidates]
-        with clock("final"):
-            run_finals(config.finals, runner, initial, candidates, max(1, len(ctx.train_idx) // batch),
-                       lambda sample: score_and_log([sample], ctx.val_idx, "final")[0],
-                       run_dir / "checkpoint" / "final", lambda: budget.total_s and budget.total_s - budget.elapsed,
-                       scale)
-        shutil.rmtree(run_dir / "checkpoint" / "final", ignore_errors=True)  # their scores are in trials.jsonl
+    with clock("final"):
+        run_search_finals(config.finals, runner, initial, space_def, space, ctx, log.records,
+                          lambda sample: score_and_log([sample], ctx.val_idx, "final")[0], run_dir / "checkpoint" / "final",
+                          lambda: budget.total_s and budget.total_s - budget.elapsed)
     writer.close()
     pipelines = rank(log.records, space, dataset, config)
     write_best(run_dir, pipelines)
@@ -308,42 +303,6 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     write_report(run_dir)
     write_run_summary(run_dir, log.records, clock, data, config, budget)
     return SearchResult(run_dir, list(log.records), pipelines)
-
-
-def _finals_seconds(config: SearchConfig, space_def, ctx, step_s: float | None,
-                    full_child_s: float | None) -> float:
-    """Estimated wall seconds of the finals: each finalist's training steps and one full-validation scoring."""
-    if not config.finals.children or step_s is None or not hasattr(space_def, "training_settings"):
-        return 0.0
-    batch = int(space_def.training_settings(space_def.space.default_sample())["batch_size"])
-    steps = max(config.finals.passes * len(ctx.train_idx) / batch, config.finals.min_steps)
-    n = config.finals.children + int(config.finals.reference)
-    return n * (steps * step_s + (full_child_s or 0.0))
-
-
-def _screen(runner, space, space_def, ctx, config: SearchConfig, budget: Budget, clock: PhaseClock, progress,
-            run_dir: Path, score):
-    """Stage one (see :mod:`n2nas.searching.screen`): the winning preprocessing and its trained runner state,
-    or None when nothing is screened (screen off, preprocessing pinned, or a space without preprocessing)."""
-    labels = screened_labels(space)
-    if config.screen.candidates < 2 or not labels:
-        return None
-    candidates = balanced_candidates(space, labels, config.screen.candidates,
-                                     np.random.default_rng(config.seed + 3))
-    if len(candidates) < 2:
-        return None
-    base = space.default_sample()
-    batch = int(space_def.training_settings(base)["batch_size"])
-    steps_per_pass = max(1, len(ctx.train_idx) // batch)
-    total = budget.total_s
-
-    def time_left() -> float | None:
-        return None if total is None else config.screen.max_share * total - budget.elapsed
-
-    progress.phase("preprocessing screen")
-    with clock("screen"):
-        return run_screen(config.screen, runner, base, candidates, steps_per_pass, score,
-                          run_dir / "checkpoint" / "screen", time_left)
 
 
 def _shared_epoch(runner, sampler, space, space_def, ctx, config: SearchConfig, budget: Budget, epoch: int,

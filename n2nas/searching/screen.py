@@ -16,7 +16,6 @@ short screen would always drop it); it stays a token of the shared stage.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from n2nas.errors import ConfigError
+from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
 
 NOT_SCREENED = ("augment",)
 
@@ -125,10 +125,6 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     come back from the trial log through ``score``). ``time_left()`` is the remaining seconds (None: no time
     limit); a later rung whose measured cost would not fit is skipped and the best so far wins.
     """
-    import torch
-
-    from n2nas.storage import atomic_write_bytes
-
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial
     states: dict[int, dict[str, Any]] = {}
@@ -137,9 +133,8 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     def load(i: int) -> dict[str, Any] | None:
         if i in states:
             return states[i]
-        path = folder / f"candidate{i}.pt"
-        if path.is_file():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_checkpoint(folder, name=f"candidate{i}.pt")
+        if saved is not None:
             steps_done[i] = int(saved["steps"])
             states[i] = saved["runner"]
             return states[i]
@@ -153,9 +148,7 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
         for start in range(0, max(0, steps), 8):
             runner.train_shared([sample] * min(8, steps - start))
         states[i], steps_done[i] = runner.state_dict(), target
-        buf = io.BytesIO()
-        torch.save({"steps": target, "runner": states[i]}, buf)
-        atomic_write_bytes(folder / f"candidate{i}.pt", buf.getvalue())
+        save_checkpoint(folder, {"steps": target, "runner": states[i]}, name=f"candidate{i}.pt")
 
     started, alive, rungs, step_s = time.monotonic(), list(range(len(candidates))), [], None
     for rung, size in enumerate(sizes):
@@ -187,3 +180,30 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     state = load(best)
     return ScreenResult(winner=dict(candidates[best]), state=state if state is not None else initial, rungs=rungs,
                         seconds=time.monotonic() - started)
+
+
+def steps_per_pass(space_def, sample: dict[str, Any], ctx) -> int:
+    """Training steps of one pass over the training records at ``sample``'s batch size."""
+    return max(1, len(ctx.train_idx) // int(space_def.training_settings(sample)["batch_size"]))
+
+
+def screen_search(config: ScreenConfig, runner, space, space_def, ctx, budget, seed: int, progress, folder: Path,
+                  score: Callable[[dict[str, Any]], float | None]) -> ScreenResult | None:
+    """A search's stage one: the winning preprocessing and its trained runner state, or None when nothing is
+    screened (screen off, preprocessing pinned, or a space without preprocessing). ``budget`` caps it at
+    ``max_share`` of a time budget."""
+    labels = screened_labels(space)
+    if config.candidates < 2 or not labels:
+        return None
+    candidates = balanced_candidates(space, labels, config.candidates, np.random.default_rng(seed + 3))
+    if len(candidates) < 2:
+        return None
+    base = space.default_sample()
+    total = budget.total_s
+
+    def time_left() -> float | None:
+        return None if total is None else config.max_share * total - budget.elapsed
+
+    progress.phase("preprocessing screen")
+    return run_screen(config, runner, base, candidates, steps_per_pass(space_def, base, ctx), score, folder,
+                      time_left)
