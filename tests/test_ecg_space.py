@@ -178,3 +178,18 @@ def test_invalid_sample_is_a_config_error():
     assert err.value.where == "layer2/op"
     rng = np.random.default_rng(0)
     space_def.space.validate(space_def.space.random_sample(rng))
+
+
+@pytest.mark.parametrize("name", ["ecg", "ecg-small", "ecg-cpu"])
+def test_a_search_pins_every_training_token_to_the_space_recipe(name):
+    from n2nas.searching.loop import SearchConfig
+    from n2nas.searching.plan import pins
+
+    space_def = get_space(name)
+    pinned = pins(space_def, SearchConfig(space=name, fixed={"dropout": 0.5}))
+    assert set(pinned) == set(TRAINING)  # none of them can change a shared-weight score
+    assert pinned["dropout"] == 0.5 and pinned["class_weighting"] is True  # --fix wins; the macro F1 wants weights
+    assert pinned["batch_size"] == (32 if name == "ecg-cpu" else 64)
+    assert pins(space_def, SearchConfig(space=name, pin_unscored=False)) == {}
+    with pytest.raises(ConfigError):
+        ECGSpaceConfig(default_batch_size=48)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import n2nas
 from n2nas.searching.finals import FinalsConfig, finalists, run_finals
 from n2nas.searching.loop import SearchConfig
+from n2nas.searching.run_folder import ranked_finals
 from n2nas.searching.screen import ScreenConfig
 from tests.test_screen import CountingRunner, tiny_data  # noqa: F401  (tiny_data: a fixture)
 
@@ -29,7 +30,7 @@ def test_finals_train_from_the_initial_weights_for_equal_passes_and_restore_the_
     runner.current = {"shared": 500}  # the trained supernet
     scores = {"a": 0.4, "b": 0.7, "c": 0.5}
     candidates = [{"window": w} for w in scores]
-    result = run_finals(FinalsConfig(passes=2.0, min_steps=1), runner, {"steps": {}}, candidates, 10,
+    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=0), runner, {"steps": {}}, candidates, 10,
                         lambda s: scores[s["window"]], tmp_path / "final", lambda: None, scale=[1.0, 0.5, 2.0])
     assert result.winner == {"window": "b"}
     assert dict(runner.steps) == {"a": 20, "b": 10, "c": 40}  # 2 passes: half the steps at twice the batch
@@ -37,6 +38,31 @@ def test_finals_train_from_the_initial_weights_for_equal_passes_and_restore_the_
     assert runner.current == {"shared": 500}
     assert run_finals(FinalsConfig(), runner, {"steps": {}}, candidates[:1], 10, lambda s: 0.0, tmp_path / "x",
                       lambda: None) is None
+
+
+def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
+    runner = CountingRunner()
+    early = {"a": 0.4, "b": 0.7, "c": 0.5}
+    late = {"b": 0.72, "c": 0.8}  # c converges slower but ends higher: the second rung must see that
+
+    def score(sample):
+        w = sample["window"]
+        return late[w] if runner.current.get(w, 0) > 20 * (0.5 if w == "b" else 2.0 if w == "c" else 1.0) else early[w]
+
+    candidates = [{"window": w} for w in early]
+    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0), runner, {"steps": {}},
+                        candidates, 10, score, tmp_path / "final", lambda: None, scale=[1.0, 0.5, 2.0])
+    assert dict(runner.steps) == {"a": 20, "b": 30, "c": 120}  # the best two go on to 3x the passes
+    assert result.winner == {"window": "c"} and result.state == {"steps": {"c": 120}}
+    assert [len(r) for r in result.rungs] == [3, 2]
+    assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
+
+
+def test_a_later_rung_outranks_an_earlier_higher_score():
+    trials = [_trial(0, "final", "a", 0.9), _trial(1, "final", "b", 0.7), _trial(2, "final", "c", 0.6),
+              _trial(3, "final", "d", 0.65), _trial(4, "final", "b", 0.72), _trial(5, "final", "c", 0.75),
+              _trial(6, "final", "d", None, "failed"), _trial(7, "derive", "e", 0.99)]
+    assert [t["sample"]["window"] for t in ranked_finals(trials)] == ["c", "b", "a"]
 
 
 def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
@@ -48,9 +74,12 @@ def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
     final = [t for t in result.trials if t["phase"] == "final"]
     derived = sorted((t for t in result.trials if t["phase"] == "derive"), key=lambda t: (-t["reward"], t["step"]))
     assert [t["sample"] for t in final[:2]] == [t["sample"] for t in derived[:2]]
-    assert len(final) in (2, 3)  # the default architecture joins unless it was one of the two
+    first = len({json.dumps(t["sample"], sort_keys=True) for t in final})
+    assert first in (2, 3)  # the default architecture joins unless it was one of the two
+    assert len(final) == first + (2 if first == 3 else 0)  # the best two of three are trained on and rescored
     best = json.loads((tmp_path / "run" / "best_pipeline.json").read_text())
-    top = max(final, key=lambda t: (t["reward"], -t["step"]))
+    last_rung = final[first:] or final
+    top = max(last_rung, key=lambda t: (t["reward"], -t["step"]))
     assert best["sample"] == top["sample"]
     assert json.loads(json.dumps(result.best(1)[0].sample)) == top["sample"]
     assert not (tmp_path / "run" / "checkpoint" / "final").exists()

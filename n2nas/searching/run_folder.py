@@ -85,18 +85,32 @@ def load_or_make_split(run_dir: Path, dataset: Dataset, config, resume: bool) ->
     return split
 
 
+def _sample_key(trial: dict) -> str:
+    return json.dumps(trial["sample"], sort_keys=True, default=list)
+
+
+def ranked_finals(trials: list[dict]) -> list[dict]:
+    """Each finalist's last ``final`` trial, ranked by the rung it reached, then by that trial's reward: a later
+    rung trained longer, so its score outranks any earlier one. A finalist whose last scoring failed is left out."""
+    rungs: dict[str, list[dict]] = {}
+    for t in sorted((t for t in trials if t["phase"] == "final"), key=lambda t: t["step"]):
+        rungs.setdefault(_sample_key(t), []).append(t)
+    last = [scores[-1] for scores in rungs.values()
+            if scores[-1]["status"] == "ok" and scores[-1]["reward"] is not None]
+    return sorted(last, key=lambda t: (-len(rungs[_sample_key(t)]), -t["reward"], t["step"]))
+
+
 def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
-    """The finalists ranked by their trained full-validation reward, then the other derive-phase children by
-    shared-weight reward (controller-phase ones if none were derived)."""
+    """The finalists (:func:`ranked_finals`), then the other derive-phase children by shared-weight reward
+    (controller-phase ones if none were derived)."""
     ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
 
     def ranked(pool):
         return sorted(pool, key=lambda t: (-t["reward"], t["step"]))
 
-    final = ranked([t for t in ok if t["phase"] == "final"])
-    in_final = {json.dumps(t["sample"], sort_keys=True, default=list) for t in final}
-    pool = final + ranked([t for t in ok if t["phase"] == "derive" and
-                           json.dumps(t["sample"], sort_keys=True, default=list) not in in_final])
+    final = ranked_finals(trials)
+    in_final = {_sample_key(t) for t in trials if t["phase"] == "final"}
+    pool = final + ranked([t for t in ok if t["phase"] == "derive" and _sample_key(t) not in in_final])
     pool = pool or ranked(ok)
     from search_spaces import get_space
 
