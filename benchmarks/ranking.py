@@ -13,8 +13,9 @@ preprocessing. The ``--space`` supernet (default ``ecg-cpu``, the cpu-hour prese
 ``--minutes`` on uniformly sampled single-path children (SPOS), then scores ``--children`` uniformly sampled
 children on the whole validation split (CinC 2017 F1, BatchNorm statistics per ``--bn``). Each child is then
 trained from scratch by the ``retrain`` recipe for ``--epochs`` (patience = epochs, same split, same seed), its
-best-epoch validation F1 being its standalone score. ``lr`` and ``weight_decay`` are pinned to the space defaults
-for every child: the supernet trains with its own optimizer, so it cannot rank them. ``--quick`` (about 10
+best-epoch validation F1 being its standalone score. The training tokens (``supernet_blind``: lr, weight decay,
+batch size, dropout, class weighting) are pinned to the space defaults for every child, as in a search: a
+shared-weight score cannot see them. ``--quick`` (about 10
 minutes on 2 idle cores): 1500 records, 3 min supernet, 4 epochs.
 """
 from __future__ import annotations
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     space_def = get_space(args.space)
     fixed = {**PREPROCESSING, **parse_fixed(args.fix)}
     defaults = space_def.space.default_sample()
-    blind = {label: defaults[label] for label in getattr(space_def, "supernet_blind", ("lr", "weight_decay"))}
+    blind = {label: defaults[label] for label in getattr(space_def, "supernet_blind", ())}
     space = space_def.space.pinned({**blind, **fixed})
     ctx = space_def.make_context(dataset, train_idx, val_idx, default_cache_root() / "prepared", args.data_workers)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 import n2nas
 from n2nas.searching.finals import FinalsConfig, finalists, run_finals
 from n2nas.searching.loop import SearchConfig
@@ -83,3 +85,16 @@ def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
     assert best["sample"] == top["sample"]
     assert json.loads(json.dumps(result.best(1)[0].sample)) == top["sample"]
     assert not (tmp_path / "run" / "checkpoint" / "final").exists()
+
+
+def test_the_finals_reserve_covers_both_rungs_with_a_margin():
+    from types import SimpleNamespace
+
+    from n2nas.searching.finals import finals_seconds
+    from search_spaces import get_space
+
+    ctx = SimpleNamespace(train_idx=list(range(3200)))  # ecg-cpu trains at batch 32: 100 steps per pass
+    # 4 finalists x (300 steps x 0.1 s + 2 s scoring), then 2 survivors x (600 more steps x 0.1 s + 2 s)
+    assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(1.25 * (128 + 124))
+    assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(160)
+    assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, None, 2.0) == 0.0  # no step timed yet
