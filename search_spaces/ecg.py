@@ -160,10 +160,10 @@ class ECGSpace:
     """Search-space definition: the token list, the supernet, standalone children and the pipeline configs."""
 
     # A shared-weight score depends on the child's architecture and input only: the supernet trains with its own
-    # optimizer (lr, weight decay never reach it), and batch size, dropout and class weighting act on training
-    # alone, so two children differing only in them get the same score. Sampling them would only add noise to
-    # the shared training, so the search pins them to the space's defaults unless told otherwise.
-    supernet_blind = ("lr", "weight_decay", "batch_size", "dropout", "class_weighting")
+    # optimizer (lr, weight decay never reach it), and batch size, dropout, class weighting and augmentation act
+    # on training alone, so two children differing only in them get the same score. Sampling them would only add
+    # noise to the shared training, so the search pins them to the space's defaults unless told otherwise.
+    supernet_blind = ("lr", "weight_decay", "batch_size", "dropout", "class_weighting", "augment")
 
     def __init__(self, name: str, config: ECGSpaceConfig):
         self.name, self.config = name, config

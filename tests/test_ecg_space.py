@@ -187,7 +187,8 @@ def test_a_search_pins_every_training_token_to_the_space_recipe(name):
 
     space_def = get_space(name)
     pinned = pins(space_def, SearchConfig(space=name, fixed={"dropout": 0.5}))
-    assert set(pinned) == set(TRAINING)  # none of them can change a shared-weight score
+    assert set(pinned) == set(TRAINING) | {"augment"}  # none of them can change a shared-weight score
+    assert pinned["augment"] == "none"
     assert pinned["dropout"] == 0.5 and pinned["class_weighting"] is True  # --fix wins; the macro F1 wants weights
     assert pinned["batch_size"] == (32 if name == "ecg-cpu" else 64)
     assert pins(space_def, SearchConfig(space=name, pin_unscored=False)) == {}

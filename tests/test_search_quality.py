@@ -10,7 +10,7 @@ from controllers.enas import ENASConfig, ENASController
 from n2nas.data.readers import load_physionet2017
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig
 from n2nas.searching.budget import Budget, PhaseClock, minimum_budget_minutes
-from n2nas.searching.plan import derive_candidates, reward_set
+from n2nas.searching.plan import derive_candidates, derive_stops, reward_set
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 
@@ -145,6 +145,16 @@ def test_budget_keeps_a_derive_reserve_and_an_epoch_warmup():
     assert [epochs.in_warmup(e, False) for e in range(5)] == [True, True, True, False, False]
     assert not epochs.search_over(9) and epochs.search_over(10)
     assert Budget(minutes=None, epochs=1, warmup=0.3).warmup_epochs() == 0
+
+
+def test_derive_hands_the_finals_enough_children_before_their_reserve_counts():
+    b = Budget(minutes=10, epochs=None, warmup=0.3, elapsed=500.0)  # 100 s left; finals estimated at 300 s
+    assert not derive_stops(b, 0, 5.0, 300.0, finalists=3)  # the first child always
+    assert not derive_stops(b, 2, 5.0, 300.0, finalists=3)  # too few for the finals: go on while time lasts
+    assert derive_stops(b, 3, 5.0, 300.0, finalists=3)  # enough: the rest is the finals'
+    assert derive_stops(b, 2, 150.0, 0.0, finalists=3)  # one more scoring would overrun the budget
+    roomy = Budget(minutes=10, epochs=None, warmup=0.3, elapsed=100.0)
+    assert not derive_stops(roomy, 5, 5.0, 300.0, finalists=3)
 
 
 def test_minimum_budget_grows_with_the_data():

@@ -23,8 +23,8 @@ from n2nas.runners import RunnerConfig, make_runner
 from n2nas.runners.local import SharedTrainingConfig
 from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
-from n2nas.searching.plan import (check_budget, derive_candidates, pins, prepare_everything, reward_set, score_board,
-                                  seconds_per_full_child)
+from n2nas.searching.plan import (check_budget, derive_candidates, derive_stops, pins, prepare_everything,
+                                  reward_set, score_board, seconds_per_full_child)
 from n2nas.searching.finals import FinalsConfig, finals_seconds, run_search_finals
 from n2nas.searching.screen import ScreenConfig, screen_search
 from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
@@ -287,8 +287,9 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     progress.phase("derive")
     finals_s = plan_derive()
     for sample in derive_candidates(log.records, controller, space, config):
-        if log.get(step) is None and any(t["phase"] == "derive" for t in log.records) and \
-                budget.derive_over((full_child_s or 0.0) + finals_s):
+        derived = sum(t["phase"] == "derive" for t in log.records)
+        if log.get(step) is None and derive_stops(budget, derived, full_child_s or 0.0, finals_s,
+                                                  config.finals.children):
             break
         score_and_log([sample], ctx.val_idx, "derive")
     # Finals: the best derived children and the default architecture, trained from scratch, decide the result.
