@@ -22,6 +22,7 @@ from n2nas.errors import ConfigError, DataError
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
+from n2nas.train.averaging import weight_average
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
@@ -31,6 +32,10 @@ NORM_FILE = "normalisation.json"
 @dataclass(frozen=True)
 class RetrainConfig:
     """From-scratch training: early stopping on the validation score, LR reduced on plateau, seeded.
+
+    ``ema_decay`` (None: off) scores and keeps an exponential moving average of the weights instead of the last
+    step's (:mod:`n2nas.train.averaging`); it is not combined with pruning or QAT, whose masks and observers belong
+    to the raw weights. ``max_minutes`` is checked after every batch.
 
     ``workers`` > 1 trains data-parallel (:mod:`n2nas.train.parallel`; ``global_batch`` scales the lr linearly);
     ``norm="none"`` replaces batch norm by identity (exact N-worker == 1-worker equivalence); ``prune`` prunes
@@ -50,6 +55,7 @@ class RetrainConfig:
     workers: int = 1
     global_batch: int | None = None
     norm: str = "batch"
+    ema_decay: float | None = 0.998
     prune: PruneConfig | None = None
     qat: QATConfig | None = None
 
@@ -60,6 +66,8 @@ class RetrainConfig:
             raise ConfigError("--norm", f"expected batch or none, got {self.norm!r}")
         if self.prune is not None and self.qat is not None:
             raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError("--ema", f"the weight-average decay must lie in (0, 1), got {self.ema_decay}")
 
     @staticmethod
     def quick() -> "RetrainConfig":
@@ -117,6 +125,9 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         ramp = max(1, int(round(config.prune.ramp * config.epochs * steps_per_epoch)))
         pruner = Pruner(model, config.prune, ramp)
     train_model = dist_ctx.wrap(model)
+    use_ema = config.ema_decay is not None and pruner is None and config.qat is None
+    averaged = weight_average(model, config.ema_decay) if use_ema else None
+    scored = model if averaged is None else averaged.module
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings["weight_decay"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
                                                          patience=config.plateau_patience)
@@ -127,6 +138,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     metric = _metric_name(dataset)
     best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
     start = time.monotonic()
+    deadline = None if config.max_minutes is None else start + 60 * config.max_minutes
     for epoch in range(1, config.epochs + 1):
         model.train()
         if config.qat is not None:
@@ -149,12 +161,18 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             optimizer.step()
             if pruner is not None:
                 pruner.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(batch_loss)
+            # the same decision on every worker: a rank that stopped alone would leave the others in all_reduce
+            if deadline is not None and dist_ctx.sum(float(time.monotonic() > deadline)) > 0:
+                break
         model.eval()
-        score = reward_metric(metric, *_validate(model, data, ctx, dataset, device, dist_ctx), dataset.classes,
+        scored.eval()
+        score = reward_metric(metric, *_validate(scored, data, ctx, dataset, device, dist_ctx), dataset.classes,
                               dataset.multilabel)
         plateau.step(score)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), f"val_{metric}": score,
+        history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)), f"val_{metric}": score,
                         "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - start, 2)})
         if pruner is not None:
             history[-1]["sparsity_target"] = round(config.prune.sparsity_at(pruner.step_count, pruner.ramp_steps), 4)
@@ -164,15 +182,16 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         if eligible and patience_from is None:
             patience_from = epoch - 1
         if eligible and score > best_score:
-            best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+            best_score, best_state, best_epoch = score, copy.deepcopy(scored.state_dict()), epoch
         if eligible and epoch - max(best_epoch, patience_from) >= config.patience:
             break
-        if config.max_minutes is not None and time.monotonic() - start > 60 * config.max_minutes:
+        if deadline is not None and time.monotonic() > deadline:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     else:  # stopped (time budget) before the pruning schedule finished: last state, final masks forced below
         best_epoch = len(history)
+        model.load_state_dict(scored.state_dict())
     extras, final = {}, model
     if pruner is not None:
         pruner.finalize()
@@ -183,7 +202,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     final.eval()
     p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
     summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
-               "global_batch": batch_size, "lr": lr, "train_seconds": round(time.monotonic() - start, 2),
+               "global_batch": batch_size, "lr": lr, "ema_decay": config.ema_decay if use_ema else None,
+               "train_seconds": round(time.monotonic() - start, 2),
                "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
     if dist_ctx.is_main:
         # the state dict object itself is saved: its _metadata (module versions) tells int8 modules how to load

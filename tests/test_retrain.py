@@ -12,7 +12,7 @@ import torch
 
 from n2nas.artifacts import build_model, load_model_dir, load_pipeline
 from n2nas.data.readers import load_physionet2017
-from n2nas.errors import DataError
+from n2nas.errors import ConfigError, DataError
 from n2nas.retrain import RetrainConfig, evaluate, retrain
 from n2nas.space import Pipeline
 from search_spaces import get_space
@@ -83,3 +83,27 @@ def test_model_folder_errors_are_clear(tmp_path, tiny):
     bad.write_text("{not json")
     with pytest.raises(DataError, match="bad.json: not a pipeline JSON"):
         load_pipeline(bad)
+
+
+def test_retrain_keeps_the_weight_average_and_stops_mid_epoch_at_its_deadline(tmp_path):
+    copy_sample_records(tmp_path / "data", per_class=20)  # 68 training records: two batches of 32 per epoch
+    data = load_physionet2017(tmp_path / "data")
+    base = dataclasses.replace(RetrainConfig.quick(), epochs=1, device="cpu")
+    quiet = {"log": lambda _m: None}
+    raw = retrain(_pipeline(batch_size=32), data, tmp_path / "raw", dataclasses.replace(base, ema_decay=None), **quiet)
+    ema = retrain(_pipeline(batch_size=32), data, tmp_path / "ema", dataclasses.replace(base, ema_decay=0.9), **quiet)
+    assert raw["ema_decay"] is None and ema["ema_decay"] == 0.9
+    w_raw = torch.load(tmp_path / "raw" / "model.pt", weights_only=True)
+    w_ema = torch.load(tmp_path / "ema" / "model.pt", weights_only=True)
+    assert any(not torch.equal(w_raw[k], w_ema[k]) for k in w_raw if w_raw[k].is_floating_point())
+    history = json.loads((tmp_path / "raw" / "history.json").read_text())
+    assert history[0]["steps"] > 1  # so the deadline below is what cuts the epoch
+    late = dataclasses.replace(base, epochs=3, max_minutes=1e-9)
+    cut = retrain(_pipeline(batch_size=32), data, tmp_path / "cut", late, **quiet)
+    assert cut["epochs_run"] == 1
+    assert json.loads((tmp_path / "cut" / "history.json").read_text())[0]["steps"] == 1
+
+
+def test_retrain_refuses_a_weight_average_decay_outside_the_open_interval():
+    with pytest.raises(ConfigError, match="decay"):
+        RetrainConfig(ema_decay=1.0)

@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--prune", default="none", metavar="{none,50,70,adaptive}",
                    help="magnitude pruning of conv/linear weights, 10%% -> N%% over the first half of the epochs; "
                         "adaptive: 70%% overall, more in layers with more output channels (default none)")
+    p.add_argument("--ema-decay", type=float, default=0.998, metavar="D",
+                   help="score and keep an exponential moving average of the weights with decay D; 0 keeps the last "
+                        "step's weights; not combined with --prune / --qat (default 0.998)")
     p.add_argument("--qat", action="store_true", help="quantization-aware training; saves the int8 model (CPU)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR",
                    help="model folder: model.pt, pipeline.json, metrics.json")
@@ -55,7 +58,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
     config = dataclasses.replace(RetrainConfig(), epochs=args.epochs, seed=args.seed, device=args.device,
                                  max_minutes=args.max_minutes, workers=args.workers, global_batch=args.global_batch,
-                                 norm=args.norm, prune=PruneConfig.named(args.prune),
+                                 norm=args.norm, ema_decay=args.ema_decay or None, prune=PruneConfig.named(args.prune),
                                  qat=QATConfig.default() if args.qat else None)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     summary = retrain(pipeline, dataset, args.out, config, log=log)
