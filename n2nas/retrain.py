@@ -67,7 +67,7 @@ class RetrainConfig:
         if self.prune is not None and self.qat is not None:
             raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError("--ema", f"the weight-average decay must lie in (0, 1), got {self.ema_decay}")
+            raise ConfigError("--ema-decay", f"the weight-average decay must lie in (0, 1), got {self.ema_decay}")
 
     @staticmethod
     def quick() -> "RetrainConfig":
