@@ -167,8 +167,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             # the same decision on every worker: a rank that stopped alone would leave the others in all_reduce
             if deadline is not None and dist_ctx.sum(float(time.monotonic() > deadline)) > 0:
                 break
-        model.eval()
-        scored.eval()
+        scored.eval()  # the raw model goes back to train() at the next epoch; only ``scored`` is validated
         score = reward_metric(metric, *_validate(scored, data, ctx, dataset, device, dist_ctx), dataset.classes,
                               dataset.multilabel)
         plateau.step(score)
@@ -189,8 +188,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    else:  # stopped (time budget) before the pruning schedule finished: last state, final masks forced below
-        best_epoch = len(history)
+    else:  # no eligible score (time budget hit before the pruning schedule finished, or only NaN scores): the last
+        best_epoch = len(history)  # scored weights, with final masks forced below
         model.load_state_dict(scored.state_dict())
     extras, final = {}, model
     if pruner is not None:
