@@ -144,3 +144,51 @@ def test_one_rank_mpi_runner_reproduces_the_local_runner(tmp_path, monkeypatch):
     state = mpi.state_dict()
     assert len(state["workers"]) == 1 and state["digests"] == [weights_digest(mpi.replica.supernet)]
     mpi.close()
+
+
+@pytest.mark.parametrize("kind", ["local", "mpi"])
+def test_a_saved_state_is_a_snapshot_that_later_training_leaves_alone(tmp_path, kind):
+    """The screen and the finals keep states to return to (fresh weights, each candidate's weights): training
+    after ``state_dict()`` or after ``load_state_dict(state)`` must not change ``state``, or every candidate would
+    go on from the one trained before it. Training twice from one state must give the same weights."""
+    if kind == "mpi":
+        pytest.importorskip("mpi4py")
+    from search_spaces import get_space
+    from n2nas.data.readers import load_physionet2017
+    from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+    from tests.conftest import copy_sample_records
+
+    copy_sample_records(tmp_path / "d", per_class=3)
+    ds = load_physionet2017(tmp_path / "d")
+    space_def = get_space("ecg-small")
+    sample = {**space_def.space.default_sample(), "fs": 100, "window": "crop:5"}
+    idx = np.arange(len(ds.ids))
+    ctx = space_def.make_context(ds, idx[:9], idx[9:], tmp_path / "cache")
+    torch.manual_seed(0)
+    if kind == "local":
+        runner = LocalRunner(space_def, ctx, SharedTrainingConfig(), torch.device("cpu"), 0)
+    else:
+        from n2nas.runners.mpi import MpiRunner
+
+        runner = MpiRunner(RunnerConfig(backend="mpi"), space_def, ctx, SharedTrainingConfig(), torch.device("cpu"), 0)
+    replica = runner if kind == "local" else runner.replica
+    try:
+        fresh = runner.state_dict()
+        fresh_digest = weights_digest(replica.supernet)
+        runner.train_shared([sample] * 2)
+        trained = runner.state_dict()
+        moments = {k: v["exp_avg"].clone() for k, v in trained["optimizer"]["state"].items()}
+        assert moments and weights_digest(replica.supernet) != fresh_digest
+        runner.load_state_dict(fresh)
+        assert weights_digest(replica.supernet) == fresh_digest  # the fresh state did not follow the training
+        runner.load_state_dict(trained)
+        torch.manual_seed(1)
+        runner.train_shared([sample] * 2)
+        once = weights_digest(replica.supernet)
+        assert all(torch.equal(trained["optimizer"]["state"][k]["exp_avg"], m) for k, m in moments.items())
+        runner.load_state_dict(trained)
+        torch.manual_seed(1)
+        runner.train_shared([sample] * 2)
+        assert weights_digest(replica.supernet) == once
+    finally:
+        runner.close()

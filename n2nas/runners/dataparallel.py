@@ -146,17 +146,6 @@ def set_rng_state(runner, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
 
 
-def weights_and_optimizer(runner) -> dict[str, Any]:
-    """The part of a replica's state that every synchronous replica shares (RNG states are per worker)."""
-    return {"supernet": runner.supernet.state_dict(), "optimizer": runner.optimizer.state_dict()}
-
-
-def load_weights_and_optimizer(runner, state: dict[str, Any]) -> None:
-    """Inverse of :func:`weights_and_optimizer`."""
-    runner.supernet.load_state_dict(state["supernet"])
-    runner.optimizer.load_state_dict(state["optimizer"])
-
-
 def weights_digest(module: torch.nn.Module) -> str:
     """SHA-256 of every parameter and buffer, in order: equal digests mean bit-identical replicas."""
     import hashlib

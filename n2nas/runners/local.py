@@ -1,6 +1,7 @@
 """In-process runner: the weight-shared supernet trained and scored on one device."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -278,16 +279,32 @@ class LocalRunner(Runner):
         return results
 
     def state_dict(self):
-        """Shared weights, optimizer and RNG states."""
-        return {"supernet": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "numpy_rng": numpy_rng_state(self.rng), "torch_generator": self.generator.get_state()}
+        """A snapshot of the shared weights, optimizer and RNG states (later training does not change it)."""
+        return {**weights_and_optimizer(self), "numpy_rng": numpy_rng_state(self.rng),
+                "torch_generator": self.generator.get_state()}
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict` (shared weights moved to this runner's device)."""
-        self.supernet.load_state_dict(state["supernet"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore :meth:`state_dict` (shared weights moved to this runner's device); ``state`` stays unchanged."""
+        load_weights_and_optimizer(self, state)
         restore_numpy_rng(self.rng, state["numpy_rng"])
         self.generator.set_state(state["torch_generator"])
+
+
+def weights_and_optimizer(runner) -> dict[str, Any]:
+    """A copy of a replica's weights and optimizer state: the part every synchronous replica shares (RNG states
+    are per worker).
+
+    A copy, because ``Module.state_dict()`` and ``Optimizer.state_dict()`` return the live tensors: a state kept to
+    return to (the fresh weights the finals start from, each screened candidate's weights) would otherwise follow
+    every later step, and each candidate would go on from the one trained before it."""
+    return copy.deepcopy({"supernet": runner.supernet.state_dict(), "optimizer": runner.optimizer.state_dict()})
+
+
+def load_weights_and_optimizer(runner, state: dict[str, Any]) -> None:
+    """Inverse of :func:`weights_and_optimizer`. The optimizer gets a copy: ``Optimizer.load_state_dict`` keeps the
+    given moment tensors and updates them in place, which would change ``state`` at the next step."""
+    runner.supernet.load_state_dict(state["supernet"])
+    runner.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ that compute.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -32,10 +33,9 @@ import torch
 
 from n2nas.errors import ConfigError, N2NASError
 from n2nas.runners.base import Runner
-from n2nas.runners.dataparallel import (Convergence, FlatLayout, fold, interleave, load_weights_and_optimizer,
-                                        rng_state, set_rng_state, weights_and_optimizer, weights_digest,
-                                        worker_seed)
-from n2nas.runners.local import LocalRunner
+from n2nas.runners.dataparallel import (Convergence, FlatLayout, fold, interleave, rng_state, set_rng_state,
+                                        weights_digest, worker_seed)
+from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
 
 _CMD, _WORK, _RESULT = 11, 12, 13
 
@@ -143,7 +143,7 @@ def _load_rank_state(replica, state: dict[str, Any], rank: int) -> None:
     load_weights_and_optimizer(replica, state)
     mine = state["workers"][rank]
     if mine.get("optimizer") is not None:
-        replica.optimizer.load_state_dict(mine["optimizer"])
+        replica.optimizer.load_state_dict(copy.deepcopy(mine["optimizer"]))  # a copy: see load_weights_and_optimizer
     set_rng_state(replica, mine["rng"])
 
 

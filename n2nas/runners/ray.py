@@ -24,9 +24,8 @@ import torch
 
 from n2nas.errors import ConfigError, N2NASError
 from n2nas.runners.base import Runner
-from n2nas.runners.dataparallel import (FlatLayout, interleave, load_weights_and_optimizer, rng_state,
-                                        set_rng_state, weights_and_optimizer, worker_seed)
-from n2nas.runners.local import LocalRunner
+from n2nas.runners.dataparallel import FlatLayout, interleave, rng_state, set_rng_state, worker_seed
+from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
 
 _UNSYNCED = "n2nas-unsynced-replica"
 
