@@ -32,7 +32,7 @@ def test_finals_train_from_the_initial_weights_for_equal_passes_and_restore_the_
     runner.current = {"shared": 500}  # the trained supernet
     scores = {"a": 0.4, "b": 0.7, "c": 0.5}
     candidates = [{"window": w} for w in scores]
-    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=0), runner, {"steps": {}}, candidates, 10,
+    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=0, ema_decay=None), runner, {"steps": {}}, candidates, 10,
                         lambda s: scores[s["window"]], tmp_path / "final", lambda: None, scale=[1.0, 0.5, 2.0])
     assert result.winner == {"window": "b"}
     assert dict(runner.steps) == {"a": 20, "b": 10, "c": 40}  # 2 passes: half the steps at twice the batch
@@ -52,7 +52,7 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
         return late[w] if runner.current.get(w, 0) > 20 * (0.5 if w == "b" else 2.0 if w == "c" else 1.0) else early[w]
 
     candidates = [{"window": w} for w in early]
-    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0), runner, {"steps": {}},
+    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0, ema_decay=None), runner, {"steps": {}},
                         candidates, 10, score, tmp_path / "final", lambda: None, scale=[1.0, 0.5, 2.0])
     assert dict(runner.steps) == {"a": 20, "b": 30, "c": 120}  # the best two go on to 3x the passes
     assert result.winner == {"window": "c"} and result.state == {"steps": {"c": 120}}

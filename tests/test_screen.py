@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 import n2nas
 from n2nas.data.readers import load_physionet2017
 from n2nas.searching.loop import SearchConfig
-from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen,
-                                    screened_labels)
+from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen, screened_labels,
+                                    successive_halving)
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 
@@ -74,7 +75,7 @@ def _screen(runner, folder, scores, calls):
         calls.append(sample["window"])
         return scores[sample["window"]]
 
-    return run_screen(ScreenConfig(candidates=len(candidates), min_steps=1), runner, {"fs": 100}, candidates, 10, score, folder,
+    return run_screen(ScreenConfig(candidates=len(candidates), min_steps=1, ema_decay=None), runner, {"fs": 100}, candidates, 10, score, folder,
                       lambda: None)
 
 
@@ -101,6 +102,55 @@ def test_a_killed_screen_resumes_without_retraining(tmp_path):
 def test_failed_candidates_rank_last(tmp_path):
     scores = {"a": None, "b": 0.1, "c": float("nan")}
     assert _screen(CountingRunner(), tmp_path / "screen", scores, []).winner == {"window": "b"}
+
+
+class DriftingRunner:
+    """Stands in for a runner whose one weight grows by one per step; scoring reads the weight loaded then."""
+
+    def __init__(self):
+        self.w = torch.zeros(1)
+        self.seen: list[float] = []
+
+    def state_dict(self):
+        return {"supernet": {"w": self.w.clone()}}
+
+    def load_state_dict(self, state):
+        self.w = state["supernet"]["w"].clone()
+
+    def train_shared(self, samples):
+        self.w += len(samples)
+        return {"shared_loss": 1.0, "shared_failed": 0}
+
+
+def test_halving_scores_an_average_of_the_weights_and_trains_on_from_the_raw_ones(tmp_path):
+    runner = DriftingRunner()
+
+    def score(sample):
+        runner.seen.append(float(runner.w))
+        return {"a": 0.5, "b": 0.4}[sample["window"]]
+
+    candidates = [{"window": "a"}, {"window": "b"}]
+    result = successive_halving(runner, {}, candidates, [2, 1], 40, 2.0, score, tmp_path / "s", lambda: None,
+                                ema_decay=0.9)
+    first_a, first_b, second_a = runner.seen
+    assert 30.0 < first_a < 40.0 and first_a == first_b  # an average of 0..40 that leans to the recent weights
+    assert 70.0 < second_a < 80.0  # rung two trained on from the raw 40, not from the average
+    assert float(result.state["supernet"]["w"]) == 80.0  # the winner's state is its raw weights
+    plain = DriftingRunner()
+    successive_halving(plain, {}, candidates, [2], 40, 2.0, lambda s: plain.seen.append(float(plain.w)) or 0.1,
+                       tmp_path / "raw2", lambda: None)
+    assert plain.seen == [40.0, 40.0]  # without ema_decay the raw weights are scored
+
+
+def test_a_resumed_halving_keeps_the_weight_average(tmp_path):
+    candidates = [{"window": "a"}, {"window": "b"}]
+    runs = []
+    for _ in range(2):
+        runner = DriftingRunner()
+        successive_halving(runner, {}, candidates, [2], 40, 2.0, lambda s, r=runner: r.seen.append(float(r.w)) or 0.1,
+                           tmp_path / "s", lambda: None, ema_decay=0.9)
+        runs.append(runner.seen)
+    assert runs[1] == runs[0]  # the second run loaded each candidate's saved average instead of training again
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
-from n2nas.searching.screen import ScreenResult, steps_per_pass, successive_halving
+from n2nas.searching.screen import ScreenResult, check_ema_decay, steps_per_pass, successive_halving
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class FinalsConfig:
     Why a second rung: after three passes the scores of one architecture from one initialisation differ by
     +-0.025 CinC F1 between runs, as much as the differences they decide, and they favour small nets that
     converge fast over wider ones that end higher after a full retrain. Nine passes for the best two, at about
-    the first rung's cost again, come closer to the retrain that follows."""
+    the first rung's cost again, come closer to the retrain that follows. ``ema_decay`` (None: off) scores an
+    exponential moving average of each candidate's weights, as the retrain does."""
 
     children: int = 3
     passes: float = 3.0
@@ -37,11 +38,13 @@ class FinalsConfig:
     reference: bool = True
     survivors: int = 2
     growth: float = 3.0
+    ema_decay: float | None = 0.998
 
     def __post_init__(self):
         if self.children < 0 or self.passes <= 0 or self.min_steps < 1 or self.survivors < 0 or self.growth < 1:
             raise ConfigError("finals", "children >= 0, passes > 0, min_steps >= 1, survivors >= 0 and growth >= 1 "
                                         "required")
+        check_ema_decay("finals.ema_decay", self.ema_decay)
 
     def rungs(self, n: int) -> list[int]:
         """Candidates per rung for ``n`` finalists: all of them, then the survivors when fewer."""
@@ -79,7 +82,7 @@ def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates
     steps = int(round(max(config.passes * steps_per_pass, config.min_steps)))
     try:
         return successive_halving(runner, {}, candidates, config.rungs(len(candidates)), steps, config.growth, score,
-                                  folder, time_left, initial=initial, scale=scale)
+                                  folder, time_left, initial=initial, scale=scale, ema_decay=config.ema_decay)
     finally:
         runner.load_state_dict(saved)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from n2nas.errors import ConfigError
 from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
+from n2nas.train.averaging import StateAverage
 
 NOT_SCREENED = ("augment",)
 
@@ -34,7 +35,9 @@ NOT_SCREENED = ("augment",)
 class ScreenConfig:
     """Successive halving over preprocessing variants: ``candidates`` enter, the best ``keep`` share of each
     rung goes on with ``growth`` times the steps, until the next rung would hold one. ``max_share`` caps the
-    screen's part of a time budget (a rung that would not fit is not started). ``candidates=0``: no screen."""
+    screen's part of a time budget (a rung that would not fit is not started). ``candidates=0``: no screen.
+    ``ema_decay`` (None: off): candidates are scored with an exponential moving average of their weights, as the
+    retrain is (see :func:`successive_halving`)."""
 
     candidates: int = 9
     keep: float = 1 / 3
@@ -42,6 +45,7 @@ class ScreenConfig:
     min_steps: int = 30  # first-rung steps on small data sets, where a pass is only a few batches
     growth: float = 3.0
     max_share: float = 0.35
+    ema_decay: float | None = 0.998
 
     def __post_init__(self):
         if self.candidates < 0 or not 0 < self.keep < 1 or self.first_passes <= 0 or self.growth < 1 \
@@ -50,11 +54,18 @@ class ScreenConfig:
                                         "growth >= 1 required")
         if not 0 < self.max_share < 1:
             raise ConfigError("screen.max_share", "must lie between 0 and 1")
+        check_ema_decay("screen.ema_decay", self.ema_decay)
 
     @staticmethod
     def off() -> "ScreenConfig":
         """No screen: preprocessing is searched through shared weights like every other token."""
         return ScreenConfig(candidates=0)
+
+
+def check_ema_decay(name: str, decay: float | None) -> None:
+    """A ConfigError naming ``name`` unless ``decay`` is None or lies in (0, 1)."""
+    if decay is not None and not 0.0 < decay < 1.0:
+        raise ConfigError(name, f"the weight-average decay must lie in (0, 1), got {decay}")
 
 
 def screened_labels(space) -> list[str]:
@@ -108,13 +119,15 @@ def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: l
     the rung that would hold one candidate is left to the weight-shared stage. See :func:`successive_halving`."""
     first = int(round(max(config.first_passes * steps_per_pass, config.min_steps)))
     sizes = rung_sizes(len(candidates), config.keep)[:-1] or [1]
-    return successive_halving(runner, base, candidates, sizes, first, config.growth, score, folder, time_left)
+    return successive_halving(runner, base, candidates, sizes, first, config.growth, score, folder, time_left,
+                              ema_decay=config.ema_decay)
 
 
 def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, Any]], sizes: list[int],
                        first_steps: int, growth: float, score: Callable[[dict[str, Any]], float | None],
                        folder: Path, time_left: Callable[[], float | None],
-                       initial: dict[str, Any] | None = None, scale: list[float] | None = None) -> ScreenResult:
+                       initial: dict[str, Any] | None = None, scale: list[float] | None = None,
+                       ema_decay: float | None = None) -> ScreenResult:
     """Train each of ``candidates`` (dicts laid over the sample ``base``) on its own copy of the runner's weights,
     starting from ``initial`` (default: the runner's state now): rung ``r`` keeps the best ``sizes[r]`` and trains
     each to ``first_steps * growth**r`` steps (times ``scale[i]`` for candidate ``i``, e.g. to equalise passes
@@ -124,10 +137,16 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     runner state is saved in ``folder`` after it trains, so a killed run resumes where it stopped (scores
     come back from the trial log through ``score``). ``time_left()`` is the remaining seconds (None: no time
     limit); a later rung whose measured cost would not fit is skipped and the best so far wins.
+
+    With ``ema_decay``, a candidate is scored with an exponential moving average of its weights
+    (:class:`~n2nas.train.averaging.StateAverage`, folded in every 8 steps) and trains on from its raw weights. Why:
+    a few passes at the shared stage's learning rate leave the raw weights in a noisy place (consecutive epochs of
+    one net differ by up to 0.1 validation F1 on PhysioNet 2017), and the rung ranks candidates that differ by less.
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial
     states: dict[int, dict[str, Any]] = {}
+    averages: dict[int, StateAverage] = {}
     steps_done = {i: 0 for i in range(len(candidates))}
 
     def load(i: int) -> dict[str, Any] | None:
@@ -137,18 +156,39 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
         if saved is not None:
             steps_done[i] = int(saved["steps"])
             states[i] = saved["runner"]
+            if ema_decay is not None:
+                average = saved.get("average")
+                averages[i] = StateAverage(ema_decay, average or states[i]["supernet"],
+                                           steps=int(saved.get("average_steps", steps_done[i])))
             return states[i]
         return None
 
     def train(i: int, target: int) -> None:
         state = load(i)
-        runner.load_state_dict(state if state is not None else initial)
+        state = state if state is not None else initial
+        runner.load_state_dict(state)
+        if ema_decay is not None and i not in averages:
+            averages[i] = StateAverage(ema_decay, state["supernet"])
         steps = target - steps_done[i]
         sample = {**base, **candidates[i]}
         for start in range(0, max(0, steps), 8):
-            runner.train_shared([sample] * min(8, steps - start))
-        states[i], steps_done[i] = runner.state_dict(), target
-        save_checkpoint(folder, {"steps": target, "runner": states[i]}, name=f"candidate{i}.pt")
+            chunk = min(8, steps - start)
+            runner.train_shared([sample] * chunk)
+            if i in averages:
+                state = runner.state_dict()
+                averages[i].update(state["supernet"], chunk)
+        states[i] = state if i in averages and steps > 0 else runner.state_dict()
+        steps_done[i] = target
+        extra = {"average": averages[i].state, "average_steps": averages[i].steps} if i in averages else {}
+        save_checkpoint(folder, {"steps": target, "runner": states[i], **extra}, name=f"candidate{i}.pt")
+
+    def score_candidate(i: int) -> float | None:
+        """Score candidate ``i`` with its averaged (or else its own) weights loaded."""
+        if i in averages:
+            runner.load_state_dict({**states[i], "supernet": averages[i].state})
+        elif i in states:
+            runner.load_state_dict(states[i])
+        return score({**base, **candidates[i]})
 
     started, alive, rungs, step_s = time.monotonic(), list(range(len(candidates))), [], None
     for rung, size in enumerate(sizes):
@@ -168,7 +208,7 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
             if steps_done[i] < targets[i]:
                 trained += targets[i] - steps_done[i]
                 train(i, targets[i])
-            reward = score({**base, **candidates[i]})
+            reward = score_candidate(i)
             results.append({"candidate": i, "preprocessing": candidates[i], "steps": targets[i], "reward": reward})
         if trained > 0:
             step_s = (time.monotonic() - begun) / trained
