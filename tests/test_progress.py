@@ -30,6 +30,7 @@ def test_status_line_names_phase_budget_children_and_best():
     # no time budget: elapsed only; nothing scored yet
     line = format_status(ProgressState("warm-up", elapsed_s=65), None)
     assert "1:05 elapsed" in line and "/" not in line and "best -" in line and "failed" not in line
+    assert format_status(ProgressState("warm-up"), None, label="search[random]").startswith("search[random] | warm-up")
 
 
 def test_plain_mode_prints_one_line_per_phase_change_and_throttles_the_rest():

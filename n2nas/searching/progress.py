@@ -37,9 +37,9 @@ def format_clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def format_status(state: ProgressState, budget_s: float | None) -> str:
+def format_status(state: ProgressState, budget_s: float | None, label: str = "search") -> str:
     """One status line, e.g. ``search | shared training | 12:03 / 60:00 | 48 scored, 2 failed | best 0.712
-    at 3.10 MFLOPs``."""
+    at 3.10 MFLOPs`` (``label`` first)."""
     phase = state.phase
     if state.done is not None and state.total is not None:
         phase = f"{phase} {state.done}/{state.total}"
@@ -56,7 +56,7 @@ def format_status(state: ProgressState, budget_s: float | None) -> str:
         best = f"best {state.best_metric:.3f}"
         if state.best_flops is not None:
             best += f" at {state.best_flops / 1e6:.2f} MFLOPs"
-    return " | ".join(("search", phase, clock, children, best))
+    return " | ".join((label, phase, clock, children, best))
 
 
 class SearchProgress:
@@ -65,7 +65,8 @@ class SearchProgress:
     ``budget_s`` is the time budget in seconds (None: no time budget, elapsed time only). ``enabled=False``
     (``--quiet``) prints nothing. ``interactive=None`` asks ``stream.isatty()``. On a terminal a daemon thread
     redraws the line about once a second so the clock keeps moving during a long phase, and draws an update
-    that arrived too soon after the previous redraw (``ticker=False`` turns it off). ``clock`` is for tests.
+    that arrived too soon after the previous redraw (``ticker=False`` turns it off). ``label`` starts the line
+    (searches side by side tell their lines apart by it). ``clock`` is for tests.
     """
 
     #: seconds between two in-place redraws on a terminal (a few per second at most)
@@ -75,8 +76,8 @@ class SearchProgress:
 
     def __init__(self, budget_s: float | None, enabled: bool = True, stream: TextIO | None = None,
                  interactive: bool | None = None, interval_s: float = 30.0, *,
-                 clock: Callable[[], float] = time.monotonic, ticker: bool | None = None):
-        self.budget_s = budget_s
+                 clock: Callable[[], float] = time.monotonic, ticker: bool | None = None, label: str = "search"):
+        self.budget_s, self.label = budget_s, label
         self.enabled = enabled
         self.stream = sys.stderr if stream is None else stream  # resolved now so tests may swap sys.stderr
         if interactive is None:
@@ -138,7 +139,7 @@ class SearchProgress:
     # --- drawing ----------------------------------------------------------------------------------------------
     def line(self) -> str:
         """The status line as it would be drawn now."""
-        return format_status(self._display_state(), self.budget_s)
+        return format_status(self._display_state(), self.budget_s, self.label)
 
     def _display_state(self) -> ProgressState:
         # Between two reports the clock moves on from the loop's last value (never from our own start time).
@@ -174,7 +175,7 @@ class SearchProgress:
 
     def _emit(self) -> None:
         """Draw the current state (the caller holds the lock)."""
-        text = format_status(self._display_state(), self.budget_s)
+        text = format_status(self._display_state(), self.budget_s, self.label)
         if self.interactive:
             width = shutil.get_terminal_size((100, 24)).columns - 1  # a wrapped line cannot be redrawn by \r
             text = text[:max(width, 20)]
