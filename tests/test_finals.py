@@ -98,3 +98,14 @@ def test_the_finals_reserve_covers_both_rungs_with_a_margin():
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(1.25 * (128 + 124))
     assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(160)
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, None, 2.0) == 0.0  # no step timed yet
+
+
+@pytest.mark.parametrize("make,name", [(lambda d: ScreenConfig(ema_decay=d), "screen.ema_decay"),
+                                       (lambda d: FinalsConfig(ema_decay=d), "finals.ema_decay")])
+def test_a_weight_average_decay_outside_the_open_interval_is_refused(make, name):
+    from n2nas.errors import ConfigError
+
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match=name):
+            make(bad)
+    assert make(None).ema_decay is None and make(0.99).ema_decay == 0.99
