@@ -92,11 +92,8 @@ def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: in
     torch.set_num_threads(threads)
     dev, _ = _dev_and_test(folder, seed)
     t0 = time.monotonic()
-    from n2nas.searching.progress import SearchProgress
-
-    label = f"search[{cfg.controller}]"  # both searches write to one stderr side by side
-    progress = SearchProgress(None if cfg.budget_minutes is None else 60.0 * cfg.budget_minutes, label=label)
-    result = n2nas.search(dev, cfg, out=out, progress=progress)
+    # both searches write to one stderr side by side: the label tells their lines apart
+    result = n2nas.search(dev, cfg, out=out, progress=f"search[{cfg.controller}]")
     return {"minutes": (time.monotonic() - t0) / 60, "trials": result.trials,
             "best": result.best(1)[0].to_json()}
 

@@ -15,7 +15,8 @@ def search(data="sample", config=None, out="runs/search", resume=False, progress
     """Run or resume a pipeline search; returns a result with ``.best(k)``, ``.trials`` and ``.run_dir``.
 
     ``data`` is a data SPEC or a Dataset; ``config`` a :class:`SearchConfig` (default ``SearchConfig()``: 10
-    epochs, no time budget); ``progress=True`` shows a live status line on stderr.
+    epochs, no time budget); ``progress=True`` shows a live status line on stderr (a string: the same, with that
+    label leading the line).
     """
     from n2nas.searching.loop import SearchConfig, search as run
 

@@ -22,7 +22,7 @@ from n2nas.errors import ConfigError, DataError
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
-from n2nas.train.averaging import weight_average
+from n2nas.train.averaging import check_ema_decay, weight_average
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
@@ -66,8 +66,7 @@ class RetrainConfig:
             raise ConfigError("--norm", f"expected batch or none, got {self.norm!r}")
         if self.prune is not None and self.qat is not None:
             raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError("--ema-decay", f"the weight-average decay must lie in (0, 1), got {self.ema_decay}")
+        check_ema_decay("--ema-decay", self.ema_decay)
 
     @staticmethod
     def quick() -> "RetrainConfig":

@@ -130,3 +130,11 @@ def test_interactive_defaults_to_the_stream_being_a_terminal():
 
     assert SearchProgress(None, stream=Tty(), ticker=False).interactive is True
     assert SearchProgress(None, stream=io.StringIO()).interactive is False
+
+
+def test_a_search_given_a_string_labels_its_status_lines_with_it():
+    from n2nas.searching.loop import SearchConfig, _progress
+
+    assert _progress("search[random]", SearchConfig()).line().startswith("search[random] | ")
+    assert _progress(True, SearchConfig()).line().startswith("search | ")
+    assert not _progress(False, SearchConfig()).enabled

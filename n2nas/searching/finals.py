@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
-from n2nas.searching.screen import ScreenResult, check_ema_decay, steps_per_pass, successive_halving
+from n2nas.searching.screen import ScreenResult, steps_per_pass, successive_halving
+from n2nas.train.averaging import check_ema_decay
 
 
 @dataclass(frozen=True)

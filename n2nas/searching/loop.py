@@ -131,7 +131,8 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
            resume: bool = False, progress: Any = False) -> SearchResult | None:
     """Run (or resume) a search and leave a complete run folder in ``out``.
 
-    ``progress``: True shows a live display on stderr (:class:`n2nas.searching.progress.SearchProgress`), or pass one.
+    ``progress``: True shows a live display on stderr (:class:`n2nas.searching.progress.SearchProgress`), a string
+    does too with that label leading each line, or pass one.
     With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
     ranks serve its runner and return None.
     """
@@ -339,13 +340,15 @@ def _shared_epoch(runner, sampler, space, space_def, ctx, config: SearchConfig, 
 
 
 def _progress(progress: Any, config: SearchConfig):
-    """The live display: ``progress`` itself when it is one, else a (possibly silent) ``SearchProgress``."""
+    """The live display: ``progress`` itself when it is one, else a (possibly silent) ``SearchProgress``; a
+    string is the label that starts its lines."""
     if hasattr(progress, "phase"):
         return progress
     from n2nas.searching.progress import SearchProgress
 
     budget_s = None if config.budget_minutes is None else 60.0 * config.budget_minutes
-    return SearchProgress(budget_s, enabled=bool(progress))
+    label = progress if isinstance(progress, str) else "search"
+    return SearchProgress(budget_s, enabled=bool(progress), label=label)
 
 
 def _log_epoch(writer, epoch: int, stats: dict[str, float], log: TrialLog) -> None:

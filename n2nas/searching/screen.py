@@ -26,7 +26,7 @@ import numpy as np
 
 from n2nas.errors import ConfigError
 from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
-from n2nas.train.averaging import StateAverage
+from n2nas.train.averaging import StateAverage, check_ema_decay
 
 NOT_SCREENED = ("augment",)
 
@@ -60,12 +60,6 @@ class ScreenConfig:
     def off() -> "ScreenConfig":
         """No screen: preprocessing is searched through shared weights like every other token."""
         return ScreenConfig(candidates=0)
-
-
-def check_ema_decay(name: str, decay: float | None) -> None:
-    """A ConfigError naming ``name`` unless ``decay`` is None or lies in (0, 1)."""
-    if decay is not None and not 0.0 < decay < 1.0:
-        raise ConfigError(name, f"the weight-average decay must lie in (0, 1), got {decay}")
 
 
 def screened_labels(space) -> list[str]:
@@ -171,13 +165,14 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
             averages[i] = StateAverage(ema_decay, state["supernet"])
         steps = target - steps_done[i]
         sample = {**base, **candidates[i]}
+        latest = None  # the state after the last chunk, when the average already took it
         for start in range(0, max(0, steps), 8):
             chunk = min(8, steps - start)
             runner.train_shared([sample] * chunk)
             if i in averages:
-                state = runner.state_dict()
-                averages[i].update(state["supernet"], chunk)
-        states[i] = state if i in averages and steps > 0 else runner.state_dict()
+                latest = runner.state_dict()
+                averages[i].update(latest["supernet"], chunk)
+        states[i] = latest if latest is not None else runner.state_dict()
         steps_done[i] = target
         extra = {"average": averages[i].state, "average_steps": averages[i].steps} if i in averages else {}
         save_checkpoint(folder, {"steps": target, "runner": states[i], **extra}, name=f"candidate{i}.pt")

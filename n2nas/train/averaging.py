@@ -10,6 +10,19 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from n2nas.errors import ConfigError
+
+
+def check_ema_decay(name: str, decay: float | None) -> None:
+    """A ConfigError naming the option or field ``name`` unless ``decay`` is None (off) or lies in (0, 1)."""
+    if decay is not None and not 0.0 < decay < 1.0:
+        raise ConfigError(name, f"the weight-average decay must lie in (0, 1), got {decay}")
+
+
+def _require_decay(decay: float) -> None:
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+
 
 def warmed_decay(decay: float, n: float) -> float:
     """The EMA decay at update ``n``: ``decay``, ramped up as ``(1 + n) / (10 + n)`` so that the first steps'
@@ -35,8 +48,7 @@ def _warmed_ema(decay: float):
 def weight_average(model: nn.Module, decay: float) -> AveragedModel:
     """A copy of ``model`` that tracks the EMA of its parameters and batch-norm statistics; call
     ``update_parameters(model)`` after each optimiser step and score ``.module``."""
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+    _require_decay(decay)
     return AveragedModel(model, multi_avg_fn=_warmed_ema(decay), use_buffers=True)
 
 
@@ -47,8 +59,7 @@ class StateAverage:
     as if each of those steps had ended there; integer entries (batch-norm step counts) follow the latest state."""
 
     def __init__(self, decay: float, state: dict[str, torch.Tensor], steps: int = 0):
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        _require_decay(decay)
         self.decay, self.steps = decay, steps
         self.state = {k: v.detach().clone() for k, v in state.items()}
 
