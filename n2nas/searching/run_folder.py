@@ -89,15 +89,25 @@ def _sample_key(trial: dict) -> str:
     return json.dumps(trial["sample"], sort_keys=True, default=list)
 
 
-def ranked_finals(trials: list[dict]) -> list[dict]:
+def ranked_finals(trials: list[dict], capacity_tie: float = 0.0) -> list[dict]:
     """Each finalist's last ``final`` trial, ranked by the rung it reached, then by that trial's reward: a later
-    rung trained longer, so its score outranks any earlier one. A finalist whose last scoring failed is left out."""
+    rung trained longer, so its score outranks any earlier one. A finalist whose last scoring failed is left out.
+    With ``capacity_tie``, the finalist with the most parameters among those of the top rung within that reward
+    of the best goes first (see :class:`~n2nas.searching.finals.FinalsConfig`)."""
     rungs: dict[str, list[dict]] = {}
     for t in sorted((t for t in trials if t["phase"] == "final"), key=lambda t: t["step"]):
         rungs.setdefault(_sample_key(t), []).append(t)
     last = [scores[-1] for scores in rungs.values()
             if scores[-1]["status"] == "ok" and scores[-1]["reward"] is not None]
-    return sorted(last, key=lambda t: (-len(rungs[_sample_key(t)]), -t["reward"], t["step"]))
+    ranked = sorted(last, key=lambda t: (-len(rungs[_sample_key(t)]), -t["reward"], t["step"]))
+    if capacity_tie > 0 and ranked:
+        top, depth = ranked[0], len(rungs[_sample_key(ranked[0])])
+        tied = [t for t in ranked
+                if len(rungs[_sample_key(t)]) == depth and t["reward"] >= top["reward"] - capacity_tie]
+        chosen = max(tied, key=lambda t: (t.get("params") or 0, t["reward"]))
+        ranked.remove(chosen)
+        ranked.insert(0, chosen)
+    return ranked
 
 
 def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
@@ -108,7 +118,7 @@ def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
     def ranked(pool):
         return sorted(pool, key=lambda t: (-t["reward"], t["step"]))
 
-    final = ranked_finals(trials)
+    final = ranked_finals(trials, config.finals.capacity_tie)
     in_final = {_sample_key(t) for t in trials if t["phase"] == "final"}
     pool = final + ranked([t for t in ok if t["phase"] == "derive" and _sample_key(t) not in in_final])
     pool = pool or ranked(ok)
