@@ -14,6 +14,7 @@ import pytest
 
 import n2nas
 from n2nas.data.readers import load_physionet2017
+from n2nas.errors import ConfigError
 from n2nas.runners.local import SharedTrainingConfig
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
@@ -37,6 +38,15 @@ def tiny_data(tmp_path_factory):
     copy_sample_records(folder, per_class=6)
     return load_physionet2017(folder)
 
+
+
+def test_warm_up_children_are_scored_every_nth_warm_up_epoch(tiny_data, tmp_path):
+    result = n2nas.search(tiny_data, tiny_config(budget_epochs=4, warmup=0.75, warmup_scoring_every=2,
+                                                 derive_children=1), out=tmp_path / "run")
+    assert [t["epoch"] for t in result.trials if t["phase"] == "warmup"] == [0, 2]
+    assert {t["epoch"] for t in result.trials if t["phase"] == "controller"} == {3}
+    with pytest.raises(ConfigError, match="warmup_scoring_every"):
+        tiny_config(warmup_scoring_every=0)
 
 
 def test_search_leaves_a_complete_run_folder(tiny_data, tmp_path):
