@@ -16,6 +16,11 @@ class N2NASError(Exception):
         self.problem = problem
         super().__init__(f"{self.where}: {problem}")
 
+    def __reduce__(self):
+        # Pickled with both arguments: an error raised in a worker process (Ray, a process pool) must arrive
+        # as itself, not as a TypeError from unpickling with the message alone.
+        return type(self), (self.where, self.problem)
+
 
 class DataError(N2NASError):
     """A data file, folder or label that cannot be read or does not make sense."""
