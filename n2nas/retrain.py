@@ -242,6 +242,14 @@ def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", mode
     """Score a trained model on every record of ``dataset`` (multi-crop over whole records); ``model``
     replaces the folder's network (e.g. a post-training quantized copy) while its pipeline and
     normalisation still come from ``model_dir``."""
+    p, y = predict(model_dir, dataset, device, model)
+    return evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
+
+
+def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
+            model=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, targets)`` of a trained model on every record of ``dataset``, as :func:`evaluate` scores
+    them (targets: class indices, or 0/1 rows for multi-label data)."""
     from n2nas.data.cache import prepare
     from n2nas.data.spec import default_cache_root
     from n2nas.train.primitives import PipelineData
@@ -257,8 +265,7 @@ def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", mode
     data = PipelineData(prepared, targets_of(dataset), space_def.window_config(pipeline.sample), stats)
     dev = torch.device("cpu") if is_quantized(model) else pick_device(device)  # int8 kernels: CPU only
     probs = predict_records(model.to(dev), data, np.arange(len(dataset)), dataset.multilabel, dev)
-    p, y = metric_inputs(probs, data.targets, dataset.multilabel)
-    return evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
+    return metric_inputs(probs, data.targets, dataset.multilabel)
 
 
 def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:

@@ -10,11 +10,13 @@ from n2nas.data.snomed import SINUS_RHYTHM, ScoringTable, default_scoring_table
 from n2nas.errors import ConfigError
 from n2nas.metrics import (
     challenge_score,
+    cinc2017_f1,
     cinc2017_scores,
     evaluate_predictions,
     macro_auprc,
     macro_auroc,
     macro_f1,
+    paired_bootstrap,
     per_class_auroc,
     reward_metric,
 )
@@ -196,3 +198,26 @@ def test_reward_metric_refuses_auroc():
     with pytest.raises(ConfigError, match="unknown"):
         reward_metric("loss", probs, y, ["a", "b"], False)
     assert reward_metric("accuracy", probs, y, ["a", "b"], False) == 1.0
+
+
+def test_the_fast_cinc2017_f1_equals_the_scikit_learn_one():
+    rng = np.random.default_rng(3)
+    for n in (7, 50, 400):
+        truth, predicted = rng.integers(0, 4, n), rng.integers(0, 3, n)  # '~' never predicted: an empty column
+        assert cinc2017_f1(predicted, truth) == pytest.approx(cinc2017_scores(truth, predicted)["cinc2017_f1"])
+
+
+def test_a_paired_bootstrap_separates_a_real_gap_from_noise():
+    rng = np.random.default_rng(1)
+    y = rng.choice(4, size=900, p=[0.6, 0.1, 0.25, 0.05])
+
+    def model(accuracy):
+        return np.where(rng.random(len(y)) < accuracy, y, rng.integers(0, 4, len(y)))
+
+    good, poor, equal = model(0.8), model(0.6), model(0.8)
+    gap = paired_bootstrap(cinc2017_f1, good, poor, y)
+    assert gap["difference"] == pytest.approx(cinc2017_f1(good, y) - cinc2017_f1(poor, y))
+    assert 0 < gap["low"] < gap["difference"] < gap["high"]
+    same = paired_bootstrap(cinc2017_f1, good, equal, y)
+    assert same["low"] < 0 < same["high"] and same["low"] < same["difference"] < same["high"]
+    assert paired_bootstrap(cinc2017_f1, good, equal, y, seed=5)["low"] != same["low"]  # resampling is seeded
