@@ -14,7 +14,9 @@ touched once per model, at the end. Rows:
 - ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``).
 
 Scores above ~0.85 CinC 2017 F1 would suggest leakage (best challenge entries: 0.83 on the hidden test set).
-After the table it prints what the ENAS search did: the mean reward of the first and last fifth of its
+After the table it prints each row's test CinC F1 minus plain-cnn's on the same records with a paired bootstrap
+95% interval (one AF record moves the score by about 0.004, so a gap inside the interval is not a win), then
+what the ENAS search did: the mean reward of the first and last fifth of its
 controller-phase children, the median FLOPs of both fifths, and whether any derive-phase child predicted a
 single class.
 """
@@ -39,7 +41,8 @@ from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
-from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
+from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  # noqa: E402
+from n2nas.retrain import RetrainConfig, predict, retrain  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
 from n2nas.searching.loop import PRESETS, SearchConfig  # noqa: E402
 from n2nas.searching.screen import ScreenConfig  # noqa: E402
@@ -109,8 +112,24 @@ def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: Ret
     summary = retrain(Pipeline(pipeline.space, pipeline.sample), dev, out, cfg,
                       log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
     minutes = (time.monotonic() - t0) / 60
-    return {"summary": summary, "minutes": minutes, "test": evaluate(out, test), "n_dev": len(dev),
-            "n_test": len(test), "cost": cost(pipeline, 1)}
+    probs, y = predict(out, test)
+    return {"summary": summary, "minutes": minutes, "test": evaluate_predictions(probs, y, test.classes, False),
+            "test_pred": probs.argmax(1), "test_y": y, "n_dev": len(dev), "n_test": len(test),
+            "cost": cost(pipeline, 1)}
+
+
+def print_paired_gaps(done: dict, reference: str = "plain-cnn") -> None:
+    """Each row's test CinC F1 minus ``reference``'s on the same records, with a paired bootstrap 95% interval:
+    whether a row beats the hand design or only seems to."""
+    if reference not in done:
+        return
+    ref = done[reference]
+    print(f"test CinC F1 minus {reference}'s on the same {len(ref['test_y'])} records "
+          f"(paired bootstrap, 95% interval):")
+    for name, row in done.items():
+        if name != reference:
+            gap = paired_bootstrap(cinc2017_f1, row["test_pred"], ref["test_pred"], ref["test_y"])
+            print(f"  {name:<16} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
 
 
 def _run_all(jobs: dict, parallel: int, threads: int) -> dict:
@@ -191,6 +210,7 @@ def main() -> None:
         print(f"{name:<16} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
               f"{row['summary']['validation']['cinc2017_f1']:>7.3f} {s['cinc2017_f1']:>8.3f} {f1['N']:>5.3f} "
               f"{f1['A']:>5.3f} {f1['O']:>5.3f} {(f1['~'] or 0):>5.3f} {s['macro_auroc']:>6.3f}")
+    print_paired_gaps(done)
     for row, found in searches.items():
         print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
         print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")
