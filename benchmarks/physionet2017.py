@@ -114,7 +114,7 @@ def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: Ret
                       log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
     minutes = (time.monotonic() - t0) / 60
     probs, y = predict(out, test)
-    return {"summary": summary, "minutes": minutes, "test": evaluate_predictions(probs, y, test.classes, False),
+    return {"summary": summary, "minutes": minutes, "test": evaluate_predictions(probs, y, test.classes, test.multilabel),
             "test_pred": probs.argmax(1), "test_y": y, "n_dev": len(dev), "n_test": len(test),
             "cost": cost(pipeline, 1)}
 

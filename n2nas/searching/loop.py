@@ -269,8 +269,8 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
                               epoch, clock, "warmup" if warm else "shared", progress)
         step_s = (time.monotonic() - begun) / max(1, stats["shared_steps"])
         if warm and epoch % config.warmup_scoring_every == 0 and not budget.search_over(epoch):
-            # one uniformly drawn child scored per warm-up epoch: the first score comes within a pass over the
-            # data, and the log shows whether the shared weights have left the class prior yet
+            # one uniformly drawn child scored every warmup_scoring_every-th warm-up epoch (the first at once): the
+            # log shows whether the shared weights have left the class prior yet
             score_and_log([space.decode(uniform.sample(1)[0])], reward_idx, "warmup")
         for _ in range(0 if warm else config.controller_steps):
             if budget.search_over(epoch):
