@@ -61,6 +61,37 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
     assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
 
 
+def _timed_finals(tmp_path, monkeypatch, stretch, left_s):
+    """Finals of three candidates where every step takes 1 s of a clock that only training advances."""
+    from types import SimpleNamespace
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr("n2nas.searching.screen.time", SimpleNamespace(monotonic=lambda: clock["t"]))
+
+    class TimedRunner(CountingRunner):
+        def train_shared(self, samples):
+            clock["t"] += len(samples)
+            return super().train_shared(samples)
+
+    runner = TimedRunner()
+    scores = {"a": 0.4, "b": 0.7, "c": 0.5}
+    config = FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0, ema_decay=None, stretch=stretch)
+    run_finals(config, runner, {"steps": {}}, [{"window": w} for w in scores], 10, lambda s: scores[s["window"]],
+               tmp_path / f"final{stretch}-{left_s}", lambda: left_s - clock["t"])
+    return dict(runner.steps)
+
+
+def test_the_survivors_rung_stretches_into_the_time_left_up_to_its_cap(tmp_path, monkeypatch):
+    # rung one: 3 x 20 steps (60 s); the survivors b and c then add 40 steps each (80 s) at 1 s per step
+    assert _timed_finals(tmp_path, monkeypatch, 1.0, 1000.0) == {"a": 20, "b": 60, "c": 60}  # no stretch asked
+    assert _timed_finals(tmp_path, monkeypatch, 2.0, 1000.0) == {"a": 20, "b": 100, "c": 100}  # capped: twice the 40 added
+    # 150 s left after rung one: 90% of it is 135 s for 80 steps -> factor 1.6875 -> 67 added steps each
+    assert _timed_finals(tmp_path, monkeypatch, 2.0, 150.0 + 60.0) == {"a": 20, "b": 87, "c": 87}
+    assert _timed_finals(tmp_path, monkeypatch, 2.0, 60.0 + 70.0) == {"a": 20, "b": 20, "c": 20}  # 80 s do not fit in 70: no rung two
+    with pytest.raises(ConfigError, match="finals.stretch"):
+        FinalsConfig(stretch=0.5)
+
+
 def test_a_later_rung_outranks_an_earlier_higher_score():
     trials = [_trial(0, "final", "a", 0.9), _trial(1, "final", "b", 0.7), _trial(2, "final", "c", 0.6),
               _trial(3, "final", "d", 0.65), _trial(4, "final", "b", 0.72), _trial(5, "final", "c", 0.75),
@@ -103,7 +134,7 @@ def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
     assert not (tmp_path / "run" / "checkpoint" / "final").exists()
 
 
-def test_the_finals_reserve_covers_both_rungs_with_a_margin():
+def test_the_finals_estimate_covers_both_rungs():
     from types import SimpleNamespace
 
     from n2nas.searching.finals import finals_seconds
@@ -111,8 +142,8 @@ def test_the_finals_reserve_covers_both_rungs_with_a_margin():
 
     ctx = SimpleNamespace(train_idx=list(range(3200)))  # ecg-cpu trains at batch 32: 100 steps per pass
     # 4 finalists x (300 steps x 0.1 s + 2 s scoring), then 2 survivors x (600 more steps x 0.1 s + 2 s)
-    assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(1.25 * (128 + 124))
-    assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(160)
+    assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128 + 124)
+    assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128)
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, None, 2.0) == 0.0  # no step timed yet
 
 

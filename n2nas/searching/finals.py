@@ -38,7 +38,10 @@ class FinalsConfig:
     PhysioNet 2017 searches lay 0.010-0.015 apart, which is the epoch-to-epoch spread of one training run, while
     the 30-min retrains that followed ordered the three pipelines by size: 422k parameters 0.792 validation /
     0.800 test CinC F1, 313k 0.768 / 0.795, 211k 0.750 / 0.790. The larger net gains more from the retrain's
-    far longer training, and the reward (with any cost terms it has) already rates them equal."""
+    far longer training, and the reward (with any cost terms it has) already rates them equal.
+
+    ``stretch``: with a time budget, the survivors' rung may train up to this many times its added steps to use
+    what the reserve's safety margin (:data:`RESERVE_MARGIN`) left over (see :func:`successive_halving`)."""
 
     children: int = 3
     passes: float = 3.0
@@ -48,11 +51,14 @@ class FinalsConfig:
     growth: float = 3.0
     ema_decay: float | None = 0.998
     capacity_tie: float = 0.02
+    stretch: float = 2.0
 
     def __post_init__(self):
         if self.children < 0 or self.passes <= 0 or self.min_steps < 1 or self.survivors < 0 or self.growth < 1:
             raise ConfigError("finals", "children >= 0, passes > 0, min_steps >= 1, survivors >= 0 and growth >= 1 "
                                         "required")
+        if not self.stretch >= 1:
+            raise ConfigError("finals.stretch", f"must be >= 1, got {self.stretch}")
         if not self.capacity_tie >= 0:
             raise ConfigError("finals.capacity_tie", f"must be >= 0, got {self.capacity_tie}")
         check_ema_decay("finals.ema_decay", self.ema_decay)
@@ -93,18 +99,22 @@ def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates
     steps = int(round(max(config.passes * steps_per_pass, config.min_steps)))
     try:
         return successive_halving(runner, {}, candidates, config.rungs(len(candidates)), steps, config.growth, score,
-                                  folder, time_left, initial=initial, scale=scale, ema_decay=config.ema_decay)
+                                  folder, time_left, initial=initial, scale=scale, ema_decay=config.ema_decay,
+                                  stretch=config.stretch)
     finally:
         runner.load_state_dict(saved)
 
 
-def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, full_child_s: float | None) -> float:
-    """Estimated wall seconds of a search's finals: each finalist's training steps at ``step_s`` seconds per step
-    and a full-validation scoring of ``full_child_s`` per rung (0 until a step has been timed), plus a quarter.
+# The finals' reserve is their estimate times this: ``step_s`` is the mean step of sampled children, finalists are
+# often wider, and on a shared machine one epoch's timing varies. Without it a 60-min benchmark search reserved
+# 457 s, needed 474 s, and skipped the second rung. The derive phase may use the margin (it stops on the bare
+# estimate), and the survivors' rung stretches into what is left of it.
+RESERVE_MARGIN = 1.25
 
-    The margin: ``step_s`` is the mean step of sampled children, finalists are often wider, and on a shared
-    machine one epoch's timing varies. Without it a 60-min benchmark search reserved 457 s, needed 474 s, and
-    skipped the second rung."""
+
+def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, full_child_s: float | None) -> float:
+    """Estimated wall seconds of a search's finals, without margin: each finalist's training steps at ``step_s``
+    seconds per step and a full-validation scoring of ``full_child_s`` per rung (0 until a step has been timed)."""
     if not config.children or step_s is None or not hasattr(space_def, "training_settings"):
         return 0.0
     steps = max(config.passes * steps_per_pass(space_def, space_def.space.default_sample(), ctx), config.min_steps)
@@ -113,7 +123,7 @@ def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, f
         target = steps * config.growth ** rung
         seconds += size * ((target - trained) * step_s + (full_child_s or 0.0))
         trained = target
-    return 1.25 * seconds
+    return seconds
 
 
 def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], space_def, space, ctx,

@@ -25,7 +25,7 @@ from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
 from n2nas.searching.plan import (check_budget, derive_candidates, derive_stops, pins, prepare_everything,
                                   reward_set, score_board, seconds_per_full_child)
-from n2nas.searching.finals import FinalsConfig, finals_seconds, run_search_finals
+from n2nas.searching.finals import RESERVE_MARGIN, FinalsConfig, finals_seconds, run_search_finals
 from n2nas.searching.screen import ScreenConfig, screen_search
 from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
                                         write_best, write_run_summary)
@@ -205,9 +205,9 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     step_s = None  # measured seconds per shared step, for the finals' reserve
 
     def plan_derive() -> float:
-        """Reserve the derive and finals time; returns the finals' estimated seconds."""
+        """Reserve the derive and finals time (the finals with a margin); returns the finals' bare estimate."""
         finals_s = finals_seconds(config.finals, space_def, ctx, step_s, full_child_s)
-        budget.plan_derive(full_child_s or 0.0, config.derive_children, finals_s)
+        budget.plan_derive(full_child_s or 0.0, config.derive_children, RESERVE_MARGIN * finals_s)
         return finals_s
 
     plan_derive()
