@@ -38,6 +38,7 @@ from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.retrain import NORM_FILE, RetrainConfig, _stats_from_json, evaluate, retrain  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
+from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017"
@@ -212,4 +213,4 @@ def _calibration_batches(model_dir: Path, dev, seed: int, n_batches: int = 8) ->
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "compression.py")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import n2nas
+from n2nas.errors import exit_on_error
 from n2nas.measure.reward import RewardConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.report import pareto_front
@@ -118,4 +119,4 @@ def _plot(runs: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "cost_reward.py")

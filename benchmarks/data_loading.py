@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from n2nas.data.cache import prepare, prepare_variants  # noqa: E402
 from n2nas.data.preprocess import PreprocessConfig  # noqa: E402
 from n2nas.data.readers import load_physionet2017  # noqa: E402
+from n2nas.errors import exit_on_error  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017"
 CONFIGS = {
@@ -100,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "data_loading.py")

@@ -26,6 +26,7 @@ from n2nas.data.synthetic_ehr import SyntheticEHRConfig, synthetic_ehr  # noqa: 
 from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.ehr import MLPTrainConfig, split_indices, train_mlp  # noqa: E402
+from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 SPACE = "ehr-mlp-small"
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "ehr_grid.py")

@@ -41,7 +41,7 @@ from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.flops import count_flops, count_params  # noqa: E402
-from n2nas.errors import N2NASError  # noqa: E402
+from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  # noqa: E402
 from n2nas.retrain import RetrainConfig, predict, retrain  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
@@ -218,8 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except N2NASError as err:  # bad data or options, also from a worker process: one line, exit 2
-        print(f"physionet2017.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_error(main, "physionet2017.py")

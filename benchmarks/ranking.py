@@ -37,7 +37,7 @@ from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import Split, stratified_split  # noqa: E402
-from n2nas.errors import N2NASError  # noqa: E402
+from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
 from n2nas.measure import LatencyConfig, MeasureConfig  # noqa: E402
 from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig  # noqa: E402
@@ -229,4 +229,4 @@ def run(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "ranking.py")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig  # noqa: E402
+from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.ecg import plain_cnn_sample  # noqa: E402
 
@@ -93,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "sharing_factors.py")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nas  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
-from n2nas.errors import N2NASError  # noqa: E402
+from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
 from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
 from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
@@ -111,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main, "weight_sharing.py")

@@ -1,7 +1,9 @@
 """Errors that the command line turns into one clear line and exit code 2."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Callable
 
 
 class N2NASError(Exception):
@@ -28,3 +30,13 @@ class DataError(N2NASError):
 
 class ConfigError(N2NASError):
     """An option, pipeline file or search-space value that is invalid."""
+
+
+def exit_on_error(main: Callable[[], object], prog: str) -> None:
+    """Run a script's ``main()``; an :class:`N2NASError` (also one re-raised from a worker process) ends it with
+    one line, ``{prog}: error: ...``, and exit code 2 instead of a traceback."""
+    try:
+        main()
+    except N2NASError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
