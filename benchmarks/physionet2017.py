@@ -2,7 +2,8 @@
 hand-designed pipelines and a random-search winner, all retrained with one recipe and one budget.
 
 Usage: python benchmarks/physionet2017.py [DIR] [--search-minutes 60] [--retrain-minutes 30]
-       [--preset cpu-hour] [--rows search,random,plain-cnn,hannun] [--out FOLDER]
+       [--preset cpu-hour] [--rows search,random,plain-cnn,hannun] [--pipeline NAME=FILE ...]
+       [--retrain-seeds 0,1,2] [--out FOLDER]
 
 Protocol: the folder is split once (seeded, stratified, by record) into dev (85%) and held-out test (15%).
 Searches and retrainings see only dev (each with its own validation split inside dev); the test records are
@@ -11,7 +12,13 @@ touched once per model, at the end. Rows:
 - ``n2nas search``: the preset's ENAS search (``--search-minutes``), its best pipeline retrained;
 - ``random search``: the same search with ``--controller random`` and the same budget;
 - ``plain-cnn``: the hand-designed 6-layer CNN of ``ecg-small`` (:func:`search_spaces.ecg.plain_cnn_sample`);
-- ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``).
+- ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``);
+- ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search).
+
+``--retrain-seeds`` retrains every row once per seed (initialisation, batch order and the validation split inside
+dev; the dev / test split stays ``--seed``'s). One retraining of these nets varies by about as much as the gaps
+between them, so a claim that one row beats another needs several: the table then adds each row's mean and
+standard deviation, and the paired intervals compare seed-mean F1 on the same resampled records.
 
 Scores above ~0.85 CinC 2017 F1 would suggest leakage (best challenge entries: 0.83 on the hidden test set).
 After the table it prints each row's test CinC F1 minus plain-cnn's on the same records with a paired bootstrap
@@ -119,9 +126,17 @@ def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: Ret
             "cost": cost(pipeline, 1)}
 
 
+def seed_mean_f1(preds, y) -> float:
+    """CinC 2017 F1 averaged over the columns of ``preds`` (records x retrain seeds) on the same records."""
+    preds = np.asarray(preds)
+    preds = preds[:, None] if preds.ndim == 1 else preds
+    return float(np.mean([cinc2017_f1(preds[:, k], y) for k in range(preds.shape[1])]))
+
+
 def print_paired_gaps(done: dict, reference: str = "plain-cnn") -> None:
     """Each row's test CinC F1 minus ``reference``'s on the same records, with a paired bootstrap 95% interval:
-    whether a row beats the hand design or only seems to."""
+    whether a row beats the hand design or only seems to. ``done[name]["test_pred"]`` is one prediction per record,
+    or one column per retrain seed (the F1 is then the seeds' mean, each resample taking the same records for all)."""
     if reference not in done:
         return
     ref = done[reference]
@@ -129,8 +144,20 @@ def print_paired_gaps(done: dict, reference: str = "plain-cnn") -> None:
           f"(paired bootstrap, 95% interval):")
     for name, row in done.items():
         if name != reference:
-            gap = paired_bootstrap(cinc2017_f1, row["test_pred"], ref["test_pred"], ref["test_y"])
+            gap = paired_bootstrap(seed_mean_f1, row["test_pred"], ref["test_pred"], ref["test_y"])
             print(f"  {name:<16} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
+
+
+def by_row(done: dict) -> dict:
+    """``{(row, seed): result}`` -> ``{row: {"test_pred": records x seeds, "test_y", "f1": [per seed]}}``."""
+    rows: dict = {}
+    for (name, _), result in done.items():
+        row = rows.setdefault(name, {"test_pred": [], "test_y": result["test_y"], "f1": []})
+        row["test_pred"].append(result["test_pred"])
+        row["f1"].append(result["test"]["cinc2017_f1"])
+    for row in rows.values():
+        row["test_pred"] = np.stack(row["test_pred"], axis=1)
+    return rows
 
 
 def _run_all(jobs: dict, parallel: int, threads: int) -> dict:
@@ -155,6 +182,10 @@ def main() -> None:
     ap.add_argument("--flops-weight", type=float, default=None, help="FLOPs exponent of the reward (default: preset)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
+    ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
+                    help="also retrain this pipeline JSON as row NAME (e.g. an earlier search's best_pipeline.json)")
+    ap.add_argument("--retrain-seeds", default=None, metavar="S1,S2,...",
+                    help="retrain every row once per seed (default: --seed only)")
     ap.add_argument("--out", default=None, help="keep run and model folders here (default: a temporary folder)")
     ap.add_argument("--parallel", type=int, default=1,
                     help="run the searches side by side, then every retraining side by side, each in its own "
@@ -170,6 +201,16 @@ def main() -> None:
     unknown = set(rows_wanted) - set(ROWS)
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
+    extra_rows = {}
+    for item in args.pipeline:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            ap.error(f"--pipeline expects NAME=FILE, got {item!r}")
+        extra_rows[name] = n2nas.load_pipeline(file).to_json()  # a missing or bad file: one line, exit 2
+    try:
+        seeds = [int(v) for v in args.retrain_seeds.split(",")] if args.retrain_seeds else [args.seed]
+    except ValueError:
+        ap.error(f"--retrain-seeds expects comma-separated integers, got {args.retrain_seeds!r}")
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
     base = SearchConfig.named(args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
@@ -179,7 +220,8 @@ def main() -> None:
     if args.flops_weight is not None:
         changes["reward"] = dataclasses.replace(base.reward, flops_weight=args.flops_weight)
     cfg = dataclasses.replace(base, **changes)
-    if args.parallel > 1:  # warm the preprocessing cache once, so side-by-side searches do not both prepare it
+    if args.parallel > 1 and {"search", "random"} <= set(rows_wanted):
+        # warm the preprocessing cache once, so side-by-side searches do not both prepare it
         dev, _ = _dev_and_test(args.folder, args.seed)
         warm = dataclasses.replace(cfg, budget_minutes=None, budget_epochs=1, shared_steps=1, controller_steps=0,
                                    derive_children=1, derive_top=0, screen=ScreenConfig.off(),
@@ -193,25 +235,42 @@ def main() -> None:
                   for row, found in searches.items()}
     fixed = fixed_pipelines()
     contenders.update({row: fixed[row] for row in ("plain-cnn", "hannun") if row in rows_wanted})
-    retrain_cfg = dataclasses.replace(RetrainConfig(), epochs=args.epochs, max_minutes=args.retrain_minutes,
-                                      seed=args.seed)
-    done = _run_all({name: (_retrain_job, (args.folder, args.seed, pipeline, str(work / name.replace(" ", "-")),
-                                           retrain_cfg)) for name, pipeline in contenders.items()},
-                    max(args.parallel, 1) if args.parallel <= 1 else len(contenders), args.threads)
+    contenders.update(extra_rows)
+    if not contenders:
+        ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
+    retrain_cfg = dataclasses.replace(RetrainConfig(), epochs=args.epochs, max_minutes=args.retrain_minutes)
+
+    def folder(name: str, seed: int) -> str:
+        return str(work / (name.replace(" ", "-") + (f"-s{seed}" if len(seeds) > 1 else "")))
+
+    jobs = {(name, s): (_retrain_job, (args.folder, args.seed, pipeline, folder(name, s),
+                                       dataclasses.replace(retrain_cfg, seed=s)))
+            for s in seeds for name, pipeline in contenders.items()}
+    # side by side: every row at once as before, or --parallel jobs when that is more (several seeds)
+    side_by_side = 1 if args.parallel <= 1 else min(len(jobs), max(args.parallel, len(contenders)))
+    done = _run_all(jobs, side_by_side, args.threads)
     first = next(iter(done.values()))
     print(f"dev {first['n_dev']} records, held-out test {first['n_test']}; retrain <= {args.retrain_minutes:g} min, "
-          f"<= {args.epochs} epochs each; side by side: {args.parallel} at a time, {args.threads} torch thread(s)")
+          f"<= {args.epochs} epochs each, seed(s) {','.join(map(str, seeds))}; side by side: {args.parallel} at a "
+          f"time, {args.threads} torch thread(s)")
     for row, found in searches.items():
         print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
               f"preset {args.preset}")
     print(f"{'pipeline':<16} {'params':>10} {'GFLOP/30s':>9} {'train min':>9} {'epochs':>6} {'val F1':>7} "
           f"{'test F1':>8} {'F1 N':>5} {'F1 A':>5} {'F1 O':>5} {'F1 ~':>5} {'AUROC':>6}")
-    for name, row in done.items():
+    for (name, seed), row in done.items():
         s, f1, (params, gflops) = row["test"], row["test"]["f1"], row["cost"]
-        print(f"{name:<16} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
+        label = name if len(seeds) == 1 else f"{name} s{seed}"
+        print(f"{label:<16} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
               f"{row['summary']['validation']['cinc2017_f1']:>7.3f} {s['cinc2017_f1']:>8.3f} {f1['N']:>5.3f} "
               f"{f1['A']:>5.3f} {f1['O']:>5.3f} {(f1['~'] or 0):>5.3f} {s['macro_auroc']:>6.3f}")
-    print_paired_gaps(done)
+    rows = by_row(done)
+    if len(seeds) > 1:
+        print(f"test CinC F1 over {len(seeds)} retrain seeds:")
+        for name, row in rows.items():
+            print(f"  {name:<16} mean {np.mean(row['f1']):.3f}  sd {np.std(row['f1'], ddof=1):.3f}  "
+                  f"min {min(row['f1']):.3f}  max {max(row['f1']):.3f}")
+    print_paired_gaps(rows)
     for row, found in searches.items():
         print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
         print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")
