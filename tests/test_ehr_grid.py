@@ -94,9 +94,13 @@ def test_grid_command_writes_table_csv_and_plot(tmp_path, capsys):
 def test_enas_search_over_ehr_mlp_finishes(tmp_path):
     from n2nas.searching.loop import SearchConfig
 
+    from n2nas.searching.finals import FinalsConfig
+
+    # finals of 10 steps a rung (the default's 90-step minimum made this test 720 finals steps, past its timeout on
+    # a loaded machine): the wiring is under test here, not the finals' length
     config = replace(SearchConfig(), space="ehr-mlp-small", budget_epochs=3, budget_minutes=None, shared_steps=3,
                      controller_steps=1, children_per_step=3, reward_records=40, derive_children=3, top_k=2,
-                     device="cpu")
+                     device="cpu", finals=FinalsConfig(passes=0.5, min_steps=10))
     result = n2nas.search("synthetic-ehr:400,300", config, out=tmp_path / "run")
     # one warm-up epoch (one child scored), two controller epochs of 3 children, 3 derived, then the finals: the
     # 3 derived children and the default MLP (unless it was one of them) trained from scratch, the best two of
