@@ -12,6 +12,7 @@ import torch
 
 import n2nas
 from n2nas.data.readers import load_physionet2017
+from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen, screened_labels,
                                     successive_halving)
@@ -161,10 +162,13 @@ def tiny_data(tmp_path_factory):
 
 
 def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, tmp_path):
+    # short finals (the default's 90-step minimum is 720 steps here): the screen is under test, the finals only
+    # have to train on the winner's preprocessing
     config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
                      reward_records=8, derive_children=2, top_k=1, device="cpu",
                      fixed={"fs": 100, "filter": "none"}, screen=ScreenConfig(candidates=4, keep=0.5,
-                                                                              first_passes=0.5, min_steps=2))
+                                                                              first_passes=0.5, min_steps=2),
+                     finals=FinalsConfig(passes=0.5, min_steps=4))
     result = n2nas.search(tiny_data, config, out=tmp_path / "run")
     screen = [t for t in result.trials if t["phase"] == "screen"]
     assert [t["step"] for t in screen] == list(range(6))  # four candidates, then the best two again
