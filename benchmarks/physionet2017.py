@@ -251,8 +251,8 @@ def main() -> None:
     done = _run_all(jobs, side_by_side, args.threads)
     first = next(iter(done.values()))
     print(f"dev {first['n_dev']} records, held-out test {first['n_test']}; retrain <= {args.retrain_minutes:g} min, "
-          f"<= {args.epochs} epochs each, seed(s) {','.join(map(str, seeds))}; side by side: {args.parallel} at a "
-          f"time, {args.threads} torch thread(s)")
+          f"<= {args.epochs} epochs each, seed(s) {','.join(map(str, seeds))}; side by side: searches "
+          f"{max(args.parallel, 1)}, retrains {side_by_side} at a time, {args.threads} torch thread(s)")
     for row, found in searches.items():
         print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
               f"preset {args.preset}")
