@@ -61,16 +61,17 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
     assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
 
 
-def _timed_finals(tmp_path, monkeypatch, stretch, left_s):
-    """Finals of three candidates where every step takes 1 s of a clock that only training advances."""
+def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=None):
+    """Finals of three candidates where a step takes 1 s (or ``step_s[window]``) of a clock that only training
+    advances."""
     from types import SimpleNamespace
 
-    clock = {"t": 0.0}
+    clock = {"t": 0.0} if clock is None else clock
     monkeypatch.setattr("n2nas.searching.screen.time", SimpleNamespace(monotonic=lambda: clock["t"]))
 
     class TimedRunner(CountingRunner):
         def train_shared(self, samples):
-            clock["t"] += len(samples)
+            clock["t"] += sum((step_s or {}).get(s["window"], 1.0) for s in samples)
             return super().train_shared(samples)
 
     runner = TimedRunner()
@@ -90,6 +91,15 @@ def test_the_survivors_rung_stretches_into_the_time_left_up_to_its_cap(tmp_path,
     assert _timed_finals(tmp_path, monkeypatch, 2.0, 60.0 + 70.0) == {"a": 20, "b": 20, "c": 20}  # 80 s do not fit in 70: no rung two
     with pytest.raises(ConfigError, match="finals.stretch"):
         FinalsConfig(stretch=0.5)
+
+
+def test_the_stretch_is_sized_by_each_survivors_own_step_time(tmp_path, monkeypatch):
+    # rung one: a and b at 1 s a step, c at 4 s (20 + 20 + 80 s); survivors b and c add 40 steps each = 200 s, which
+    # the rung's mean step time (2 s) would put at 160 s. With 250 s left, 90% covers 200 s x 1.125: 45 steps each.
+    clock = {"t": 0.0}
+    steps = _timed_finals(tmp_path, monkeypatch, 2.0, 120.0 + 250.0, step_s={"c": 4.0}, clock=clock)
+    assert steps == {"a": 20, "b": 65, "c": 65}
+    assert clock["t"] <= 120.0 + 250.0  # a mean step time would have trained 56 more each: 280 s, past the budget
 
 
 def test_a_later_rung_outranks_an_earlier_higher_score():

@@ -139,7 +139,8 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
 
     ``stretch`` > 1 lets the last rung (when there are several) use the time left: its survivors train up to
     ``stretch`` times the steps the rung adds, all by the same factor, as far as 90% of ``time_left()`` covers at
-    the measured step time. Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
+    each survivor's own measured step time (a 4x wider survivor takes about 7x longer a step than the rung's
+    mean, and a mean step time let a 60-min search run 33 s over). Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
     search reserved 594 s for its finals, used 425 s, and stopped 171 s before its budget).
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,15 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     states: dict[int, dict[str, Any]] = {}
     averages: dict[int, StateAverage] = {}
     steps_done = {i: 0 for i in range(len(candidates))}
+    step_s: dict[int, float] = {}  # seconds per training step of each candidate, as measured when it trained
+
+    def seconds_to(targets: dict[int, int]) -> float | None:
+        """Measured time to train every candidate to its target (a candidate not timed yet, e.g. one resumed
+        from its checkpoint, at the mean step time of those that were); None before any step was timed."""
+        if not step_s:
+            return None
+        mean = sum(step_s.values()) / len(step_s)
+        return sum(max(0, t - steps_done[i]) * step_s.get(i, mean) for i, t in targets.items())
 
     def load(i: int) -> dict[str, Any] | None:
         if i in states:
@@ -171,6 +181,7 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
         steps = target - steps_done[i]
         sample = {**base, **candidates[i]}
         latest = None  # the state after the last chunk, when the average already took it
+        begun = time.monotonic()
         for start in range(0, max(0, steps), 8):
             chunk = min(8, steps - start)
             runner.train_shared([sample] * chunk)
@@ -178,6 +189,8 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
                 latest = runner.state_dict()
                 averages[i].update(latest["supernet"], chunk)
         states[i] = latest if latest is not None else runner.state_dict()
+        if steps > 0:
+            step_s[i] = (time.monotonic() - begun) / steps
         steps_done[i] = target
         extra = {"average": averages[i].state, "average_steps": averages[i].steps} if i in averages else {}
         save_checkpoint(folder, {"steps": target, "runner": states[i], **extra}, name=f"candidate{i}.pt")
@@ -190,33 +203,28 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
             runner.load_state_dict(states[i])
         return score({**base, **candidates[i]})
 
-    started, alive, rungs, step_s = time.monotonic(), list(range(len(candidates))), [], None
+    started, alive, rungs = time.monotonic(), list(range(len(candidates))), []
     for rung, size in enumerate(sizes):
         alive = alive[:size]
         for i in alive:
             load(i)
         targets = {i: max(1, int(round(growth ** rung * first_steps * (scale[i] if scale else 1.0)))) for i in alive}
-        extra = sum(max(0, targets[i] - steps_done[i]) for i in alive)
-        left = time_left()
-        if rung and left is not None and step_s is not None and extra * step_s > left:
+        need, left = seconds_to(targets), time_left()
+        if rung and left is not None and need is not None and need > left:
             break  # this rung cannot finish inside the screen's share: the previous rung's best wins
-        if stretch > 1 and rung and rung == len(sizes) - 1 and left is not None and step_s is not None and extra:
-            factor = min(stretch, 0.9 * left / (extra * step_s))  # 10% kept for the scorings and timing spread
+        if stretch > 1 and rung and rung == len(sizes) - 1 and left is not None and need:
+            factor = min(stretch, 0.9 * left / need)  # 10% kept for the scorings and timing spread
             if factor > 1:
                 targets = {i: steps_done[i] + int((t - steps_done[i]) * factor) if t > steps_done[i] else t
                            for i, t in targets.items()}
-        begun, trained = time.monotonic(), 0
         results = []
         for i in alive:
             if results and (time_left() or 1.0) <= 0:
                 break  # a budget too small for the first rung: rank what was trained
             if steps_done[i] < targets[i]:
-                trained += targets[i] - steps_done[i]
                 train(i, targets[i])
             reward = score_candidate(i)
             results.append({"candidate": i, "preprocessing": candidates[i], "steps": targets[i], "reward": reward})
-        if trained > 0:
-            step_s = (time.monotonic() - begun) / trained
         rungs.append(results)
         ranked = sorted(results, key=lambda r: (-(r["reward"] if r["reward"] is not None and
                                                     math.isfinite(r["reward"]) else -math.inf), r["candidate"]))
