@@ -3,7 +3,7 @@
 Children are sampled uniformly; each is scored by the trained supernet and trained standalone.
 
 Usage: python benchmarks/ranking.py [--data SPEC] [--space ecg-cpu] [--records N] [--children 12] [--minutes 20]
-       [--epochs 10]
+       [--epochs 10] [--seeds 1]
        [--bn recalibrate|running|batch] [--fix LABEL=VALUE ...] [--seed 0] [--device auto] [--out DIR] [--quick]
 
 Protocol: one seeded stratified split (15% validation) for everything. Every preprocessing choice the space can
@@ -13,7 +13,10 @@ preprocessing. The ``--space`` supernet (default ``ecg-cpu``, the cpu-hour prese
 ``--minutes`` on uniformly sampled single-path children (SPOS), then scores ``--children`` uniformly sampled
 children on the whole validation split (CinC 2017 F1, BatchNorm statistics per ``--bn``). Each child is then
 trained from scratch by the ``retrain`` recipe for ``--epochs`` (patience = epochs, same split, same seed), its
-best-epoch validation F1 being its standalone score. The training tokens (``supernet_blind``: lr, weight decay,
+best-epoch validation F1 being its standalone score. With ``--seeds K`` each child trains K times (training seeds
+seed .. seed+K-1, the split unchanged) and the mean is its standalone score; the seeds' agreement with each other
+then says how far any ranking can agree with the standalone scores at all (see :func:`ceiling_tau`). The
+training tokens (``supernet_blind``: lr, weight decay,
 batch size, dropout, class weighting) are pinned to the space defaults for every child, as in a search: a
 shared-weight score cannot see them. ``--quick`` (about 10
 minutes on 2 idle cores): 1500 records, 3 min supernet, 4 epochs.
@@ -58,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--children", type=int, default=12)
     ap.add_argument("--minutes", type=float, default=None, help="supernet training budget (default 20; quick: 3)")
     ap.add_argument("--epochs", type=int, default=None, help="standalone epochs per child (default 10; quick: 4)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="standalone trainings per child, training seeds seed..seed+K-1 on the same split; the mean "
+                         "is the standalone score, and K >= 2 also measures how much the seeds agree (default 1)")
     ap.add_argument("--child-minutes", type=float, default=None,
                     help="stop a child's training after the epoch that passes this (default: none)")
     ap.add_argument("--bn", default="recalibrate", choices=["recalibrate", "running", "batch"],
@@ -71,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="keep the children's model folders here")
     ap.add_argument("--quick", action="store_true", help="about 10 minutes on 2 cores (see the docstring)")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"--seeds: must be at least 1, got {args.seeds}")
     quick = {"records": 1500, "minutes": 3.0, "epochs": 4} if args.quick else {"minutes": 20.0, "epochs": 10}
     for key, value in quick.items():
         if getattr(args, key) is None:
@@ -120,6 +128,30 @@ def correlations(x, y) -> tuple[float, float]:
     if len(set(x)) == 1 or len(set(y)) == 1:
         return 0.0, 0.0
     return float(kendalltau(x, y)[0]), float(spearmanr(x, y)[0])
+
+
+def seed_agreement(per_seed: list[list[float]]) -> tuple[float, float]:
+    """Mean Kendall tau and mean Pearson r over every pair of seeds' standalone scores (children as rows)."""
+    taus, rs = [], []
+    for a in range(len(per_seed)):
+        for b in range(a + 1, len(per_seed)):
+            x, y = np.asarray(per_seed[a]), np.asarray(per_seed[b])
+            taus.append(correlations(list(x), list(y))[0])
+            rs.append(float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0)
+    return float(np.mean(taus)), float(np.mean(rs))
+
+
+def ceiling_tau(seed_r: float, seeds: int) -> float:
+    """The Kendall tau a ranker that knows every child's true quality can expect against the mean of ``seeds``
+    standalone trainings, when one training is that quality plus independent noise (Gaussian).
+
+    Two seeds correlate at r = var(true) / var(one run), so the mean of K correlates with the truth at
+    sqrt(1 / (1 + (1/r - 1) / K)) (Spearman-Brown), and tau = 2/pi * arcsin(correlation) for Gaussians. A
+    supernet's tau is bounded by this, whatever it does."""
+    if not seed_r > 0:
+        return 0.0
+    corr = math.sqrt(1.0 / (1.0 + (1.0 / min(seed_r, 1.0) - 1.0) / seeds))
+    return 2.0 / math.pi * math.asin(corr)
 
 
 def main(argv=None) -> dict:
@@ -182,22 +214,26 @@ def run(args: argparse.Namespace) -> dict:
 
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="n2nas-ranking-")
     work = Path(args.out or tmp.name)
-    cfg = RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes, val_fraction=0.15,
-                        seed=args.seed, device=args.device, data_workers=args.data_workers)
-    alone, runs, flat_alone, t0 = [], [], [], time.monotonic()
+    per_seed = [[math.nan] * len(children) for _ in range(args.seeds)]
+    runs, flat_alone, t0 = [(0, 0.0)] * len(children), [False] * len(children), time.monotonic()
     for i, sample in enumerate(children):
-        try:
-            summary = retrain(Pipeline(args.space, sample), dataset, work / f"child{i:02d}", cfg, log=lambda _m: None)
-            # retrain splits internally from the same (dataset, val, seed): it must be this very split
-            assert Split.load(work / f"child{i:02d}" / "split.json") == split, "retrain used another split"
-            alone.append(float(summary["validation"]["cinc2017_f1"]))
-            flat_alone.append(one_class(summary["validation"]))
-            runs.append((summary["epochs_run"], summary["train_seconds"]))
-        except N2NASError as err:
-            print(f"child {i}: standalone training failed ({err})")
-            alone.append(math.nan)
-            runs.append((0, math.nan))
-            flat_alone.append(False)
+        for k in range(args.seeds):
+            cfg = RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes,
+                                val_fraction=0.15, seed=args.seed + k, split_seed=args.seed, device=args.device,
+                                data_workers=args.data_workers)
+            folder = work / (f"child{i:02d}" + (f"-seed{args.seed + k}" if args.seeds > 1 else ""))
+            try:
+                summary = retrain(Pipeline(args.space, sample), dataset, folder, cfg, log=lambda _m: None)
+            except N2NASError as err:
+                print(f"child {i} seed {args.seed + k}: standalone training failed ({err})")
+                continue
+            # retrain splits internally from the same (dataset, val, split seed): it must be this very split
+            assert Split.load(folder / "split.json") == split, "retrain used another split"
+            per_seed[k][i] = float(summary["validation"]["cinc2017_f1"])
+            flat_alone[i] = flat_alone[i] or one_class(summary["validation"])
+            runs[i] = (runs[i][0] + summary["epochs_run"], runs[i][1] + summary["train_seconds"])
+    # a child with any failed seed has no standalone score (a mean over fewer seeds would not be comparable)
+    alone = [float(np.mean(column)) for column in zip(*per_seed)]
     times["standalone"] = time.monotonic() - t0
     if tmp is not None:
         tmp.cleanup()
@@ -217,6 +253,15 @@ def run(args: argparse.Namespace) -> dict:
     ys = [alone[i] for i in ok]
     print(f"\nKendall tau {tau:.3f}, Spearman rho {rho:.3f} over {len(ok)} children (BN: {args.bn}); one-class "
           f"predictors (not learned yet): {sum(flat)} by the supernet, {sum(flat_alone)} standalone")
+    agreement = ""
+    if args.seeds > 1 and len(ok) > 1:
+        seed_tau, seed_r = seed_agreement([[column[i] for i in ok] for column in per_seed])
+        ceiling = ceiling_tau(seed_r, args.seeds)
+        spread = np.std([[column[i] for i in ok] for column in per_seed], axis=0, ddof=1)
+        print(f"standalone seeds against each other: Kendall tau {seed_tau:.3f}, Pearson r {seed_r:.3f}; median "
+              f"seed sd of a child {float(np.median(spread)):.3f}, sd across children {float(np.std(y, ddof=1)):.3f}; "
+              f"the tau any ranking can expect against the {args.seeds}-seed mean: about {ceiling:.3f}")
+        agreement = f" seeds={args.seeds} standalone_tau={seed_tau:.3f} ceiling_tau={ceiling:.3f}"
     if ys:
         tied = sum(sup[i] == sup[top] for i in ok) - 1
         print(f"standalone F1 of the supernet's top child (#{top}{f', tied with {tied}' if tied else ''}): "
@@ -224,8 +269,9 @@ def run(args: argparse.Namespace) -> dict:
     print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items())
           + f", total {sum(times.values()) / 60:.1f}")
     print(f"kendall_tau={tau:.3f} spearman_rho={rho:.3f} children={len(children)} records={len(dataset.records)} "
-          f"supernet_minutes={args.minutes:g}")
-    return {"kendall_tau": tau, "spearman_rho": rho, "supernet": sup, "standalone": alone, "times": times}
+          f"supernet_minutes={args.minutes:g}{agreement}")
+    return {"kendall_tau": tau, "spearman_rho": rho, "supernet": sup, "standalone": alone, "per_seed": per_seed,
+            "times": times}
 
 
 if __name__ == "__main__":

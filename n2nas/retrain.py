@@ -49,6 +49,7 @@ class RetrainConfig:
     plateau_factor: float = 0.3
     val_fraction: float = 0.15
     seed: int = 0
+    split_seed: int | None = None  # the validation split's seed; None: ``seed`` (set it to vary only the training)
     device: str = "auto"
     max_minutes: float | None = None
     data_workers: int = 1
@@ -96,7 +97,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     space_def = get_space(pipeline.space)
     sample = pipeline.sample
     _check_classes(pipeline, dataset)
-    split = stratified_split(dataset, val=config.val_fraction, seed=config.seed)
+    split = stratified_split(dataset, val=config.val_fraction,
+                             seed=config.seed if config.split_seed is None else config.split_seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     ctx = DataContext(dataset, np.array([index[i] for i in split.train]), np.array([index[i] for i in split.val]),
                       default_cache_root() / "prepared", config.data_workers)
