@@ -139,7 +139,7 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
 
     ``stretch`` > 1 lets the last rung (when there are several) use the time left: its survivors train up to
     ``stretch`` times the steps the rung adds, all by the same factor, as far as 90% of ``time_left()`` covers at
-    each survivor's own measured step time (in a 60-min search one survivor had 3.7x the other's FLOPs, and a
+    each survivor's own measured step time (in a 60-min search one survivor had 7x the other's FLOPs, and a
     step time averaged over the rung let the search run 33 s over). Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
     search reserved 594 s for its finals, used 425 s, and stopped 171 s before its budget).
     """
