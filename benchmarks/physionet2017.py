@@ -180,6 +180,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60, help="retraining epochs at most (default 60)")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run, comma-separated (default {','.join(ROWS)})")
     ap.add_argument("--flops-weight", type=float, default=None, help="FLOPs exponent of the reward (default: preset)")
+    ap.add_argument("--flops-target", type=float, default=None,
+                    help="FLOPs per 30 s record that the reward's FLOPs term is relative to "
+                         "(default: the space's default child)")
+    ap.add_argument("--max-flops", type=float, default=None,
+                    help="hard FLOPs limit per 30 s record: larger children are infeasible (default: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
@@ -217,8 +222,11 @@ def main() -> None:
                "fixed": parse_fixed(args.fix)}
     if args.space:
         changes["space"] = args.space
-    if args.flops_weight is not None:
-        changes["reward"] = dataclasses.replace(base.reward, flops_weight=args.flops_weight)
+    reward_changes = {name: value for name, value in (("flops_weight", args.flops_weight),
+                                                      ("flops_target", args.flops_target),
+                                                      ("max_flops", args.max_flops)) if value is not None}
+    if reward_changes:
+        changes["reward"] = dataclasses.replace(base.reward, **reward_changes)
     cfg = dataclasses.replace(base, **changes)
     if args.parallel > 1 and {"search", "random"} <= set(rows_wanted):
         # warm the preprocessing cache once, so side-by-side searches do not both prepare it

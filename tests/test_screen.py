@@ -188,3 +188,32 @@ def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, 
     assert not (tmp_path / "run" / "checkpoint" / "screen").exists()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["phase_seconds"]["screen"] > 0
+
+
+def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing(tiny_data, tmp_path):
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.measure.run import default_flops
+    from n2nas.searching.plan import pins
+
+    fixed = {"fs": 100, "filter": "none", "window": "crop:10"}  # one window: every probe costs the same FLOPs
+    config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
+                     reward_records=8, derive_children=4, top_k=1, device="cpu", fixed=fixed,
+                     screen=ScreenConfig(candidates=4, keep=0.5, first_passes=0.5, min_steps=2),
+                     finals=FinalsConfig(passes=0.5, min_steps=4))
+    space_def = get_space(config.space)
+    probe = default_flops(None, space_def, space_def.space.pinned(pins(space_def, config)), tiny_data)
+    limit = 0.9 * probe  # the screen's probe, the default architecture, breaks it; smaller kernels do not
+    result = n2nas.search(tiny_data, replace(config, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
+    screen = [t for t in result.trials if t["phase"] == "screen"]
+    # scored (not skipped as infeasible), so the ranking is by F1 and not by candidate order
+    assert screen and all(t["status"] == "ok" and t["reward"] is not None for t in screen)
+    assert all("flops" in t["limits_waived"][0] for t in screen)
+    keys = ("normalise",)
+    winner = max(screen[4:], key=lambda t: (t["reward"], -t["step"]))
+    later = [t for t in result.trials if t["phase"] != "screen"]
+    assert later and all({k: t["sample"][k] for k in keys} == {k: winner["sample"][k] for k in keys}
+                         for t in later)
+    # the probe is not trained again as a finalist, and no result breaks the limit
+    assert all(t["sample"] != winner["sample"] for t in later if t["phase"] == "final")
+    assert all(t["status"] == "infeasible" for t in later if (t.get("flops_per_record") or 0) > limit)
+    assert result.pipelines and all(p.scores["flops_per_record"] <= limit for p in result.pipelines)

@@ -7,7 +7,8 @@ the space's default child so rewards stay near the bare metric.
 
 Hard limits (max FLOPs, parameters, latency) make a child *infeasible*: it is not scored, its status is
 ``"infeasible"`` and its reward is ``infeasible_reward`` (default 0, below any feasible F1 or accuracy) so the
-controller learns to avoid it.
+controller learns to avoid it. The preprocessing screen waives them: its probe, the space's default architecture,
+only compares data representations and is never a result itself.
 
 A weighted term whose measurement is missing never silently becomes 1.0: :func:`check_measurable` refuses such a
 configuration when the search starts (an energy weight on a machine with no counter needs ``joules_per_flop``).
@@ -73,6 +74,10 @@ class RewardConfig:
     def uses_latency(self) -> bool:
         """Whether the reward needs a latency measurement."""
         return self.latency_weight != 0 or self.max_latency_ms is not None
+
+    def without_limits(self) -> "RewardConfig":
+        """The same soft trade-off with no hard limits (for probes that are not candidates themselves)."""
+        return replace(self, max_flops=None, max_params=None, max_latency_ms=None)
 
     def resolved(self, default_flops: float) -> "RewardConfig":
         """This config with an unset FLOPs target replaced by ``default_flops``."""

@@ -15,11 +15,12 @@ class Runner(abc.ABC):
         """One shared-weight step per sample (one sampled child per batch); returns loss statistics."""
 
     @abc.abstractmethod
-    def score(self, samples: list[dict[str, Any]], records: np.ndarray) -> list[dict[str, Any]]:
+    def score(self, samples: list[dict[str, Any]], records: np.ndarray, limits: bool = True) -> list[dict[str, Any]]:
         """Score each child on the given validation records; one result dict per sample.
 
-        A result holds ``status`` ("ok" or "failed"), ``reward`` (None when failed), ``metrics``, ``params``,
-        ``flops`` (per input window) and ``worker``.
+        A result holds ``status`` ("ok", "failed" or "infeasible"), ``reward`` (None unless ok), ``metrics``,
+        ``params``, ``flops`` (per input window) and ``worker``. ``limits=False`` scores children that break the
+        reward's hard limits too, instead of reporting them infeasible unscored.
         """
 
     @abc.abstractmethod

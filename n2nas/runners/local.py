@@ -226,10 +226,11 @@ class LocalRunner(Runner):
         self.supernet.eval()
 
     @torch.no_grad()
-    def score(self, samples, records):
+    def score(self, samples, records, limits=True):
         """Multi-crop validation score of each child with the shared weights (eval mode, BatchNorm as
-        ``config.bn`` says). Each result carries ``cost_s``: the seconds spent measuring its params, FLOPs and
-        latency (zero once its architecture is memoised)."""
+        ``config.bn`` says); ``limits=False`` scores children beyond the hard limits too. Each result carries
+        ``cost_s``: the seconds spent measuring its params, FLOPs and latency (zero once its architecture is
+        memoised)."""
         self.supernet.eval()
         results = []
         for sample in samples:
@@ -241,7 +242,7 @@ class LocalRunner(Runner):
                     "latency_ms": latency,
                     "energy_j": None, "energy_source": "unmeasured", "records": len(records),
                     "cost_s": round(time.monotonic() - started_cost, 4)}
-            if self.reward is not None:
+            if self.reward is not None and limits:
                 from n2nas.measure.reward import infeasibility
 
                 reasons = infeasibility(self.reward, per_record, params, latency)

@@ -112,10 +112,10 @@ def _sync_rounds(comm, replica, layout: FlatLayout, samples) -> tuple[list[float
     return losses, failed
 
 
-def _score_share(replica, samples, records, rank: int, size: int):
+def _score_share(replica, samples, records, limits: bool, rank: int, size: int):
     # Forked RNG: building a child for its cost (memoised per process) must not shift the dropout stream.
     with torch.random.fork_rng(devices=[]):
-        return replica.score(samples[rank::size], records)
+        return replica.score(samples[rank::size], records, limits)
 
 
 def _async_worker(comm, replica, layout: FlatLayout, config) -> None:
@@ -223,10 +223,10 @@ class MpiRunner(Runner):
         return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed,
                 "shared_stale": stale, "shared_skipped": len(queue), "server_version": self.version}
 
-    def score(self, samples, records):
+    def score(self, samples, records, limits=True):
         """Children spread across every rank, results in the order of ``samples``."""
-        self._send("score", (samples, records))
-        mine = _score_share(self.replica, samples, records, 0, self.size)
+        self._send("score", (samples, records, limits))
+        mine = _score_share(self.replica, samples, records, limits, 0, self.size)
         return interleave(self.comm.gather(mine, root=0), len(samples))
 
     def state_dict(self):

@@ -80,13 +80,13 @@ class RayWorker:
             self.layout.apply_step(self.runner, total)
         return None, rng_state(self.runner)
 
-    def score(self, samples: list[dict[str, Any]], records: np.ndarray):
+    def score(self, samples: list[dict[str, Any]], records: np.ndarray, limits: bool = True):
         """LocalRunner.score on this worker's share; torch's RNG is forked so that building a child for its cost
         (memoised per process) never shifts the dropout stream that training draws from."""
         if not self.synced:
             return _UNSYNCED
         with torch.random.fork_rng(devices=[]):
-            results = self.runner.score(samples, records)
+            results = self.runner.score(samples, records, limits)
         return results, rng_state(self.runner)
 
     def pid(self) -> int:
@@ -199,11 +199,11 @@ class RayRunner(Runner):
         return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed,
                 "workers_revived": self.revived}
 
-    def score(self, samples, records):
+    def score(self, samples, records, limits=True):
         """Children split across the actors; results in the order of ``samples``."""
         w = len(self._actors)
         parts = [samples[k::w] for k in range(w)]
-        out = self._run("score", {k: (parts[k], records) for k in range(w) if parts[k]})
+        out = self._run("score", {k: (parts[k], records, limits) for k in range(w) if parts[k]})
         return interleave([out[k][0] if k in out else [] for k in range(w)], len(samples))
 
     def state_dict(self):

@@ -74,9 +74,13 @@ class FinalsConfig:
 
 
 def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int) -> list[dict[str, Any]]:
-    """The ``n`` best derive-phase samples by reward, then ``reference`` (when given and not among them)."""
+    """The ``n`` best derive-phase samples by reward, then ``reference`` (when given, not among them, and not
+    known from the screen to break the reward's hard limits)."""
     derived = sorted((t for t in trials if t["phase"] == "derive" and t["status"] == "ok" and t["reward"] is not None),
                      key=lambda t: (-t["reward"], t["step"]))
+    beyond = {json.dumps(t["sample"], sort_keys=True, default=list) for t in trials if t.get("limits_waived")}
+    if reference and json.dumps(reference, sort_keys=True, default=list) in beyond:
+        reference = None  # training it would only end in an infeasible score
     chosen, seen = [], set()
     for sample in [t["sample"] for t in derived][:n] + ([reference] if reference else []):
         key = json.dumps(sample, sort_keys=True, default=list)

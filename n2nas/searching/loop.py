@@ -225,7 +225,9 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
             # screen scorings are inside the screen's own clock
             booked = {"derive": "derive", "screen": None, "final": None}.get(phase, "scoring")
             with clock(booked) if booked else ExitStack():
-                results = runner.score(samples, records)
+                # the screen's probe (the default architecture) compares data representations; it is never a
+                # result, so hard limits meant for the searched children must not leave it unscored
+                results = runner.score(samples, records, limits=phase != "screen")
             if booked:
                 clock.move(booked, "cost", sum(r.get("cost_s", 0.0) for r in results))
             for r in results:
@@ -233,7 +235,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         rewards = []
         for i, (st, sample) in enumerate(zip(steps, samples)):
             logged = log.get(st) or log.append(trial_line(st, phase, epoch, sample, results[i], budget.elapsed,
-                                                           measured))
+                                                           measured, waive_limits=phase == "screen"))
             rewards.append(logged["reward"])
         step += len(samples)
         progress.elapsed(budget.elapsed)

@@ -18,8 +18,9 @@ from n2nas.storage import atomic_write_text
 
 
 def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float,
-                measured) -> dict[str, Any]:
-    """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it."""
+                measured, waive_limits: bool = False) -> dict[str, Any]:
+    """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it.
+    ``waive_limits``: rewarded without the hard limits; the limits it broke are kept as ``limits_waived``."""
     from n2nas.measure.reward import trial_reward_fields
 
     line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
@@ -28,7 +29,13 @@ def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, el
             "energy_source": result.get("energy_source", "unmeasured"), "latency_ms": result.get("latency_ms"),
             "records": result.get("records"), "worker": result["worker"], "elapsed_s": round(elapsed, 3),
             "wall_s": round(result["wall_s"], 4) if "wall_s" in result else None}
-    line.update(trial_reward_fields(result, measured.reward))
+    reward = measured.reward
+    if waive_limits:
+        broken = trial_reward_fields(result, reward).get("infeasible")
+        if broken:
+            line["limits_waived"] = broken
+        reward = reward.without_limits()
+    line.update(trial_reward_fields(result, reward))
     window = result.get("scored_at")
     line["sampled_energy_j"] = measured.sampler.joules(*window) if measured.sampler and window else None
     for key in ("error", "infeasible"):
@@ -121,7 +128,7 @@ def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
     final = ranked_finals(trials, config.finals.capacity_tie)
     in_final = {_sample_key(t) for t in trials if t["phase"] == "final"}
     pool = final + ranked([t for t in ok if t["phase"] == "derive" and _sample_key(t) not in in_final])
-    pool = pool or ranked(ok)
+    pool = pool or ranked([t for t in ok if "limits_waived" not in t])  # a probe beyond the limits is no result
     from search_spaces import get_space
 
     inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # EHR: feature columns
