@@ -92,6 +92,29 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
     assert main(["report", str(tmp_path / "run")]) == 0
 
 
+def test_derive_replaces_children_a_hard_limit_leaves_unscored(tiny_data, tmp_path):
+    from search_spaces import get_space
+    from n2nas.measure.cost import model_input_shape, windows_per_record
+    from n2nas.measure.flops import count_flops
+
+    cfg = tiny_config(budget_epochs=2, derive_children=3, derive_top=0)  # fresh controller samples only
+    space_def = get_space(cfg.space)
+    space = space_def.space.pinned(cfg.fixed)
+    rng = np.random.default_rng(0)
+    flops = []
+    for sample in (space.random_sample(rng) for _ in range(40)):
+        child = space_def.build_child(sample, 1, len(tiny_data.classes))
+        flops.append(count_flops(child, (1,) + model_input_shape(space_def, sample, 1))
+                     * windows_per_record(space_def, sample, 30.0, 1))
+    limit = float(np.percentile(flops, 30))  # most children break it
+    result = n2nas.search(tiny_data, replace(cfg, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
+    derive = [t for t in result.trials if t["phase"] == "derive"]
+    assert any(t["status"] == "infeasible" for t in derive)  # the case this test is about did occur
+    # each infeasible child was made up by a fresh sample, so the finals get derive_children to choose from
+    assert sum(t["status"] == "ok" for t in derive) == 3
+    assert result.pipelines and all(p.scores["flops_per_record"] <= limit for p in result.pipelines)
+
+
 def _fake_run(tmp_path, sources=("rapl", "rapl", "rapl", "rapl")):
     rows = [  # metric, flops, energy per record: step 1 is dominated by step 0 on everything
         (0.80, 2e6, 1.0), (0.70, 3e6, 2.0), (0.60, 1e6, 1.5), (0.90, 5e6, 0.5)]

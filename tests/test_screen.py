@@ -193,7 +193,7 @@ def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, 
 def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing(tiny_data, tmp_path):
     from n2nas.measure.reward import RewardConfig
     from n2nas.measure.run import default_flops
-    from n2nas.searching.plan import pins
+    from n2nas.searching.plan import pins, score_board
 
     fixed = {"fs": 100, "filter": "none", "window": "crop:10"}  # one window: every probe costs the same FLOPs
     config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
@@ -217,3 +217,7 @@ def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing
     assert all(t["sample"] != winner["sample"] for t in later if t["phase"] == "final")
     assert all(t["status"] == "infeasible" for t in later if (t.get("flops_per_record") or 0) > limit)
     assert result.pipelines and all(p.scores["flops_per_record"] <= limit for p in result.pipelines)
+    # nor does the progress display show the probe as the best so far
+    scored, _, _, best_flops = score_board(screen)
+    assert scored == len(screen) and best_flops is None
+    assert score_board(result.trials)[3] <= limit

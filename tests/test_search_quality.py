@@ -2,6 +2,8 @@
 the warm-up and derive plan, the budget arithmetic and the few-updates ENAS baseline."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from controllers.enas import ENASConfig, ENASController
 from n2nas.data.readers import load_physionet2017
 from n2nas.runners.local import LocalRunner, SharedTrainingConfig
 from n2nas.searching.budget import Budget, PhaseClock, minimum_budget_minutes
-from n2nas.searching.plan import derive_candidates, derive_stops, reward_set
+from n2nas.searching.plan import DERIVE_DRAW_ROUNDS, derive_candidates, derive_stops, reward_set
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 
@@ -116,11 +118,15 @@ def test_derive_rescores_the_best_controller_children_first_without_repeats():
             return fresh[:n]
 
     config = type("C", (), {"derive_top": 2, "derive_children": 4, "space": "ecg-small"})()
-    chosen = derive_candidates(trials, Repeating(), space, config)
+    chosen = list(itertools.islice(derive_candidates(trials, Repeating(), space, config), 4))
     assert chosen[0] == samples[1] and chosen[1] == samples[3]  # best first, ties by step
     assert len(chosen) == 4
     keys = [repr(sorted(c.items())) for c in chosen]
     assert len(set(keys)) == 4
+    # the derive phase may go on past derive_children to replace unscored children, but only so far
+    everything = list(derive_candidates(trials, Repeating(), space, config))
+    assert 4 < len(everything) <= 2 + DERIVE_DRAW_ROUNDS * 4
+    assert len({repr(sorted(c.items())) for c in everything}) == len(everything)
 
 
 def test_budget_keeps_a_derive_reserve_and_an_epoch_warmup():
@@ -153,6 +159,8 @@ def test_derive_hands_the_finals_enough_children_before_their_reserve_counts():
     assert not derive_stops(b, 2, 5.0, 300.0, finalists=3)  # too few for the finals: go on while time lasts
     assert derive_stops(b, 3, 5.0, 300.0, finalists=3)  # enough: the rest is the finals'
     assert derive_stops(b, 2, 150.0, 0.0, finalists=3)  # one more scoring would overrun the budget
+    assert not derive_stops(b, 0, 150.0, 0.0, finalists=3, tried=0)  # nothing scored yet: the first always
+    assert derive_stops(b, 0, 150.0, 0.0, finalists=3, tried=2)  # failed scorings spend the time too
     roomy = Budget(minutes=10, epochs=None, warmup=0.3, elapsed=100.0)
     assert not derive_stops(roomy, 5, 5.0, 300.0, finalists=3)
 

@@ -302,9 +302,12 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     progress.phase("derive")
     finals_s = plan_derive()
     for sample in derive_candidates(log.records, controller, space, config):
-        derived = sum(t["phase"] == "derive" for t in log.records)
-        if log.get(step) is None and derive_stops(budget, derived, full_child_s or 0.0, finals_s,
-                                                  config.finals.children):
+        # only children scored ok count: an infeasible or failed one gives the finals nothing to train
+        statuses = [t["status"] for t in log.records if t["phase"] == "derive"]
+        derived = statuses.count("ok")
+        if derived >= config.derive_children or (
+                log.get(step) is None and derive_stops(budget, derived, full_child_s or 0.0, finals_s,
+                                                       config.finals.children, derived + statuses.count("failed"))):
             break
         score_and_log([sample], ctx.val_idx, "derive")
     # Finals: the best derived children and the default architecture, trained from scratch, decide the result.

@@ -3,13 +3,15 @@ prepared up front, the fixed reward set, which children the derive phase rescore
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from n2nas.errors import ConfigError
 from n2nas.searching.budget import Budget, minimum_budget_minutes
 from n2nas.space import Pipeline
+
+DERIVE_DRAW_ROUNDS = 8  # fresh controller draws of derive_children each, at most, to replace unscored children
 
 
 def pins(space_def, config) -> dict[str, Any]:
@@ -71,47 +73,61 @@ def seconds_per_full_child(trials: list[dict], n_val: int) -> float | None:
     return float(np.median([t["wall_s"] * max(1.0, n_val / t["records"]) for t in timed]))
 
 
-def derive_stops(budget: Budget, derived: int, full_child_s: float, finals_s: float, finalists: int) -> bool:
-    """Whether the derive phase stops before scoring another child. It leaves the finals their time once it has
+def derive_stops(budget: Budget, derived: int, full_child_s: float, finals_s: float, finalists: int,
+                 tried: int | None = None) -> bool:
+    """Whether the derive phase stops before scoring another child, given ``derived`` children scored ok and
+    ``tried`` scorings in all (ok or failed; default ``derived``). It leaves the finals their time once it has
     ``finalists`` children (at least one) to hand them; before that it stops only when one more scoring would
     overrun the budget: finals over too few children cannot choose. (A 20-min search on a busy machine had its
     derive phase cut after one child by an over-estimated finals reserve, and the finals then used 118 of 480 s.)"""
     if derived >= max(1, finalists):
         return budget.derive_over(full_child_s + finals_s)
-    return derived > 0 and budget.derive_over(full_child_s)
+    return (derived if tried is None else tried) > 0 and budget.derive_over(full_child_s)
 
 
-def derive_candidates(trials: list[dict], controller, space, config):
-    """The best controller-phase children first, then fresh controller samples, without repeats."""
+def derive_candidates(trials: list[dict], controller, space, config) -> Iterator[dict[str, Any]]:
+    """The best controller-phase children first, then fresh controller samples, without repeats.
+
+    A generator that the derive phase stops once it has scored ``config.derive_children`` children: fresh samples
+    are drawn ``derive_children`` at a time, for at most ``DERIVE_DRAW_ROUNDS`` rounds, so that children the hard
+    limits leave unscored (infeasible, which costs only their memoised cost measurement) are made up for. Under a
+    FLOPs limit that 80 % of the ``ecg`` space breaks, a fixed list of 12 gave the finals no feasible child at all.
+    """
     seen: set[str] = set()
+
+    def new(sample: dict[str, Any]) -> bool:
+        key = json.dumps(sample, sort_keys=True, default=list)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
     best = sorted((t for t in trials if t["phase"] == "controller" and t["status"] == "ok" and
                    t["reward"] is not None), key=lambda t: (-t["reward"], t["step"]))
-    pool = [t["sample"] for t in best]
-    chosen = []
-    for sample in pool:
-        if len(chosen) >= min(config.derive_top, config.derive_children):
+    taken = 0
+    for t in best:
+        if taken >= min(config.derive_top, config.derive_children):
             break
-        key = json.dumps(sample, sort_keys=True, default=list)
-        if key not in seen:
-            seen.add(key)
-            chosen.append(Pipeline.from_json({"space": config.space, "sample": sample}, space).sample)
-    fresh = [space.decode(s) for s in controller.sample(config.derive_children)]
-    for sample in fresh:
-        if len(chosen) >= config.derive_children:
-            break
-        key = json.dumps(sample, sort_keys=True, default=list)
-        if key not in seen:
-            seen.add(key)
-            chosen.append(sample)
-    return chosen
+        sample = Pipeline.from_json({"space": config.space, "sample": t["sample"]}, space).sample
+        if new(sample):
+            taken += 1
+            yield sample
+    for _ in range(DERIVE_DRAW_ROUNDS):
+        for sample in [space.decode(s) for s in controller.sample(config.derive_children)]:
+            if new(sample):
+                yield sample
 
 
 def score_board(trials: list[dict]) -> tuple[int, int, float | None, float | None]:
-    """(children scored ok, failed, best bare metric, FLOPs per record of that child) for the progress display."""
+    """(children scored ok, failed, best bare metric, FLOPs per record of that child) for the progress display.
+
+    A screen probe scored beyond the hard limits counts as scored but is never shown as the best: it is no result.
+    """
     ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
     failed = sum(1 for t in trials if t["status"] == "failed")
-    if not ok:
-        return 0, failed, None, None
-    best = max(ok, key=lambda t: (t["reward"], -t["step"]))
+    results = [t for t in ok if "limits_waived" not in t]
+    if not results:
+        return len(ok), failed, None, None
+    best = max(results, key=lambda t: (t["reward"], -t["step"]))
     return len(ok), failed, (best.get("reward_terms") or {}).get("metric", best["reward"]), \
         best.get("flops_per_record") or best["flops"]
