@@ -185,6 +185,8 @@ def main() -> None:
                          "(default: the space's default child)")
     ap.add_argument("--max-flops", type=float, default=None,
                     help="hard FLOPs limit per 30 s record: larger children are infeasible (default: none)")
+    ap.add_argument("--schedule", default="plateau", choices=["plateau", "budget"],
+                    help="lr schedule of every retraining (RetrainConfig.schedule, default plateau)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
@@ -246,7 +248,8 @@ def main() -> None:
     contenders.update(extra_rows)
     if not contenders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
-    retrain_cfg = dataclasses.replace(RetrainConfig(), epochs=args.epochs, max_minutes=args.retrain_minutes)
+    retrain_cfg = dataclasses.replace(RetrainConfig(), epochs=args.epochs, max_minutes=args.retrain_minutes,
+                                      schedule=args.schedule)
 
     def folder(name: str, seed: int) -> str:
         return str(work / (name.replace(" ", "-") + (f"-s{seed}" if len(seeds) > 1 else "")))

@@ -29,6 +29,9 @@ from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_dev
 NORM_FILE = "normalisation.json"
 
 
+SCHEDULES = ("plateau", "budget")
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
     """From-scratch training: early stopping on the validation score, LR reduced on plateau, seeded.
@@ -36,6 +39,11 @@ class RetrainConfig:
     ``ema_decay`` (None: off) scores and keeps an exponential moving average of the weights instead of the last
     step's (:mod:`n2nas.train.averaging`); it is not combined with pruning or QAT, whose masks and observers belong
     to the raw weights. ``max_minutes`` is checked after every batch.
+
+    ``schedule``: "plateau" cuts the lr by ``plateau_factor`` after ``plateau_patience`` epochs without a better
+    validation score; "budget" decays it linearly to zero over whichever budget ends first, ``epochs`` or
+    ``max_minutes`` (budgeted training, Li et al., ICLR 2020): a run stopped by its time limit then ends at a small
+    lr instead of wherever the plateau rule had left it.
 
     ``workers`` > 1 trains data-parallel (:mod:`n2nas.train.parallel`; ``global_batch`` scales the lr linearly);
     ``norm="none"`` replaces batch norm by identity (exact N-worker == 1-worker equivalence); ``prune`` prunes
@@ -47,6 +55,7 @@ class RetrainConfig:
     patience: int = 8
     plateau_patience: int = 3
     plateau_factor: float = 0.3
+    schedule: str = "plateau"
     val_fraction: float = 0.15
     seed: int = 0
     split_seed: int | None = None  # the validation split's seed; None: ``seed`` (set it to vary only the training)
@@ -63,6 +72,8 @@ class RetrainConfig:
     def __post_init__(self):
         if self.workers < 1:
             raise ConfigError("--workers", f"must be positive, got {self.workers}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("--schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.norm not in ("batch", "none"):
             raise ConfigError("--norm", f"expected batch or none, got {self.norm!r}")
         if self.prune is not None and self.qat is not None:
@@ -138,7 +149,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         weight = torch.tensor(class_weights(y_train.argmax(1), y_train.shape[1]), dtype=torch.float32, device=device)
     metric = _metric_name(dataset)
     best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
-    start = time.monotonic()
+    start, steps_done = time.monotonic(), 0
     deadline = None if config.max_minutes is None else start + 60 * config.max_minutes
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -159,7 +170,11 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             batch_loss = dist_ctx.sum(float(loss.detach())) / dist_ctx.world
             if not math.isfinite(batch_loss):  # the same value on every worker, so all stop together
                 raise DataError(out, f"training diverged at epoch {epoch} (loss {batch_loss}); lower the lr")
+            if config.schedule == "budget":
+                set_lr(optimizer, lr * (1.0 - budget_spent(steps_done, config.epochs * steps_per_epoch, start,
+                                                           config.max_minutes, dist_ctx)))
             optimizer.step()
+            steps_done += 1
             if pruner is not None:
                 pruner.step()
             if averaged is not None:
@@ -171,7 +186,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         scored.eval()  # the raw model goes back to train() at the next epoch; only ``scored`` is validated
         score = reward_metric(metric, *_validate(scored, data, ctx, dataset, device, dist_ctx), dataset.classes,
                               dataset.multilabel)
-        plateau.step(score)
+        if config.schedule == "plateau":
+            plateau.step(score)
         history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)), f"val_{metric}": score,
                         "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - start, 2)})
         if pruner is not None:
@@ -202,7 +218,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     final.eval()
     p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
     summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
-               "global_batch": batch_size, "lr": lr, "ema_decay": config.ema_decay if use_ema else None,
+               "global_batch": batch_size, "lr": lr, "schedule": config.schedule, "ema_decay": config.ema_decay if use_ema else None,
                "train_seconds": round(time.monotonic() - start, 2),
                "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
     if dist_ctx.is_main:
@@ -217,6 +233,23 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     dist_ctx.barrier()
     return summary
+
+
+def budget_spent(steps_done: int, total_steps: int, start: float, max_minutes: float | None,
+                 dist_ctx: DistContext) -> float:
+    """Share of the training budget used, 0..1: the larger of the steps share and the wall-time share (the mean
+    over workers, so that every data-parallel replica sets the same lr)."""
+    spent = steps_done / max(1, total_steps)
+    if max_minutes is not None:
+        elapsed = dist_ctx.sum((time.monotonic() - start) / (60.0 * max_minutes)) / dist_ctx.world
+        spent = max(spent, elapsed)
+    return min(1.0, max(0.0, spent))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _validate(model, data, ctx: DataContext, dataset: Dataset, device, dist_ctx: DistContext):

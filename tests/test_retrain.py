@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -107,3 +108,23 @@ def test_retrain_keeps_the_weight_average_and_stops_mid_epoch_at_its_deadline(tm
 def test_retrain_refuses_a_weight_average_decay_outside_the_open_interval():
     with pytest.raises(ConfigError, match="decay"):
         RetrainConfig(ema_decay=1.0)
+
+
+def test_budget_schedule_decays_the_lr_linearly_to_zero_over_the_steps_or_the_minutes(tmp_path):
+    copy_sample_records(tmp_path / "data", per_class=20)  # 68 training records: two batches of 32 per epoch
+    data = load_physionet2017(tmp_path / "data")
+    config = dataclasses.replace(RetrainConfig.quick(), epochs=3, patience=10, device="cpu", schedule="budget")
+    summary = retrain(_pipeline(batch_size=32, lr=1e-3), data, tmp_path / "m", config, log=lambda _m: None)
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert summary["schedule"] == "budget" and [h["steps"] for h in history] == [2, 2, 2]
+    # the lr of step k (0-based) of 6 is lr * (1 - k / 6); an epoch's line shows its last step's lr
+    assert [h["lr"] for h in history] == pytest.approx([1e-3 * 5 / 6, 1e-3 * 3 / 6, 1e-3 * 1 / 6])
+    # the wall-time share counts too: half of a one-minute budget spent outweighs 1 step of 100
+    from n2nas.retrain import budget_spent
+    from n2nas.train.parallel import DistContext
+
+    spent = budget_spent(1, 100, time.monotonic() - 30.0, 1.0, DistContext())
+    assert 0.5 <= spent < 0.6
+    assert budget_spent(1, 100, time.monotonic(), None, DistContext()) == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match="schedule"):
+        RetrainConfig(schedule="cosine")

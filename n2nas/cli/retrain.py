@@ -20,6 +20,10 @@ def register(sub) -> None:
                    help="maximum training epochs; early stopping may end sooner (default 40)")
     p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
                    help="stop training after M minutes of wall time (default: no limit)")
+    p.add_argument("--schedule", default="plateau", choices=["plateau", "budget"],
+                   help="lr schedule: plateau (cut by 0.3 after 3 epochs without a better validation score) or "
+                        "budget (linear decay to zero over --epochs or --max-minutes, whichever ends first) "
+                        "(default plateau)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the split, weights and batches (default 0)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")
@@ -57,7 +61,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
     config = dataclasses.replace(RetrainConfig(), epochs=args.epochs, seed=args.seed, device=args.device,
-                                 max_minutes=args.max_minutes, workers=args.workers, global_batch=args.global_batch,
+                                 max_minutes=args.max_minutes, schedule=args.schedule, workers=args.workers, global_batch=args.global_batch,
                                  norm=args.norm, ema_decay=args.ema_decay or None, prune=PruneConfig.named(args.prune),
                                  qat=QATConfig.default() if args.qat else None)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
