@@ -94,18 +94,15 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
 
 def test_derive_replaces_children_a_hard_limit_leaves_unscored(tiny_data, tmp_path):
     from search_spaces import get_space
-    from n2nas.measure.cost import model_input_shape, windows_per_record
-    from n2nas.measure.flops import count_flops
+    from n2nas.measure.cost import pipeline_cost
+    from n2nas.space import Pipeline
 
     cfg = tiny_config(budget_epochs=2, derive_children=3, derive_top=0)  # fresh controller samples only
-    space_def = get_space(cfg.space)
-    space = space_def.space.pinned(cfg.fixed)
+    space = get_space(cfg.space).space.pinned(cfg.fixed)
     rng = np.random.default_rng(0)
-    flops = []
-    for sample in (space.random_sample(rng) for _ in range(40)):
-        child = space_def.build_child(sample, 1, len(tiny_data.classes))
-        flops.append(count_flops(child, (1,) + model_input_shape(space_def, sample, 1))
-                     * windows_per_record(space_def, sample, 30.0, 1))
+    shape = {"n_leads": 1, "classes": list(tiny_data.classes)}
+    flops = [pipeline_cost(Pipeline(cfg.space, space.random_sample(rng), shape))["flops_per_record"]
+             for _ in range(40)]
     limit = float(np.percentile(flops, 30))  # most children break it
     result = n2nas.search(tiny_data, replace(cfg, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
     derive = [t for t in result.trials if t["phase"] == "derive"]

@@ -221,3 +221,25 @@ def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing
     scored, _, _, best_flops = score_board(screen)
     assert scored == len(screen) and best_flops is None
     assert score_board(result.trials)[3] <= limit
+
+
+def test_finals_leave_out_a_reference_that_breaks_the_hard_limits(tiny_data, tmp_path):
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.measure.run import default_flops
+    from n2nas.searching.plan import pins
+
+    # every preprocessing label pinned, so no screen runs and nothing marks the default architecture beforehand
+    fixed = {"fs": 100, "filter": "none", "window": "crop:10", "normalise": "record_z"}
+    config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
+                     reward_records=8, derive_children=3, derive_top=0, top_k=1, device="cpu", fixed=fixed,
+                     screen=ScreenConfig.off(), finals=FinalsConfig(passes=0.5, min_steps=4, survivors=0))
+    space_def = get_space(config.space)
+    space = space_def.space.pinned(pins(space_def, config))
+    limit = 0.9 * default_flops(None, space_def, space, tiny_data)
+    result = n2nas.search(tiny_data, replace(config, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
+    final = [t for t in result.trials if t["phase"] == "final"]
+    assert len(final) >= 2  # the finals ran, on the derived children alone
+    reference = json.dumps(space.default_sample(), sort_keys=True)  # skips: tuples here, lists in the log
+    assert all(json.dumps(t["sample"], sort_keys=True) != reference for t in final)
+    assert all(t["status"] == "ok" and t["flops_per_record"] <= limit for t in final)
+    assert result.pipelines and all(p.scores["flops_per_record"] <= limit for p in result.pipelines)

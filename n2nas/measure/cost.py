@@ -1,6 +1,7 @@
 """Cost of a pipeline as deployed: parameters, FLOPs per model input, per record and per second of signal."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -75,3 +76,64 @@ def pipeline_cost(pipeline, record_seconds: float = 30.0, n_leads: int | None = 
     if win.mode == "beats":
         out["assumed_heart_rate_bpm"] = heart_rate_bpm
     return out
+
+
+RECORD_SECONDS = 30.0  # rewards compare FLOPs per 30 s record: what a deployed model spends per diagnosis
+
+
+class ArchitectureCosts:
+    """Parameters, FLOPs per model input and multi-crop windows per 30 s record of a space's standalone children,
+    measured once per architecture: the training tokens change none of them, so they are left out of the key.
+
+    ``ctx`` is the search's data context (it gives each preprocessing's input shape); the search's driver and every
+    runner replica each hold one, so a hard limit can be checked wherever a child is sampled or scored.
+    """
+
+    def __init__(self, space_def, ctx):
+        self.space_def, self.ctx = space_def, ctx
+        self._training = {d.label for d in space_def.space.flat if getattr(d, "kind", "") == "training"}
+        self._memo: dict[str, dict[str, Any]] = {}
+
+    def key(self, sample: dict[str, Any]) -> str:
+        """The architecture-and-input part of ``sample`` as a memo key."""
+        return json.dumps({k: v for k, v in sample.items() if k not in self._training}, sort_keys=True, default=str)
+
+    def child(self, sample: dict[str, Any]):
+        """A fresh standalone child on the CPU and its batch-1 input shape (from the data when the space cannot
+        declare it). Its initialisation must not consume the
+        global torch RNG: costs are memoised, so a resumed search would otherwise draw different dropout masks."""
+        import torch
+
+        ds, sd = self.ctx.dataset, self.space_def
+        with torch.random.fork_rng(devices=[]):
+            child = sd.build_child(sample, sd.input_size(ds), len(ds.classes))
+        try:  # the shape the space declares needs no preprocessing run
+            return child, (1,) + model_input_shape(sd, sample, sd.input_size(ds))
+        except (AttributeError, TypeError, KeyError):
+            data = self.ctx.pipeline_data(sd.preprocess_config(sample), sd.window_config(sample))
+            return child, (1,) + data.record_windows(int(self.ctx.val_idx[0])).shape[1:]
+
+    def of(self, sample: dict[str, Any], built=None) -> dict[str, Any]:
+        """``{"params", "flops", "windows", "flops_per_record"}`` of ``sample``'s architecture; ``built``: its
+        ``(child, input_shape)`` when the caller has built it anyway."""
+        key = self.key(sample)
+        entry = self._memo.get(key)
+        if entry is None:
+            child, shape = built or self.child(sample)
+            windows = windows_per_record(self.space_def, sample, RECORD_SECONDS,
+                                         self.space_def.input_size(self.ctx.dataset))
+            flops = count_flops(child, shape)
+            entry = {"params": count_params(child), "flops": flops, "windows": windows,
+                     "flops_per_record": flops * windows}
+            self._memo[key] = entry
+        return entry
+
+    def limits_broken(self, reward, sample: dict[str, Any]) -> list[str]:
+        """The parameter and FLOPs limits of ``reward`` (a RewardConfig) that ``sample`` breaks; latency limits
+        need a timing on the scoring device and are left to the runner."""
+        from dataclasses import replace
+
+        from n2nas.measure.reward import infeasibility
+
+        cost = self.of(sample)
+        return infeasibility(replace(reward, max_latency_ms=None), cost["flops_per_record"], cost["params"], None)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from n2nas.data.splits import class_weights
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
-from n2nas.measure.flops import count_flops, count_params
+from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.latency import measure_latency_ms
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.runners.base import Runner
@@ -25,7 +24,6 @@ from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_
 
 
 BN_MODES = ("recalibrate", "batch", "running")
-RECORD_SECONDS = 30.0  # rewards compare FLOPs per 30 s record: what a deployed model spends per diagnosis
 
 
 @dataclass(frozen=True)
@@ -75,8 +73,8 @@ class LocalRunner(Runner):
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.metric = reward_metric_name(config.reward_metric, ds.classes, ds.multilabel)
         # params, FLOPs and latency per architecture + input (training tokens change none of them)
-        self._arch_memo: dict[str, dict[str, Any]] = {}
-        self._training_labels = {d.label for d in space_def.space.flat if getattr(d, "kind", "") == "training"}
+        self.costs = ArchitectureCosts(space_def, ctx)
+        self._latency_memo: dict[str, float | None] = {}
         self.measure, self.reward, self.meter = MeasureConfig(), None, UnmeasuredMeter()
         y = ctx.targets[ctx.train_idx]
         self._class_weight = None if self.multilabel else torch.tensor(
@@ -142,37 +140,16 @@ class LocalRunner(Runner):
         self.measure, self.reward = measure, reward
         self.meter = meter or pick_meter(self.device, measure.joules_per_flop)
 
-    def _child(self, sample) -> tuple[torch.nn.Module, tuple[int, ...]]:
-        """A fresh standalone child and its batch-1 input shape. Its initialisation must not consume the global
-        torch RNG: costs are memoised, so a resumed search would otherwise draw different dropout masks."""
-        ds = self.ctx.dataset
-        with torch.random.fork_rng(devices=[]):
-            child = self.space_def.build_child(sample, self.space_def.input_size(ds), len(ds.classes))
-        shape = (1,) + self._data(sample).record_windows(int(self.ctx.val_idx[0])).shape[1:]
-        return child, shape
-
     def _measured(self, sample, latency: bool) -> dict[str, Any]:
-        """Params, FLOPs (and latency when asked) of the sample's architecture: the standalone child is built
-        once per architecture, however many of these numbers are needed."""
-        key = json.dumps({k: v for k, v in sample.items() if k not in self._training_labels}, sort_keys=True,
-                         default=str)
-        entry = self._arch_memo.get(key)
-        if entry is None or (latency and entry["latency_ms"] is None):
-            child, shape = self._child(sample)
-            if entry is None:
-                entry = {"params": count_params(child), "flops": count_flops(child, shape), "latency_ms": None,
-                         "windows": self._windows_per_record(sample)}
-            if latency:
-                entry["latency_ms"] = measure_latency_ms(child.to(self.device), shape, self.device,
+        """Params, FLOPs and windows per record (and latency when asked) of the sample's architecture: the
+        standalone child is built once per architecture, however many of these numbers are needed."""
+        key = self.costs.key(sample)
+        if latency and key not in self._latency_memo:
+            child, shape = self.costs.child(sample)
+            self.costs.of(sample, built=(child, shape))
+            self._latency_memo[key] = measure_latency_ms(child.to(self.device), shape, self.device,
                                                          self.measure.latency)
-            self._arch_memo[key] = entry
-        return entry
-
-    def _windows_per_record(self, sample) -> int:
-        """Model inputs that multi-crop evaluation cuts from a 30 s record (1 for spaces without windows)."""
-        from n2nas.measure.cost import windows_per_record
-
-        return windows_per_record(self.space_def, sample, RECORD_SECONDS, self.space_def.input_size(self.ctx.dataset))
+        return {**self.costs.of(sample), "latency_ms": self._latency_memo.get(key)}
 
     def cost(self, sample) -> tuple[int, int]:
         """(parameters, FLOPs per input window) of the standalone child, memoised per architecture."""

@@ -132,13 +132,17 @@ def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, f
 
 def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], space_def, space, ctx,
                       trials: list[dict], score: Callable[[dict[str, Any]], float | None], folder: Path,
-                      time_left: Callable[[], float | None]) -> ScreenResult | None:
+                      time_left: Callable[[], float | None],
+                      feasible: Callable[[dict[str, Any]], bool] = lambda _sample: True) -> ScreenResult | None:
     """A search's finals: the best derive-phase children of ``trials`` and the (pinned) space's default sample,
     equal passes over the training records at each one's batch size; the candidate states in ``folder`` are
-    removed afterwards (their scores are in the trial log)."""
+    removed afterwards (their scores are in the trial log). ``feasible`` says whether a sample keeps the reward's
+    hard limits: the reference is only trained when it does, since a result beyond them is never returned."""
     import shutil
 
     reference = space.default_sample() if config.reference else None
+    if reference is not None and not feasible(reference):
+        reference = None
     candidates = finalists(trials, reference, config.children) if config.children else []
     if len(candidates) < 2:
         return None

@@ -17,6 +17,7 @@ import torch
 from n2nas.data.record import Dataset
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
+from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.reward import RewardConfig
 from n2nas.measure.run import preflight, start_measurement
 from n2nas.runners import RunnerConfig, make_runner
@@ -194,6 +195,8 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     torch.manual_seed(config.seed)  # dropout draws from torch's default generator; saved in checkpoints too
     runner = make_runner(config.runner, space_def, ctx, config.shared, pick_device(config.device), config.seed)
     resources.callback(runner.close)  # workers are released even when the search fails
+    # the driver's own cost memo (a Ray or MPI runner measures on its workers): hard limits checked before training
+    costs = getattr(runner, "costs", None) or ArchitectureCosts(space_def, ctx)
     initial = runner.state_dict()  # fresh weights, the same on resume (seeded): the finals start from them
     rng = np.random.default_rng(config.seed + 1)
     log = TrialLog(run_dir / "trials.jsonl")
@@ -315,7 +318,8 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     with clock("final"):
         run_search_finals(config.finals, runner, initial, space_def, space, ctx, log.records,
                           lambda sample: score_and_log([sample], ctx.val_idx, "final")[0], run_dir / "checkpoint" / "final",
-                          lambda: budget.total_s and budget.total_s - budget.elapsed)
+                          lambda: budget.total_s and budget.total_s - budget.elapsed,
+                          feasible=lambda sample: not costs.limits_broken(config.reward, sample))
     writer.close()
     pipelines = rank(log.records, space, dataset, config)
     write_best(run_dir, pipelines)

@@ -21,7 +21,7 @@ def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, el
                 measured, waive_limits: bool = False) -> dict[str, Any]:
     """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it.
     ``waive_limits``: rewarded without the hard limits; the limits it broke are kept as ``limits_waived``."""
-    from n2nas.measure.reward import trial_reward_fields
+    from n2nas.measure.reward import infeasibility, trial_reward_fields
 
     line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
             "flops": result["flops"],
@@ -31,7 +31,8 @@ def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, el
             "wall_s": round(result["wall_s"], 4) if "wall_s" in result else None}
     reward = measured.reward
     if waive_limits:
-        broken = trial_reward_fields(result, reward).get("infeasible")
+        broken = infeasibility(reward, result.get("flops_per_record", result.get("flops")), result.get("params"),
+                               result.get("latency_ms"))
         if broken:
             line["limits_waived"] = broken
         reward = reward.without_limits()
