@@ -185,8 +185,8 @@ def main() -> None:
                          "(default: the space's default child)")
     ap.add_argument("--max-flops", type=float, default=None,
                     help="hard FLOPs limit per 30 s record: larger children are infeasible (default: none)")
-    ap.add_argument("--schedule", default="plateau", choices=["plateau", "budget"],
-                    help="lr schedule of every retraining (RetrainConfig.schedule, default plateau)")
+    ap.add_argument("--schedule", default=RetrainConfig.schedule, choices=["plateau", "budget"],
+                    help=f"lr schedule of every retraining (RetrainConfig.schedule, default {RetrainConfig.schedule})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",

@@ -20,10 +20,10 @@ def register(sub) -> None:
                    help="maximum training epochs; early stopping may end sooner (default 40)")
     p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
                    help="stop training after M minutes of wall time (default: no limit)")
-    p.add_argument("--schedule", default="plateau", choices=["plateau", "budget"],
+    p.add_argument("--schedule", default="budget", choices=["plateau", "budget"],
                    help="lr schedule: plateau (cut by 0.3 after 3 epochs without a better validation score) or "
                         "budget (linear decay to zero over --epochs or --max-minutes, whichever ends first) "
-                        "(default plateau)")
+                        "(default budget)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the split, weights and batches (default 0)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")
