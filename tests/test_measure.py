@@ -82,6 +82,25 @@ def test_pipeline_cost_per_window_record_and_second(capsys, tmp_path):
     assert printed["flops_per_record"] == cost["flops_per_record"] and printed["params"] == cost["params"]
 
 
+
+def test_pipeline_cost_of_a_tabular_ehr_pipeline_counts_one_row_per_record(capsys, tmp_path):
+    from n2nas.artifacts import build_model
+    from n2nas.cli import main
+    from n2nas.space import Pipeline
+    from search_spaces import get_space
+
+    space = get_space("ehr-mlp-small").space
+    pipe = Pipeline("ehr-mlp-small", space.default_sample(), {"n_leads": 20, "classes": ["a", "b", "c"]})
+    cost = pipeline_cost(pipe)
+    model = build_model(pipe)
+    assert cost["input_shape"] == [20] and cost["windows_per_record"] == 1
+    assert cost["flops_per_record"] == cost["flops_per_window"] == count_flops(model, (1, 20))
+    assert cost["params"] == count_params(model) and cost["flops_per_second"] is None
+    pipe.save(tmp_path / "ehr.json")
+    assert main(["flops", str(tmp_path / "ehr.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["flops_per_record"] == cost["flops_per_record"]
+
+
 # ---------------------------------------------------------------- energy meters
 def _zone(root: Path, name: str, label: str, energy: int | None, max_uj: int) -> Path:
     path = root / name

@@ -10,7 +10,8 @@ from n2nas.measure.flops import count_flops, count_params
 
 
 def model_input_shape(space_def, sample: dict[str, Any], n_leads: int) -> tuple[int, ...]:
-    """Shape of one model input without the batch dimension: ``(leads, samples)`` for windowed signals.
+    """Shape of one model input without the batch dimension: ``(leads, samples)`` for windowed signals,
+    ``(features,)`` for tabular rows (a space without preprocessing or windows; ``n_leads`` is then the features).
 
     A space may define ``input_shape(sample, n_leads)`` (e.g. tabular spaces); otherwise the window length
     follows from its ``preprocess_config`` (sampling rate) and ``window_config``.
@@ -20,8 +21,11 @@ def model_input_shape(space_def, sample: dict[str, Any], n_leads: int) -> tuple[
         return tuple(int(d) for d in hook(sample, n_leads))
     from n2nas.data.windows import window_length
 
-    fs = space_def.preprocess_config(sample).fs
-    return (int(n_leads), window_length(space_def.window_config(sample), fs))
+    pre = space_def.preprocess_config(sample)
+    win = space_def.window_config(sample) if hasattr(space_def, "window_config") else None
+    if pre is None or win is None:  # tabular rows (EHR): one feature vector per record, ``n_leads`` features
+        return (int(n_leads),)
+    return (int(n_leads), window_length(win, pre.fs))
 
 
 def windows_per_record(space_def, sample: dict[str, Any], record_seconds: float, n_leads: int = 1,
