@@ -221,7 +221,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     final.eval()
     p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
     summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
-               "global_batch": batch_size, "lr": lr, "schedule": config.schedule, "ema_decay": config.ema_decay if use_ema else None,
+               "global_batch": batch_size, "lr": lr, "schedule": config.schedule,
+               "ema_decay": config.ema_decay if use_ema else None,
                "train_seconds": round(time.monotonic() - start, 2),
                "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
     if dist_ctx.is_main:

@@ -61,7 +61,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
     config = dataclasses.replace(RetrainConfig(), epochs=args.epochs, seed=args.seed, device=args.device,
-                                 max_minutes=args.max_minutes, schedule=args.schedule, workers=args.workers, global_batch=args.global_batch,
+                                 max_minutes=args.max_minutes, schedule=args.schedule, workers=args.workers,
+                                 global_batch=args.global_batch,
                                  norm=args.norm, ema_decay=args.ema_decay or None, prune=PruneConfig.named(args.prune),
                                  qat=QATConfig.default() if args.qat else None)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))

@@ -104,8 +104,8 @@ class ArchitectureCosts:
 
     def child(self, sample: dict[str, Any]):
         """A fresh standalone child on the CPU and its batch-1 input shape (from the data when the space cannot
-        declare it). Its initialisation must not consume the
-        global torch RNG: costs are memoised, so a resumed search would otherwise draw different dropout masks."""
+        declare it). Its initialisation must not consume the global torch RNG: costs are memoised, so a resumed
+        search would otherwise draw different dropout masks."""
         import torch
 
         ds, sd = self.ctx.dataset, self.space_def
