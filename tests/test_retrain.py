@@ -105,6 +105,19 @@ def test_retrain_keeps_the_weight_average_and_stops_mid_epoch_at_its_deadline(tm
     assert json.loads((tmp_path / "cut" / "history.json").read_text())[0]["steps"] == 1
 
 
+def test_only_the_plateau_schedule_stops_early(tiny, tmp_path, monkeypatch):
+    _, data = tiny
+    # no optimizer steps and no batch norm: the weights (and their average) never change, nor does the score
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    base = dataclasses.replace(RetrainConfig.quick(), epochs=4, patience=1, device="cpu", norm="none")
+    quiet = {"log": lambda _m: None}
+    plateau = retrain(_pipeline(), data, tmp_path / "plateau", dataclasses.replace(base, schedule="plateau"), **quiet)
+    budget = retrain(_pipeline(), data, tmp_path / "budget", dataclasses.replace(base, schedule="budget"), **quiet)
+    assert plateau["best_epoch"] == budget["best_epoch"] == 1
+    assert plateau["epochs_run"] == 2  # one epoch without a better score, then the stop
+    assert budget["epochs_run"] == 4  # a budget run ends with its budget: its lr reaches zero only there
+
+
 def test_retrain_refuses_a_weight_average_decay_outside_the_open_interval():
     with pytest.raises(ConfigError, match="decay"):
         RetrainConfig(ema_decay=1.0)

@@ -204,14 +204,15 @@ def _metric_columns(metrics: dict[str, Any], dataset) -> dict[str, Any]:
 
 def _retrain_ecg(space_def, sample: dict[str, Any], dataset, out: Path, config: GridConfig,
                  log=print) -> dict[str, Any]:
-    """An ECG cell: :func:`n2nas.retrain.retrain` with the grid's epochs/patience/seed/device."""
+    """An ECG cell: :func:`n2nas.retrain.retrain` with the grid's epochs/patience/seed/device (the plateau
+    schedule, since only it stops early on the grid's patience)."""
     import dataclasses
 
     from n2nas.retrain import RetrainConfig, retrain
     from n2nas.space import Pipeline
 
     cfg = dataclasses.replace(RetrainConfig(), epochs=config.epochs, patience=config.patience, seed=config.seed,
-                              device=config.device, max_minutes=config.max_minutes)
+                              device=config.device, max_minutes=config.max_minutes, schedule="plateau")
     summary = retrain(Pipeline(space_def.name, sample), dataset, out / "model", cfg, log=log)
     child = space_def.build_child(sample, space_def.input_size(dataset), len(dataset.classes))
     return {"status": "ok", "params": sum(p.numel() for p in child.parameters()),
