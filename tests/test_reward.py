@@ -66,12 +66,18 @@ def test_energy_weight_without_counter_stops_the_search_at_startup(tiny_data, tm
 
 
 def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
+    from search_spaces import get_space
     from n2nas.cli import main
+    from n2nas.measure.cost import pipeline_cost
+    from n2nas.space import Pipeline
 
     jpf = 1e-9
     cfg = tiny_config(budget_epochs=1, derive_children=2, children_per_step=6,
                       reward=RewardConfig(energy_weight=-0.1, max_params=100_000),
                       measure=MeasureConfig(joules_per_flop=jpf, power_interval_s=0.2))
+    default = get_space(cfg.space).space.pinned(cfg.fixed).default_sample()
+    target = pipeline_cost(Pipeline(cfg.space, default, {"n_leads": 1, "classes": list(tiny_data.classes)})
+                           )["flops_per_record"]
     result = n2nas.search(tiny_data, cfg, out=tmp_path / "run")
     statuses = {t["status"] for t in result.trials}
     assert statuses == {"ok", "infeasible"}
@@ -87,6 +93,8 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
         terms = t["reward_terms"]
         assert t["reward"] == pytest.approx(terms["metric"] * terms["flops"] * terms["energy"] * terms["latency"])
         assert terms["latency"] == 1.0 and terms["flops"] != 1.0 and terms["energy"] != 1.0
+        # the unset FLOPs target is the (pinned) space's default child, per 30 s record as `n2nas flops` counts it
+        assert terms["flops"] == pytest.approx((t["flops_per_record"] / target) ** cfg.reward.flops_weight)
     assert result.best(1)[0].scores["params"] <= 100_000
     assert (tmp_path / "run" / "power.csv").read_text().startswith("time,cpu_util_pct")
     assert main(["report", str(tmp_path / "run")]) == 0

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from n2nas.errors import ConfigError
 from n2nas.measure.reward import RewardConfig
 
@@ -34,16 +32,16 @@ def preflight(config) -> None:
         check_measurable(config.reward, meter.source, latency_enabled=True)
 
 
-def start_measurement(runner, space_def, space, dataset, config, run_dir: Path, log, resources: ExitStack
-                      ) -> RunMeasurement:
-    """Resolve the reward's FLOPs target, give the runner its meter, refuse what cannot be measured, and start
-    the background power sampler (``power.csv`` + ``tensorboard/power``); ``resources`` closes them."""
+def start_measurement(runner, space, costs, config, run_dir: Path, log, resources: ExitStack) -> RunMeasurement:
+    """Resolve the reward's FLOPs target (per 30 s record of the (pinned) ``space``'s default child, from
+    ``costs``, an ArchitectureCosts), give the runner its meter, refuse what cannot be measured, and start the
+    background power sampler (``power.csv`` + ``tensorboard/power``); ``resources`` closes them."""
     from n2nas.measure.energy import NVMLMeter, RAPLMeter, pick_meter
     from n2nas.measure.reward import check_measurable
     from n2nas.measure.sampler import PowerSampler
     from n2nas.train.primitives import pick_device
 
-    reward = config.reward.resolved(default_flops(runner, space_def, space, dataset))
+    reward = config.reward.resolved(costs.of(space.default_sample())["flops_per_record"])
     meter = pick_meter(pick_device(config.device), config.measure.joules_per_flop)
     resources.callback(meter.close)
     check_measurable(reward, meter.source, config.measure.latency.enabled and hasattr(runner, "set_measurement"))
@@ -63,24 +61,3 @@ def start_measurement(runner, space_def, space, dataset, config, run_dir: Path, 
     resources.enter_context(sampler)
     return RunMeasurement(reward, sampler if sampler.has_power else None)
 
-
-def default_flops(runner, space_def, space, dataset) -> float:
-    """FLOPs per 30 s record of the space's default child (pinned labels as pinned): the default FLOPs target.
-
-    Counted from the input shape the space declares, so no extra preprocessing runs; a runner's ``cost`` (which
-    prepares that pipeline's data) is the fallback for spaces that cannot say their input shape.
-    """
-    from n2nas.measure.cost import model_input_shape, windows_per_record
-    from n2nas.measure.flops import count_flops
-
-    sample = space.default_sample()
-    try:
-        n_inputs = space_def.input_size(dataset)
-        shape = (1,) + model_input_shape(space_def, sample, n_inputs)
-        with torch.random.fork_rng(devices=[]):  # must not move the search's seeded torch RNG
-            child = space_def.build_child(sample, n_inputs, len(dataset.classes))
-    except (AttributeError, TypeError, KeyError):
-        if not hasattr(runner, "cost"):
-            raise ConfigError("--flops-target", f"space {space.name!r} cannot say its input shape; set a target")
-        return float(runner.cost(sample)[1])
-    return float(count_flops(child, shape)) * windows_per_record(space_def, sample, 30.0, n_inputs)

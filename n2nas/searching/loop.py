@@ -205,7 +205,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         runner.load_state_dict(state["runner"])
         epoch, step, warmup_done = int(state["epoch"]), int(state["step"]), bool(state["warmup_done"])
     writer = _tensorboard(run_dir)
-    measured = start_measurement(runner, space_def, space, dataset, config, run_dir, log, resources)
+    measured = start_measurement(runner, space, costs, config, run_dir, log, resources)
     reward_idx = reward_set(ctx, config.reward_records, config.seed)
     full_child_s = seconds_per_full_child(log.records, len(ctx.val_idx))
     step_s = None  # measured seconds per shared step, for the finals' reserve
