@@ -47,7 +47,7 @@ import n2nas  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
-from n2nas.measure.flops import count_flops, count_params  # noqa: E402
+from n2nas.measure.cost import RECORD_SECONDS, pipeline_cost  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  # noqa: E402
 from n2nas.retrain import RetrainConfig, predict, retrain  # noqa: E402
@@ -63,11 +63,10 @@ ROWS = ("search", "random", "plain-cnn", "hannun")
 
 
 def cost(pipeline: Pipeline, n_leads: int) -> tuple[int, float]:
-    """Parameters and GFLOPs for one 30 s record at the pipeline's sampling rate (as one window)."""
-    space_def = get_space(pipeline.space)
-    model = space_def.build_child(pipeline.sample, n_leads, 4)
-    fs = space_def.preprocess_config(pipeline.sample).fs
-    return count_params(model), count_flops(model, (1, n_leads, int(30 * fs))) / 1e9
+    """Parameters and GFLOPs per 30 s record as evaluated (every multi-crop window), as ``n2nas flops`` and the
+    search's reward count them."""
+    found = pipeline_cost(pipeline, RECORD_SECONDS, n_leads, 4)
+    return found["params"], found["flops_per_record"] / 1e9
 
 
 def search_behaviour(trials: list[dict]) -> dict:
