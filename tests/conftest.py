@@ -27,6 +27,17 @@ def copy_sample_records(dst: Path, per_class: int = 2) -> list[tuple[str, str]]:
     return chosen
 
 
+def default_child_flops(space_name: str, space, dataset) -> float:
+    """FLOPs per 30 s record of ``space``'s (pinned) default child, counted as ``n2nas flops`` counts an exported
+    pipeline: the reward's default FLOPs target."""
+    from n2nas.measure.cost import RECORD_SECONDS, pipeline_cost
+    from n2nas.space import Pipeline
+    from search_spaces import get_space
+
+    data = {"n_leads": get_space(space_name).input_size(dataset), "classes": list(dataset.classes)}
+    return pipeline_cost(Pipeline(space_name, space.default_sample(), data), RECORD_SECONDS)["flops_per_record"]
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Derived data of every test goes to this session's temporary folder, never to the user's cache."""

@@ -12,6 +12,8 @@ import n2nas
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.reward import RewardConfig, check_measurable, compute_reward, trial_reward_fields
+from search_spaces import get_space
+from tests.conftest import default_child_flops
 from tests.test_search import tiny_config, tiny_data  # noqa: F401 - shared fixtures
 
 
@@ -66,18 +68,13 @@ def test_energy_weight_without_counter_stops_the_search_at_startup(tiny_data, tm
 
 
 def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
-    from search_spaces import get_space
     from n2nas.cli import main
-    from n2nas.measure.cost import pipeline_cost
-    from n2nas.space import Pipeline
 
     jpf = 1e-9
     cfg = tiny_config(budget_epochs=1, derive_children=2, children_per_step=6,
                       reward=RewardConfig(energy_weight=-0.1, max_params=100_000),
                       measure=MeasureConfig(joules_per_flop=jpf, power_interval_s=0.2))
-    default = get_space(cfg.space).space.pinned(cfg.fixed).default_sample()
-    target = pipeline_cost(Pipeline(cfg.space, default, {"n_leads": 1, "classes": list(tiny_data.classes)})
-                           )["flops_per_record"]
+    target = default_child_flops(cfg.space, get_space(cfg.space).space.pinned(cfg.fixed), tiny_data)
     result = n2nas.search(tiny_data, cfg, out=tmp_path / "run")
     statuses = {t["status"] for t in result.trials}
     assert statuses == {"ok", "infeasible"}
@@ -101,7 +98,6 @@ def test_search_logs_every_term_with_estimate_and_limits(tiny_data, tmp_path):
 
 
 def test_derive_replaces_children_a_hard_limit_leaves_unscored(tiny_data, tmp_path):
-    from search_spaces import get_space
     from n2nas.measure.cost import pipeline_cost
     from n2nas.space import Pipeline
 

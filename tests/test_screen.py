@@ -17,7 +17,7 @@ from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen, screened_labels,
                                     successive_halving)
 from search_spaces import get_space
-from tests.conftest import copy_sample_records
+from tests.conftest import copy_sample_records, default_child_flops
 
 
 def test_screened_labels_are_the_free_preprocessing_tokens_but_augmentation():
@@ -190,16 +190,6 @@ def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, 
     assert summary["phase_seconds"]["screen"] > 0
 
 
-def default_cost(space_def, space, dataset) -> float:
-    """FLOPs per 30 s record of ``space``'s default child, counted as ``n2nas flops`` counts an exported pipeline."""
-    from n2nas.measure.cost import pipeline_cost
-    from n2nas.space import Pipeline
-
-    pipe = Pipeline(space_def.space.name, space.default_sample(),
-                    {"n_leads": space_def.input_size(dataset), "classes": list(dataset.classes)})
-    return pipeline_cost(pipe, record_seconds=30.0)["flops_per_record"]
-
-
 def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing(tiny_data, tmp_path):
     from n2nas.measure.reward import RewardConfig
     from n2nas.searching.plan import pins, score_board
@@ -210,7 +200,7 @@ def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing
                      screen=ScreenConfig(candidates=4, keep=0.5, first_passes=0.5, min_steps=2),
                      finals=FinalsConfig(passes=0.5, min_steps=4))
     space_def = get_space(config.space)
-    probe = default_cost(space_def, space_def.space.pinned(pins(space_def, config)), tiny_data)
+    probe = default_child_flops(config.space, space_def.space.pinned(pins(space_def, config)), tiny_data)
     limit = 0.9 * probe  # the screen's probe, the default architecture, breaks it; smaller kernels do not
     result = n2nas.search(tiny_data, replace(config, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
     screen = [t for t in result.trials if t["phase"] == "screen"]
@@ -243,7 +233,7 @@ def test_finals_leave_out_a_reference_that_breaks_the_hard_limits(tiny_data, tmp
                      screen=ScreenConfig.off(), finals=FinalsConfig(passes=0.5, min_steps=4, survivors=0))
     space_def = get_space(config.space)
     space = space_def.space.pinned(pins(space_def, config))
-    limit = 0.9 * default_cost(space_def, space, tiny_data)
+    limit = 0.9 * default_child_flops(config.space, space, tiny_data)
     result = n2nas.search(tiny_data, replace(config, reward=RewardConfig(max_flops=limit)), out=tmp_path / "run")
     final = [t for t in result.trials if t["phase"] == "final"]
     assert len(final) >= 2  # the finals ran, on the derived children alone
