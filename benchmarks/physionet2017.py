@@ -52,7 +52,7 @@ from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  # noqa: E402
 from n2nas.retrain import RetrainConfig, predict, retrain  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
-from n2nas.searching.loop import PRESETS, SearchConfig  # noqa: E402
+from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
 from n2nas.searching.screen import ScreenConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -172,7 +172,7 @@ def main() -> None:
     """Search (ENAS and random), retrain every row with one recipe, print the comparison table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="cpu-hour", choices=PRESETS, help="search preset (default cpu-hour)")
+    ap.add_argument("--preset", default="cpu-hour", choices=list(SEARCH_PRESETS), help="search preset (default cpu-hour)")
     ap.add_argument("--space", default=None, help="search space (default: the preset's)")
     ap.add_argument("--search-minutes", type=float, default=60, help="budget of each search (default 60)")
     ap.add_argument("--retrain-minutes", type=float, default=30, help="budget of each retraining (default 30)")

@@ -11,7 +11,8 @@ import importlib
 from controllers.base import Controller
 from n2nas.errors import ConfigError
 
-# --controller name -> "module:class"; the class is built as ``cls(tokens, seed=seed, **config)``.
+# --controller name -> "module:class"; the class is built as ``cls(tokens, seed=seed, config=...)``, with
+# ``config`` only for a class with ``presets``.
 CONTROLLERS = {
     "enas": "controllers.enas:ENASController",
     "random": "controllers.random:RandomController",
@@ -20,17 +21,24 @@ CONTROLLERS = {
 }
 
 
-def make_controller(name: str, tokens, seed: int = 0, enas_preset: str | None = None, **config) -> Controller:
-    """Build a controller by its ``CONTROLLERS`` name; ``enas_preset`` names the ``ENASConfig`` preset of an
-    ENAS controller (ignored by the others)."""
+def controller_class(name: str) -> type[Controller]:
+    """The class registered as ``name`` in ``CONTROLLERS``; ConfigError naming ``--controller`` otherwise."""
     if name not in CONTROLLERS:
         raise ConfigError("--controller", f"unknown controller {name!r} (known: {', '.join(CONTROLLERS)})")
-    if name == "enas" and enas_preset is not None:
-        from controllers.enas import ENASConfig
-
-        config["config"] = ENASConfig.named(enas_preset)
     module, cls = CONTROLLERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(tuple(tokens), seed=seed, **config)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["CONTROLLERS", "Controller", "make_controller"]
+def make_controller(name: str, tokens, seed: int = 0, preset: str | None = None, **config) -> Controller:
+    """Build a controller by its ``CONTROLLERS`` name with the named ``preset`` of its ``presets`` (None: its
+    first, if it has any)."""
+    cls = controller_class(name)
+    if preset is not None and preset not in cls.presets:
+        known = ", ".join(cls.presets) or "none"
+        raise ConfigError("--controller-preset", f"controller {name!r} has no preset {preset!r} (known: {known})")
+    if cls.presets and "config" not in config:
+        config["config"] = cls.presets[preset or next(iter(cls.presets))]()
+    return cls(tuple(tokens), seed=seed, **config)
+
+
+__all__ = ["CONTROLLERS", "Controller", "controller_class", "make_controller"]

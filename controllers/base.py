@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
@@ -15,7 +15,13 @@ class Controller(abc.ABC):
     """Proposes children as ``{label: int}`` (choices) / ``{label: tuple of 0/1}`` (skips) over ``tokens``.
 
     A failed child's reward is ``nan`` (or None); every controller ignores it when learning.
+
+    ``presets`` names the configurations ``--controller-preset`` may ask for: name -> a function returning the
+    ``config`` argument of the constructor. The first is used when none is named; a controller without any takes
+    no configuration.
     """
+
+    presets: ClassVar[dict[str, Callable[[], Any]]] = {}
 
     def __init__(self, tokens: tuple[Token, ...]):
         self.tokens = tuple(tokens)

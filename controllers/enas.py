@@ -52,13 +52,6 @@ class ENASConfig:
         return ENASConfig(lr=5e-3, baseline_decay=0.9, baseline_start="first")
 
     @staticmethod
-    def named(name: str) -> "ENASConfig":
-        """The preset called ``name``: ``paper``, ``enas_macro_script`` or ``few_updates``."""
-        if name not in ("paper", "enas_macro_script", "few_updates"):
-            raise ValueError(f"unknown ENAS preset {name!r}")
-        return getattr(ENASConfig, name)()
-
-    @staticmethod
     def enas_macro_script() -> "ENASConfig":
         """Released scripts/cifar10_macro_search.sh: lstm_size 64, lr 0.001, tanh constant 1.5, no temperature,
         entropy 1e-4, skip target 0.4, skip weight 0.8, baseline decay 0.99 (the code's default)."""
@@ -87,6 +80,9 @@ class _Policy(nn.Module):
 
 class ENASController(Controller):
     """LSTM policy over the flat token list."""
+
+    presets = {"few_updates": ENASConfig.few_updates, "paper": ENASConfig.paper,
+               "enas_macro_script": ENASConfig.enas_macro_script}
 
     def __init__(self, tokens, seed: int = 0, config: ENASConfig = ENASConfig.enas_macro_script()):
         super().__init__(tokens)

@@ -31,6 +31,8 @@ class EvolutionConfig:
 class EvolutionController(Controller):
     """Children are random until the population is full, then mutants of tournament winners."""
 
+    presets = {"small": EvolutionConfig.small, "real2019": EvolutionConfig.real2019}
+
     def __init__(self, tokens, seed: int = 0, config: EvolutionConfig = EvolutionConfig.small()):
         super().__init__(tokens)
         self.config = config

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from controllers import make_controller
+from controllers import CONTROLLERS, controller_class, make_controller
 from controllers.enas import ENASConfig, ENASController
 from controllers.evolution import EvolutionConfig, EvolutionController
 from controllers.grid import GridController
@@ -18,7 +18,8 @@ from n2nas.space import Choice, Repeat, SearchSpace, Skips
 SPACE = SearchSpace("toy", (Choice("fs", (100, 150, 300), "preprocessing"),
                             Repeat("layer", 4, (Choice("op", ("a", "b", "c", "d")), Skips("skip"))),
                             Choice("lr", (1e-3, 1e-2), "training")))
-NAMES = ["enas", "random", "grid", "evolution"]
+# every registered controller with each of its presets (None: one without any): a new one is covered here too
+VARIANTS = [(name, preset) for name in CONTROLLERS for preset in (controller_class(name).presets or [None])]
 
 
 def roundtrip(state):
@@ -28,9 +29,9 @@ def roundtrip(state):
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_seeded_valid_and_resumable(name):
-    a, b = make_controller(name, SPACE.tokens, seed=3), make_controller(name, SPACE.tokens, seed=3)
+@pytest.mark.parametrize("name,preset", VARIANTS)
+def test_seeded_valid_and_resumable(name, preset):
+    a, b = (make_controller(name, SPACE.tokens, seed=3, preset=preset) for _ in range(2))
     first = a.sample(5)
     assert first == b.sample(5)
     for s in first:
@@ -39,7 +40,7 @@ def test_seeded_valid_and_resumable(name):
     a.update(first, rewards)
     saved = roundtrip(a.state_dict())
     expected = [a.sample(4) for _ in range(3)]
-    c = make_controller(name, SPACE.tokens, seed=99)
+    c = make_controller(name, SPACE.tokens, seed=99, preset=preset)
     c.load_state_dict(saved)
     assert [c.sample(4) for _ in range(3)] == expected
 
@@ -180,3 +181,11 @@ def test_grid_enumerates_the_space_and_refuses_huge_grids():
 def test_unknown_controller_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown controller 'ppo'"):
         make_controller("ppo", SPACE.tokens)
+
+
+def test_presets_configure_the_controller_and_unknown_ones_are_refused():
+    assert make_controller("enas", SPACE.tokens, preset="paper").config == ENASConfig.paper()
+    assert make_controller("enas", SPACE.tokens).config == ENASConfig.few_updates()  # the first preset
+    assert make_controller("evolution", SPACE.tokens, preset="real2019").config == EvolutionConfig.real2019()
+    with pytest.raises(ConfigError, match="--controller-preset.*'random' has no preset 'paper' \\(known: none\\)"):
+        make_controller("random", SPACE.tokens, preset="paper")

@@ -10,7 +10,6 @@ from n2nas.data.record import Dataset
 from n2nas.data.readers import load_cinc2021, load_physionet2017, load_wfdb_csv
 from n2nas.errors import ConfigError
 
-SYNTHETIC_PRESETS = ("small", "medium")
 SPEC_HELP = ("sample | physionet2017:DIR | cinc2021:DIR (also 2020) | wfdb:DIR,LABELS.csv | "
              "synthetic-ecg[:small|medium] | ehr:DIR[,START:END] | synthetic-ehr[:N[,F]]")
 
@@ -43,11 +42,11 @@ def load_dataset(spec: str, *, skip_bad: bool = False, min_seconds: float = 1.0,
         folder, labels = arg.split(",")
         return load_wfdb_csv(folder, labels, **opts)
     if kind == "synthetic-ecg":
-        from n2nas.data.synthetic import synthetic_ecg_folder
+        from n2nas.data.synthetic import SYNTHETIC_PRESETS, synthetic_ecg_folder
 
         preset = arg or "small"
         if preset not in SYNTHETIC_PRESETS:
-            raise ConfigError("data spec", f"unknown synthetic-ecg preset {preset!r} (small, medium)")
+            raise ConfigError("data spec", f"unknown synthetic-ecg preset {preset!r} ({', '.join(SYNTHETIC_PRESETS)})")
         folder = synthetic_ecg_folder(cache_root or default_cache_root(), preset=preset)
         return load_physionet2017(folder, **opts)
     if kind == "ehr" and arg:

@@ -333,7 +333,7 @@ class SyntheticECGConfig:
         return cls(n_per_class=150, seconds=(9.0, 30.0))
 
 
-_PRESETS = {"small": SyntheticECGConfig.small, "medium": SyntheticECGConfig.medium}
+SYNTHETIC_PRESETS = {"small": SyntheticECGConfig.small, "medium": SyntheticECGConfig.medium}
 
 
 def synthetic_ecg_folder(cache_root: str | Path, preset: str | SyntheticECGConfig = "small",
@@ -345,10 +345,10 @@ def synthetic_ecg_folder(cache_root: str | Path, preset: str | SyntheticECGConfi
     """
     if isinstance(preset, SyntheticECGConfig):
         config, label = preset, "custom"
-    elif preset in _PRESETS:
-        config, label = _PRESETS[preset](), preset
+    elif preset in SYNTHETIC_PRESETS:
+        config, label = SYNTHETIC_PRESETS[preset](), preset
     else:
-        raise ConfigError("preset", f"unknown synthetic-ecg preset {preset!r} ({', '.join(_PRESETS)})")
+        raise ConfigError("preset", f"unknown synthetic-ecg preset {preset!r} ({', '.join(SYNTHETIC_PRESETS)})")
     key = hashlib.sha256(repr((GENERATOR_VERSION, asdict(config), seed)).encode()).hexdigest()[:10]
     root = Path(cache_root)
     final = root / f"synthetic-ecg-{label}-seed{seed}-{key}"

@@ -84,6 +84,11 @@ class RewardConfig:
         return self if self.flops_target is not None else replace(self, flops_target=float(default_flops))
 
 
+# --reward name -> RewardConfig
+REWARD_PRESETS = {"mnas": RewardConfig.mnas, "accuracy": RewardConfig.accuracy_only,
+                  "mnas-latency": RewardConfig.mnas_latency}
+
+
 @dataclass(frozen=True)
 class RewardTerms:
     """The reward and every factor that made it; ``infeasible`` lists the hard limits a child broke."""

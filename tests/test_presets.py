@@ -1,0 +1,44 @@
+"""A preset run through the command line is the preset: options left unset never replace its values."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from n2nas.cli import build_parser
+from n2nas.cli.search import search_config
+from n2nas.measure.reward import RewardConfig
+from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig
+
+
+def cli_config(*argv: str) -> SearchConfig:
+    return search_config(build_parser().parse_args(["search", *argv]))
+
+
+@pytest.mark.parametrize("name", list(SEARCH_PRESETS))
+def test_every_preset_through_the_cli_is_the_preset(name):
+    assert cli_config("--preset", name) == SearchConfig.named(name)
+
+
+def test_cpu_hour_keeps_its_accuracy_reward_unless_an_option_changes_it():
+    assert cli_config("--preset", "cpu-hour", "--seed", "3").reward == RewardConfig.accuracy_only()
+    assert cli_config("--preset", "cpu-hour", "--flops-weight", "-0.1").reward == \
+        replace(RewardConfig.accuracy_only(), flops_weight=-0.1)
+    assert cli_config("--preset", "cpu-hour", "--reward", "mnas").reward == RewardConfig.mnas()
+
+
+def test_given_options_change_only_their_fields():
+    base = SearchConfig.named("demo")
+    config = cli_config("--preset", "demo", "--controller", "evolution", "--controller-preset", "real2019",
+                        "--no-latency", "--fix", "fs=100", "--backend", "ray", "--workers", "2")
+    assert config == replace(base, controller="evolution", controller_preset="real2019", fixed={"fs": 100},
+                             measure=replace(base.measure, latency=replace(base.measure.latency, enabled=False)),
+                             runner=replace(base.runner, backend="ray", workers=2))
+
+
+def test_the_help_names_every_preset_with_its_budget(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in SEARCH_PRESETS:
+        assert f"{name} = " in out, name
