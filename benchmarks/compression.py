@@ -36,7 +36,8 @@ from n2nas.compress.prune import PruneConfig, sparsity_report, state_bytes  # no
 from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
-from n2nas.retrain import NORM_FILE, RetrainConfig, _stats_from_json, evaluate, retrain  # noqa: E402
+from n2nas.artifacts import NORM_FILE, stats_from_json  # noqa: E402
+from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -205,7 +206,7 @@ def _calibration_batches(model_dir: Path, dev, seed: int, n_batches: int = 8) ->
     pipeline = load_pipeline(model_dir / "pipeline.json")
     space_def = get_space(pipeline.space)
     prepared = prepare(dev, space_def.preprocess_config(pipeline.sample), cache_dir=default_cache_root() / "prepared")
-    stats = _stats_from_json(json.loads((model_dir / NORM_FILE).read_text()))
+    stats = stats_from_json(json.loads((model_dir / NORM_FILE).read_text()))
     data = PipelineData(prepared, targets_of(dev), space_def.window_config(pipeline.sample), stats)
     rng = np.random.default_rng(seed)
     return [torch.from_numpy(data.train_batch(rng.choice(len(dev), 32, replace=False), rng)[0])

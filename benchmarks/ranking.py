@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
     space_def = get_space(args.space)
     fixed = {**PREPROCESSING, **parse_fixed(args.fix)}
     defaults = space_def.space.default_sample()
-    blind = {label: defaults[label] for label in getattr(space_def, "supernet_blind", ())}
+    blind = {label: defaults[label] for label in space_def.supernet_blind}
     space = space_def.space.pinned({**blind, **fixed})
     ctx = space_def.make_context(dataset, train_idx, val_idx, default_cache_root() / "prepared", args.data_workers)
 

@@ -98,3 +98,28 @@ def load_model_dir(folder: str | Path) -> tuple[Pipeline, nn.Module]:
         raise DataError(weights, f"weights do not fit the pipeline's architecture ({str(err).splitlines()[0]})") \
             from None
     return pipeline, model.eval()
+
+
+NORM_FILE = "normalisation.json"  # a model folder's global normalisation statistics (null: per-record norms)
+
+
+def stats_json(stats) -> dict[str, Any] | None:
+    """Global normalisation statistics (``GlobalStats`` or None) as the JSON of :data:`NORM_FILE`."""
+    if stats is None:
+        return None
+    import dataclasses
+
+    import numpy as np
+
+    return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(stats).items()}
+
+
+def stats_from_json(obj: dict[str, Any] | None):
+    """Inverse of :func:`stats_json`."""
+    if obj is None:
+        return None
+    import numpy as np
+
+    from n2nas.data.windows import GlobalStats
+
+    return GlobalStats(**{k: np.asarray(v, dtype=np.float32) for k, v in obj.items()})

@@ -28,6 +28,8 @@ from n2nas.errors import ConfigError, DataError
 CINC2017_CLASSES = ("N", "A", "O", "~")
 NOISY_CLASS = "~"
 REWARD_METRICS = ("cinc2017_f1", "macro_f1", "accuracy", "challenge_score")
+# every whole-set score a table reports (grids, Tune results), in display order: the reward metrics and the rest
+SCORE_COLUMNS = ("cinc2017_f1", "challenge_score", "macro_f1", "weighted_f1", "accuracy", "macro_auroc")
 # Substrings of names that must never be a reward (see reward_metric).
 _RANKING_METRICS = ("auc", "auroc", "auprc")
 

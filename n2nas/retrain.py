@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import MODEL_WEIGHTS, build_model, load_model_dir, save_model_dir
+from n2nas.artifacts import (MODEL_WEIGHTS, NORM_FILE, build_model, load_model_dir, save_model_dir, stats_from_json,
+                             stats_json)
 from n2nas.compress.prune import Pruner, PruneConfig, pack_state, state_bytes
 from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, is_quantized, prepare_qat, set_qat_phase
 from n2nas.data.record import Dataset
@@ -26,7 +27,6 @@ from n2nas.train.averaging import check_ema_decay, weight_average
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
-NORM_FILE = "normalisation.json"
 
 
 SCHEDULES = ("plateau", "budget")
@@ -234,7 +234,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             state = pack_state(state)
         save_model_dir(out, pipeline, final.cpu(), {
             "history.json": history, "split.json": dataclasses.asdict(split),
-            NORM_FILE: _stats_json(data.stats), **extras}, state=state)
+            NORM_FILE: stats_json(data.stats), **extras}, state=state)
         summary["size"] = _size_report(out, final, pruner is not None)
         atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     dist_ctx.barrier()
@@ -302,7 +302,7 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
     space_def = get_space(pipeline.space)
     prepared = prepare(dataset, space_def.preprocess_config(pipeline.sample),
                        cache_dir=default_cache_root() / "prepared")
-    stats = _stats_from_json(json.loads((Path(model_dir) / NORM_FILE).read_text()))
+    stats = stats_from_json(json.loads((Path(model_dir) / NORM_FILE).read_text()))
     data = PipelineData(prepared, targets_of(dataset), space_def.window_config(pipeline.sample), stats)
     dev = torch.device("cpu") if is_quantized(model) else pick_device(device)  # int8 kernels: CPU only
     probs = predict_records(model.to(dev), data, np.arange(len(dataset)), dataset.multilabel, dev)
@@ -317,17 +317,3 @@ def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:
 
 def _metric_name(dataset: Dataset) -> str:
     return reward_metric_name("auto", dataset.classes, dataset.multilabel)
-
-
-def _stats_json(stats) -> dict[str, Any] | None:
-    if stats is None:
-        return None
-    return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(stats).items()}
-
-
-def _stats_from_json(obj: dict[str, Any] | None):
-    if obj is None:
-        return None
-    from n2nas.data.windows import GlobalStats
-
-    return GlobalStats(**{k: np.asarray(v, dtype=np.float32) for k, v in obj.items()})

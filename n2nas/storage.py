@@ -41,3 +41,29 @@ def numpy_rng_state(rng: np.random.Generator) -> str:
 def restore_numpy_rng(rng: np.random.Generator, state: str) -> None:
     """Inverse of :func:`numpy_rng_state`."""
     rng.bit_generator.state = json.loads(state)
+
+
+def dataclass_from_json(cls, obj: dict):
+    """Rebuild a (nested, frozen) dataclass from the ``dataclasses.asdict`` JSON it was written as: nested
+    dataclasses are rebuilt, JSON lists become tuples where the field is a tuple, unknown keys are refused."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    values = {}
+    for name, value in obj.items():
+        hint = hints[name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is \
+            typing.Union else (hint,)
+        inner = next((o for o in options if dataclasses.is_dataclass(o)), None)
+        if inner is not None and isinstance(value, dict):
+            value = dataclass_from_json(inner, value)
+        elif any(o is tuple or typing.get_origin(o) is tuple for o in options) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)

@@ -88,6 +88,10 @@ def param_table(n_in: int, n_out: int, units=UNITS, layers=LAYERS) -> list[dict[
 class EHRSpace:
     """Search-space definition for EHR rows: tokens, supernet, standalone children, data context, trainer."""
 
+    # The MLP supernet trains with its own optimizer too, but DiagnoseNET's grid searches lr and batch size, so
+    # an EHR search keeps them searchable (pin them with --fix).
+    supernet_blind: tuple[str, ...] = ()
+
     def __init__(self, name: str, config: EHRSpaceConfig):
         self.name, self.config = name, config
 

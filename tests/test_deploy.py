@@ -47,12 +47,12 @@ def model_dir(tmp_path_factory):
 
 def _real_windows(model_dir, data) -> np.ndarray:
     """Windows of real records, preprocessed as ``n2nas evaluate`` does (the documented separate step)."""
-    from n2nas.retrain import NORM_FILE, _stats_from_json
+    from n2nas.artifacts import NORM_FILE, stats_from_json
 
     pipeline, _ = load_model_dir(model_dir)
     space_def = get_space(pipeline.space)
     prepared = prepare(data, space_def.preprocess_config(pipeline.sample))
-    stats = _stats_from_json(json.loads((model_dir / NORM_FILE).read_text()))
+    stats = stats_from_json(json.loads((model_dir / NORM_FILE).read_text()))
     pdata = PipelineData(prepared, targets_of(data), space_def.window_config(pipeline.sample), stats)
     return np.concatenate([pdata.record_windows(i) for i in range(3)])
 

@@ -142,3 +142,28 @@ def test_the_checks_see_what_they_should():
 def test_every_package_says_what_it_does(package):
     doc = ast.get_docstring(ast.parse(MODULES[package].read_text()))
     assert doc and len(doc.split()) >= 12, f"{package}/__init__.py needs a docstring: what it does, what it imports"
+
+
+def _protocol_members() -> list[str]:
+    from search_spaces.protocol import SpaceDefinition
+
+    declared = [n for n in vars(SpaceDefinition) if not n.startswith("_")] + list(SpaceDefinition.__annotations__)
+    return sorted(set(declared))
+
+
+@pytest.mark.parametrize("name", __import__("search_spaces").known_spaces())
+def test_every_registered_space_provides_the_space_definition_protocol(name):
+    from search_spaces import get_space
+    from search_spaces.protocol import SpaceDefinition
+
+    space_def = get_space(name)
+    missing = [m for m in _protocol_members() if not hasattr(space_def, m)]
+    assert not missing and isinstance(space_def, SpaceDefinition), f"{name} lacks {missing}"
+    assert space_def.space.name == space_def.name  # pipelines find their space again by this name
+
+
+def test_architecture_names_every_method_of_the_protocol():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    assert {"input_size", "build_supernet", "training_settings"} <= set(_protocol_members())
+    missing = [m for m in _protocol_members() if f"`{m}`" not in text]
+    assert not missing, f"ARCHITECTURE.md's 'Search space' entry should name {missing}"

@@ -81,7 +81,7 @@ def test_ray_tune_multi_trial_search_gives_a_table_and_resumes(ray_session, tiny
     grid = tune_search(tiny_data, config, tmp_path / "tune")
     assert len(grid) == 2 and not grid.errors
     rows = (tmp_path / "tune" / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 and "reward" in rows[0]
+    assert len(rows) == 1 + 2 and "metric" in rows[0].split(",") and "metric_name" in rows[0].split(",")
     best = n2nas.load_pipeline(tmp_path / "tune" / "best_pipeline.json")
     assert best.sample["window"] == "crop:5"
     again = tune_search(tiny_data, config, tmp_path / "tune", resume=True)  # restored from its storage path

@@ -17,35 +17,49 @@ from tests.conftest import default_child_flops
 from tests.test_search import tiny_config, tiny_data  # noqa: F401 - shared fixtures
 
 
+def cost(flops_per_record, params, latency_ms=None):
+    """An ArchitectureCosts entry, timed when ``latency_ms`` is given."""
+    entry = {"flops_per_record": flops_per_record, "params": params}
+    return entry if latency_ms is None else {**entry, "latency_ms": latency_ms}
+
+
 def test_soft_terms_multiply_the_metric():
     cfg = RewardConfig(flops_weight=-0.07, flops_target=1e6, energy_weight=-0.1, energy_target_j=2.0,
                        latency_weight=-0.05, latency_target_ms=4.0)
-    t = compute_reward(cfg, 0.8, flops=1e7, params=10, energy_per_record_j=1.0, latency_ms=8.0)
+    t = compute_reward(cfg, 0.8, cost(1e7, 10, 8.0), energy_per_record_j=1.0)
     assert t.flops == pytest.approx(10 ** -0.07) and t.energy == pytest.approx(0.5 ** -0.1)
     assert t.latency == pytest.approx(2 ** -0.05)
     assert t.reward == pytest.approx(0.8 * t.flops * t.energy * t.latency) and t.metric == 0.8
-    cheaper = compute_reward(cfg, 0.8, flops=1e5, params=10, energy_per_record_j=1.0, latency_ms=8.0)
+    cheaper = compute_reward(cfg, 0.8, cost(1e5, 10, 8.0), energy_per_record_j=1.0)
     assert cheaper.reward > t.reward  # same metric, 100x fewer FLOPs
-    plain = compute_reward(RewardConfig.accuracy_only(), 0.8, flops=1e9, params=10)
+    plain = compute_reward(RewardConfig.accuracy_only(), 0.8, cost(1e9, 10))
     assert plain.reward == 0.8 and plain.as_json() == {"metric": 0.8, "flops": 1.0, "energy": 1.0, "latency": 1.0}
 
 
 def test_default_is_mnas_with_efficientnet_weight_and_negative_metrics_stay_ordered():
     assert RewardConfig() == RewardConfig.mnas() and RewardConfig().flops_weight == -0.07
     cfg = RewardConfig.mnas(flops_target=1e6)
-    cheap = compute_reward(cfg, -0.2, flops=1e5, params=1).reward
-    dear = compute_reward(cfg, -0.2, flops=1e7, params=1).reward
+    cheap = compute_reward(cfg, -0.2, cost(1e5, 1)).reward
+    dear = compute_reward(cfg, -0.2, cost(1e7, 1)).reward
     assert cheap > dear and cheap > -0.2 > dear
 
 
 def test_hard_limits_make_a_child_infeasible():
     cfg = RewardConfig(max_flops=1e6, max_params=100, max_latency_ms=5.0, flops_target=1e6)
-    t = compute_reward(cfg, 0.9, flops=2e6, params=500, latency_ms=9.0)
+    t = compute_reward(cfg, 0.9, cost(2e6, 500, 9.0))
     assert t.reward == cfg.infeasible_reward == 0.0 and len(t.infeasible) == 3
-    assert compute_reward(cfg, 0.9, flops=1e6, params=100, latency_ms=5.0).infeasible == ()
-    fields = trial_reward_fields({"status": "ok", "reward": 0.9, "flops": 2e6, "params": 1, "latency_ms": 1.0,
-                                  "energy_j": None, "records": 4}, cfg)
+    assert compute_reward(cfg, 0.9, cost(1e6, 100, 5.0)).infeasible == ()
+    result = {"status": "ok", "metric": 0.9, "metric_name": "cinc2017_f1", "flops": 1e6, "flops_per_record": 2e6,
+              "params": 1, "latency_ms": 1.0, "energy_j": None, "records": 4}
+    fields = trial_reward_fields(result, cfg)
     assert fields["status"] == "infeasible" and fields["reward"] == 0.0 and "flops" in fields["infeasible"][0]
+    assert fields["metric"] == 0.9 and fields["metric_name"] == "cinc2017_f1"
+    # FLOPs per window (1e6) never stands in for FLOPs per record: without a per-record count the term is refused
+    with pytest.raises(ConfigError, match="flops was not measured"):
+        trial_reward_fields({**result, "flops_per_record": None}, cfg)
+    waived = trial_reward_fields(result, cfg, waive_limits=True)
+    assert waived["status"] == "ok" and waived["reward"] == pytest.approx(0.9 * 2 ** -0.07)
+    assert "flops" in waived["limits_waived"][0]
 
 
 def test_unmeasurable_terms_are_refused_not_scored_as_one():
@@ -55,7 +69,7 @@ def test_unmeasurable_terms_are_refused_not_scored_as_one():
     with pytest.raises(ConfigError, match="latency"):
         check_measurable(RewardConfig(max_latency_ms=3.0), "unmeasured", latency_enabled=False)
     with pytest.raises(ConfigError, match="energy"):  # a missing reading mid-run is an error, never 1.0
-        compute_reward(RewardConfig(energy_weight=-0.1, flops_target=1.0), 0.5, 1.0, 1, energy_per_record_j=None)
+        compute_reward(RewardConfig(energy_weight=-0.1, flops_target=1.0), 0.5, cost(1.0, 1), energy_per_record_j=None)
     with pytest.raises(ConfigError, match="--flops-weight"):
         RewardConfig(flops_weight=0.1)
 

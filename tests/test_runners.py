@@ -139,8 +139,8 @@ def test_one_rank_mpi_runner_reproduces_the_local_runner(tmp_path, monkeypatch):
     assert mpi_stats["shared_loss"] == pytest.approx(local_stats["shared_loss"], rel=1e-6)  # float32 in transit
     assert weights_digest(local.supernet) == weights_digest(mpi.replica.supernet)
     records = idx[9:]  # one child: scoring counts its FLOPs, the slow part on 2 cores
-    assert [r["reward"] for r in local.score(samples[:1], records)] == \
-        [r["reward"] for r in mpi.score(samples[:1], records)]
+    assert [r["metric"] for r in local.score(samples[:1], records)] == \
+        [r["metric"] for r in mpi.score(samples[:1], records)]
     state = mpi.state_dict()
     assert len(state["workers"]) == 1 and state["digests"] == [weights_digest(mpi.replica.supernet)]
     mpi.close()

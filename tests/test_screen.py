@@ -14,8 +14,8 @@ import n2nas
 from n2nas.data.readers import load_physionet2017
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
-from n2nas.searching.screen import (ScreenConfig, balanced_candidates, rung_sizes, run_screen, screened_labels,
-                                    successive_halving)
+from n2nas.searching.screen import (HalvingPlan, ScreenConfig, balanced_candidates, rung_sizes, run_screen,
+                                    screened_labels, successive_halving)
 from search_spaces import get_space
 from tests.conftest import copy_sample_records, default_child_flops
 
@@ -131,15 +131,15 @@ def test_halving_scores_an_average_of_the_weights_and_trains_on_from_the_raw_one
         return {"a": 0.5, "b": 0.4}[sample["window"]]
 
     candidates = [{"window": "a"}, {"window": "b"}]
-    result = successive_halving(runner, {}, candidates, [2, 1], 40, 2.0, score, tmp_path / "s", lambda: None,
-                                ema_decay=0.9)
+    result = successive_halving(runner, HalvingPlan([2, 1], 40, 2.0, ema_decay=0.9), {}, candidates, score,
+                                tmp_path / "s", lambda: None)
     first_a, first_b, second_a = runner.seen
     assert 30.0 < first_a < 40.0 and first_a == first_b  # an average of 0..40 that leans to the recent weights
     assert 70.0 < second_a < 80.0  # rung two trained on from the raw 40, not from the average
     assert float(result.state["supernet"]["w"]) == 80.0  # the winner's state is its raw weights
     plain = DriftingRunner()
-    successive_halving(plain, {}, candidates, [2], 40, 2.0, lambda s: plain.seen.append(float(plain.w)) or 0.1,
-                       tmp_path / "raw2", lambda: None)
+    successive_halving(plain, HalvingPlan([2], 40, 2.0), {}, candidates,
+                       lambda s: plain.seen.append(float(plain.w)) or 0.1, tmp_path / "raw2", lambda: None)
     assert plain.seen == [40.0, 40.0]  # without ema_decay the raw weights are scored
 
 
@@ -148,8 +148,8 @@ def test_a_resumed_halving_keeps_the_weight_average(tmp_path):
     runs = []
     for _ in range(2):
         runner = DriftingRunner()
-        successive_halving(runner, {}, candidates, [2], 40, 2.0, lambda s, r=runner: r.seen.append(float(r.w)) or 0.1,
-                           tmp_path / "s", lambda: None, ema_decay=0.9)
+        successive_halving(runner, HalvingPlan([2], 40, 2.0, ema_decay=0.9), {}, candidates,
+                           lambda s, r=runner: r.seen.append(float(r.w)) or 0.1, tmp_path / "s", lambda: None)
         runs.append(runner.seen)
     assert runs[1] == runs[0]  # the second run loaded each candidate's saved average instead of training again
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from n2nas.cli import data, evaluate, export, flops, grid, report, retrain, search, space, tune
+from n2nas.cli import data, derive, evaluate, export, flops, grid, report, retrain, search, space, tune
 from n2nas.cli.options import Parser
 from n2nas.errors import N2NASError
 
 # The command tree, in the order `n2nas --help` lists it; a new command is one module with `register(sub)`.
-COMMANDS = (data, search, tune, flops, report, retrain, export, evaluate, space, grid)
+COMMANDS = (data, search, derive, tune, flops, report, retrain, export, evaluate, space, grid)
 
 
 def build_parser() -> argparse.ArgumentParser:

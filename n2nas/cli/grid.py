@@ -44,14 +44,13 @@ def register(sub) -> None:
 def _cmd_grid(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from n2nas.grid.run import GridConfig, get_preset, parse_grid, run_grid
+    from n2nas.grid.run import GridConfig, get_preset, merge_axes, parse_grid, run_grid
 
     axes = parse_grid(args.grid)
     fixed = parse_fixed(args.fix)
     if args.preset:
         preset = get_preset(args.preset, args.space)
-        given = dict(axes)
-        axes = [(label, given.pop(label, values)) for label, values in preset.axes] + list(given.items())
+        axes = merge_axes(preset.axes, axes)
         space, base, config, data = preset.space, {**preset.base, **fixed}, preset.config, preset.data
         title = f"{preset.name}: {preset.about}"
     else:

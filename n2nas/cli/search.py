@@ -62,9 +62,18 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object (run_dir, trials, best_reward, best_pipeline, best, "
                         "phase_seconds, next_command ...) instead of text")
+    p.add_argument("--flops-targets", type=_flops_list, default=None, metavar="F1,F2,...",
+                   help="train the supernet once, then cut one model per target (FLOPs per 30 s record, e.g. "
+                        "0.05e9,0.1e9,0.33e9) with inherited weights into RUN/family/ (default: the preset's, none)")
     add_reward_options(p)
     add_runner_options(p)
     p.set_defaults(func=_cmd_search)
+
+
+def _flops_list(text: str) -> tuple[float, ...]:
+    """``0.05e9,0.1e9`` -> a tuple of positive floats."""
+    parse = number(float)
+    return tuple(parse(part) for part in text.split(",") if part.strip())
 
 
 def search_config(args: argparse.Namespace):
@@ -85,6 +94,8 @@ def search_config(args: argparse.Namespace):
         changes.update(budget_minutes=args.budget_minutes, budget_epochs=args.budget_epochs)
     elif args.budget_epochs is not None:
         changes.update(budget_epochs=args.budget_epochs, budget_minutes=None)
+    if args.flops_targets is not None:
+        changes["family"] = dataclasses.replace(base.family, flops_targets=args.flops_targets)
     reward, measure = reward_and_measure(args, base.reward, base.measure)
     return dataclasses.replace(base, **changes, reward=reward, measure=measure, runner=runner_config(args, base.runner))
 

@@ -60,7 +60,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     print(table.drop(columns=["sample"], errors="ignore").to_string(index=False), file=sys.stderr)
     best = table.iloc[0]
-    print(json.dumps({"out": args.out, "trials": len(table), "best_reward": float(best["reward"]),
+    print(json.dumps({"out": args.out, "trials": len(table), "best_metric": float(best["metric"]),
+                      "metric_name": best.get("metric_name"),
                       "results": f"{args.out}/results.csv", "best_pipeline": f"{args.out}/best_pipeline.json"}))
     return 0
 

@@ -87,10 +87,6 @@ class PreparedSignals:
             raise ValueError("these signals were prepared without R-peak detection")
         return self.rpeaks[self.rpeak_offsets[i]:self.rpeak_offsets[i + 1]]
 
-    def index_of(self) -> dict[str, int]:
-        """Map from record id to position."""
-        return {rid: i for i, rid in enumerate(self.ids)}
-
     @staticmethod
     def from_arrays(ids: list[str], fs: float, signals: list[np.ndarray], peaks: list[np.ndarray] | None = None,
                     normalise: str = "none") -> "PreparedSignals":

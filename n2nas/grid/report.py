@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-SCORES = ("cinc2017_f1", "challenge_score", "macro_f1", "weighted_f1", "accuracy", "macro_auroc")
+from n2nas.metrics import SCORE_COLUMNS as SCORES
+
 TAIL = ("best_epoch", "epochs_run", "time_s", "energy_j", "energy_source")
 
 

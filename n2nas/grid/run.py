@@ -193,7 +193,9 @@ def _metric_columns(metrics: dict[str, Any], dataset) -> dict[str, Any]:
     """The clinical scores a grid table shows: CinC 2017 F1 and per-class AUROC for ECG classes, macro /
     weighted F1 and accuracy everywhere."""
     cols: dict[str, Any] = {}
-    for key in ("cinc2017_f1", "challenge_score", "macro_f1", "weighted_f1", "accuracy", "macro_auroc"):
+    from n2nas.metrics import SCORE_COLUMNS
+
+    for key in SCORE_COLUMNS:
         if key in metrics or (key in ("macro_f1", "accuracy")):
             cols[key] = metrics.get(key)
     if len(dataset.classes) <= 8:  # per-class AUROC columns stay readable for few classes (ECG: N/A/O/~)
@@ -275,13 +277,7 @@ def run_grid(space: str, axes: list[tuple[str, tuple[Any, ...]]], data, out: str
     return GridResult(rows, heading + "\n" + table, csv_path, plot)
 
 
-def run_preset(name: str, data=None, out: str | Path = "runs/grid", config: GridConfig | None = None,
-               axes: list[tuple[str, tuple[Any, ...]]] | None = None, base: dict[str, Any] | None = None,
-               **kw) -> GridResult:
-    """A named grid; ``axes`` replace the preset's axes of the same label (e.g. fewer units), ``base`` adds
-    pinned values."""
-    preset = get_preset(name)
-    replaced = dict(axes or [])
-    merged = [(label, replaced.pop(label, values)) for label, values in preset.axes] + list(replaced.items())
-    return run_grid(preset.space, merged, data or preset.data, out, config or preset.config,
-                    {**preset.base, **(base or {})}, title=f"{preset.name}: {preset.about}", **kw)
+def merge_axes(preset_axes, given) -> list[tuple[str, tuple[Any, ...]]]:
+    """A preset's axes with each ``given`` axis of the same label replacing it; other given axes are added."""
+    replaced = dict(given or [])
+    return [(label, replaced.pop(label, values)) for label, values in preset_axes] + list(replaced.items())

@@ -10,19 +10,13 @@ from n2nas.measure.flops import count_flops, count_params
 
 
 def model_input_shape(space_def, sample: dict[str, Any], n_leads: int) -> tuple[int, ...]:
-    """Shape of one model input without the batch dimension: ``(leads, samples)`` for windowed signals,
-    ``(features,)`` for tabular rows (a space without preprocessing or windows; ``n_leads`` is then the features).
-
-    A space may define ``input_shape(sample, n_leads)`` (e.g. tabular spaces); otherwise the window length
-    follows from its ``preprocess_config`` (sampling rate) and ``window_config``.
-    """
-    hook = getattr(space_def, "input_shape", None)
-    if hook is not None:
-        return tuple(int(d) for d in hook(sample, n_leads))
+    """Shape of one model input without the batch dimension: ``(leads, samples)`` for windowed signals, the window
+    length following from the space's ``preprocess_config`` (sampling rate) and ``window_config``; ``(features,)``
+    for tabular rows (a space without preprocessing or windows; ``n_leads`` is then the features)."""
     from n2nas.data.windows import window_length
 
     pre = space_def.preprocess_config(sample)
-    win = space_def.window_config(sample) if hasattr(space_def, "window_config") else None
+    win = space_def.window_config(sample)
     if pre is None or win is None:  # tabular rows (EHR): one feature vector per record, ``n_leads`` features
         return (int(n_leads),)
     return (int(n_leads), window_length(win, pre.fs))
@@ -39,7 +33,7 @@ def windows_per_record(space_def, sample: dict[str, Any], record_seconds: float,
     from n2nas.data.prepared import PreparedSignals
     from n2nas.data.windows import eval_windows
 
-    win = space_def.window_config(sample) if hasattr(space_def, "window_config") else None
+    win = space_def.window_config(sample)
     if win is None:
         return 1
     fs = float(space_def.preprocess_config(sample).fs)
@@ -51,7 +45,20 @@ def windows_per_record(space_def, sample: dict[str, Any], record_seconds: float,
     return int(len(eval_windows(prepared, 0, win)))
 
 
-def pipeline_cost(pipeline, record_seconds: float = 30.0, n_leads: int | None = None,
+RECORD_SECONDS = 30.0  # rewards compare FLOPs per 30 s record: what a deployed model spends per diagnosis
+
+
+def architecture_cost(space_def, sample: dict[str, Any], child, input_shape: tuple[int, ...], n_leads: int,
+                      record_seconds: float = RECORD_SECONDS, heart_rate_bpm: float = 75.0) -> dict[str, Any]:
+    """The one count of a child's cost: ``params``, ``flops`` per model input of ``input_shape`` (batch included),
+    ``windows`` that multi-crop evaluation cuts from a ``record_seconds`` record, and ``flops_per_record`` (their
+    product: what one diagnosis costs)."""
+    flops = count_flops(child, input_shape)
+    windows = windows_per_record(space_def, sample, record_seconds, n_leads, heart_rate_bpm)
+    return {"params": count_params(child), "flops": flops, "windows": windows, "flops_per_record": flops * windows}
+
+
+def pipeline_cost(pipeline, record_seconds: float = RECORD_SECONDS, n_leads: int | None = None,
                   n_classes: int | None = None, heart_rate_bpm: float = 75.0) -> dict[str, Any]:
     """Parameters and FLOPs of an exported pipeline: per model input, per record (every multi-crop window of a
     ``record_seconds`` record) and per second of signal (per record / record seconds)."""
@@ -67,22 +74,19 @@ def pipeline_cost(pipeline, record_seconds: float = 30.0, n_leads: int | None = 
                                       "(pass --n-leads and --n-classes)")
     model = build_model(pipeline, n_leads, n_classes)
     shape = model_input_shape(space_def, pipeline.sample, n_leads)
-    per_window = count_flops(model, (1,) + shape)
-    out: dict[str, Any] = {"space": pipeline.space, "params": count_params(model), "input_shape": list(shape),
-                           "flops_per_window": per_window}
-    win = space_def.window_config(pipeline.sample) if hasattr(space_def, "window_config") else None
+    cost = architecture_cost(space_def, pipeline.sample, model, (1,) + shape, n_leads, record_seconds, heart_rate_bpm)
+    out: dict[str, Any] = {"space": pipeline.space, "params": cost["params"], "input_shape": list(shape),
+                           "flops_per_window": cost["flops"], "windows_per_record": cost["windows"],
+                           "flops_per_record": cost["flops_per_record"]}
+    win = space_def.window_config(pipeline.sample)
     if win is None:  # tabular data: one input is one record, no signal seconds
-        out.update(windows_per_record=1, flops_per_record=per_window, flops_per_second=None)
+        out["flops_per_second"] = None
         return out
-    k = windows_per_record(space_def, pipeline.sample, record_seconds, n_leads, heart_rate_bpm)
-    out.update(window_seconds=float(win.seconds), record_seconds=float(record_seconds), windows_per_record=k,
-               flops_per_record=k * per_window, flops_per_second=k * per_window / float(record_seconds))
+    out.update(window_seconds=float(win.seconds), record_seconds=float(record_seconds),
+               flops_per_second=cost["flops_per_record"] / float(record_seconds))
     if win.mode == "beats":
         out["assumed_heart_rate_bpm"] = heart_rate_bpm
     return out
-
-
-RECORD_SECONDS = 30.0  # rewards compare FLOPs per 30 s record: what a deployed model spends per diagnosis
 
 
 class ArchitectureCosts:
@@ -124,20 +128,6 @@ class ArchitectureCosts:
         entry = self._memo.get(key)
         if entry is None:
             child, shape = built or self.child(sample)
-            windows = windows_per_record(self.space_def, sample, RECORD_SECONDS,
-                                         self.space_def.input_size(self.ctx.dataset))
-            flops = count_flops(child, shape)
-            entry = {"params": count_params(child), "flops": flops, "windows": windows,
-                     "flops_per_record": flops * windows}
+            entry = architecture_cost(self.space_def, sample, child, shape, self.space_def.input_size(self.ctx.dataset))
             self._memo[key] = entry
         return entry
-
-    def limits_broken(self, reward, sample: dict[str, Any]) -> list[str]:
-        """The parameter and FLOPs limits of ``reward`` (a RewardConfig) that ``sample`` breaks; latency limits
-        need a timing on the scoring device and are left to the runner."""
-        from dataclasses import replace
-
-        from n2nas.measure.reward import infeasibility
-
-        cost = self.of(sample)
-        return infeasibility(replace(reward, max_latency_ms=None), cost["flops_per_record"], cost["params"], None)

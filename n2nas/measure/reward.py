@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from n2nas.errors import ConfigError
 
@@ -105,15 +105,20 @@ class RewardTerms:
         return {"metric": self.metric, "flops": self.flops, "energy": self.energy, "latency": self.latency}
 
 
-def infeasibility(config: RewardConfig, flops: float | None, params: int | None,
-                  latency_ms: float | None) -> list[str]:
-    """Human-readable reasons a child breaks the hard limits (empty when feasible)."""
+def limits_broken(config: RewardConfig, cost: Mapping[str, Any]) -> list[str]:
+    """Human-readable reasons a child breaks the hard limits (empty when feasible); the one place they are checked.
+
+    ``cost`` is an :class:`~n2nas.measure.cost.ArchitectureCosts` entry (``params``, ``flops_per_record``), with
+    ``latency_ms`` once the child was timed: a latency limit is only checked on a cost that carries the key.
+    """
     reasons = []
+    flops, params = cost.get("flops_per_record"), cost.get("params")
     if config.max_flops is not None and flops is not None and flops > config.max_flops:
         reasons.append(f"flops {flops:.4g} > max {config.max_flops:.4g}")
     if config.max_params is not None and params is not None and params > config.max_params:
         reasons.append(f"params {params} > max {config.max_params}")
-    if config.max_latency_ms is not None:
+    if config.max_latency_ms is not None and "latency_ms" in cost:
+        latency_ms = cost["latency_ms"]
         if latency_ms is None:
             raise ConfigError("--max-latency-ms", "needs latency to be measured")
         if latency_ms > config.max_latency_ms:
@@ -131,21 +136,22 @@ def _factor(weight: float, value: float | None, target: float | None, what: str)
     return (max(float(value), 1e-30) / target) ** weight  # a zero cost must not blow up to inf
 
 
-def compute_reward(config: RewardConfig, metric: float | None, flops: float | None, params: int | None,
-                   energy_per_record_j: float | None = None, latency_ms: float | None = None) -> RewardTerms:
-    """The reward of one child. ``metric`` None means the child failed (reward None).
+def compute_reward(config: RewardConfig, metric: float | None, cost: Mapping[str, Any],
+                   energy_per_record_j: float | None = None) -> RewardTerms:
+    """The reward of one child of ``cost`` (params, FLOPs per record, latency; see :func:`limits_broken`).
+    ``metric`` None means the child failed (reward None).
 
     A negative metric (e.g. the CinC 2021 challenge score) is divided by the cost factor instead of multiplied,
     so a cheaper child is still never worse than an expensive one with the same metric.
     """
-    reasons = infeasibility(config, flops, params, latency_ms)
+    reasons = limits_broken(config, cost)
     if reasons:
         return RewardTerms(config.infeasible_reward, metric, infeasible=tuple(reasons))
     if metric is None or not math.isfinite(metric):
         return RewardTerms(None, None)
-    f = _factor(config.flops_weight, flops, config.flops_target, "flops")
+    f = _factor(config.flops_weight, cost.get("flops_per_record"), config.flops_target, "flops")
     e = _factor(config.energy_weight, energy_per_record_j, config.energy_target_j, "energy")
-    lat = _factor(config.latency_weight, latency_ms, config.latency_target_ms, "latency")
+    lat = _factor(config.latency_weight, cost.get("latency_ms"), config.latency_target_ms, "latency")
     factor = f * e * lat
     reward = metric * factor if metric >= 0 else metric / factor
     return RewardTerms(float(reward), float(metric), f, e, lat)
@@ -160,23 +166,27 @@ def check_measurable(config: RewardConfig, energy_source: str, latency_enabled: 
         raise ConfigError("--latency-weight", "latency is weighted or limited but latency measurement is off")
 
 
-def trial_reward_fields(result: dict[str, Any], config: RewardConfig) -> dict[str, Any]:
-    """Trial-line fields for a runner result (whose ``reward`` is the bare metric): status, reward, every term.
+def trial_reward_fields(result: dict[str, Any], config: RewardConfig, waive_limits: bool = False) -> dict[str, Any]:
+    """Trial-line fields for a runner result (which carries the bare ``metric`` and its ``metric_name``): status,
+    the reward (metric x cost factors, within the hard limits) and every term of it.
 
-    Runners that already skipped an infeasible child report status ``"infeasible"``; others are checked here,
-    so every runner obeys the same limits.
+    Runners that already skipped an infeasible child report status ``"infeasible"``; others are checked here, so
+    every runner obeys the same limits. ``waive_limits``: rewarded as if there were none, the limits the child
+    broke kept as ``limits_waived`` (the screen's probe, which is never a result).
     """
     records = result.get("records")
     energy = result.get("energy_j")
     per_record = energy / records if energy is not None and records else None
-    metric = result["reward"] if result["status"] == "ok" else None
-    # FLOPs per 30 s record (every multi-crop window), not per window: a 5 s window is cheaper per input
-    # but costs more per diagnosis than one 30 s window; older results only carry ``flops``
-    flops = result.get("flops_per_record", result.get("flops"))
-    terms = compute_reward(config, metric, flops, result.get("params"), per_record,
-                           result.get("latency_ms"))
-    fields: dict[str, Any] = {"status": result["status"], "reward": terms.reward, "reward_terms": terms.as_json(),
-                              "energy_per_record_j": per_record}
+    metric = result.get("metric") if result["status"] == "ok" else None
+    fields: dict[str, Any] = {}
+    if waive_limits:
+        broken = limits_broken(config, result)
+        if broken:
+            fields["limits_waived"] = broken
+        config = config.without_limits()
+    terms = compute_reward(config, metric, result, per_record)
+    fields.update({"status": result["status"], "metric": terms.metric, "metric_name": result.get("metric_name"),
+                   "reward": terms.reward, "reward_terms": terms.as_json(), "energy_per_record_j": per_record})
     if terms.infeasible:
         fields.update(status="infeasible", infeasible=list(terms.infeasible))
     elif result["status"] != "ok":

@@ -17,10 +17,11 @@ from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.latency import measure_latency_ms
+from n2nas.measure.reward import limits_broken
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.runners.base import Runner
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
-from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_records
+from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_records, recalibrate_batchnorm
 
 
 BN_MODES = ("recalibrate", "batch", "running")
@@ -140,28 +141,17 @@ class LocalRunner(Runner):
         self.measure, self.reward = measure, reward
         self.meter = meter or pick_meter(self.device, measure.joules_per_flop)
 
-    def _measured(self, sample, latency: bool) -> dict[str, Any]:
-        """Params, FLOPs and windows per record (and latency when asked) of the sample's architecture: the
-        standalone child is built once per architecture, however many of these numbers are needed."""
+    def measured_cost(self, sample) -> dict[str, Any]:
+        """The standalone child's ``ArchitectureCosts`` entry (params, FLOPs per input and per 30 s record), with
+        its median batch-1 ``latency_ms`` on this runner's device (None when timing is off), memoised per
+        architecture: the child is built once however many of these numbers are needed."""
         key = self.costs.key(sample)
-        if latency and key not in self._latency_memo:
+        if self.measure.latency.enabled and key not in self._latency_memo:
             child, shape = self.costs.child(sample)
             self.costs.of(sample, built=(child, shape))
             self._latency_memo[key] = measure_latency_ms(child.to(self.device), shape, self.device,
                                                          self.measure.latency)
         return {**self.costs.of(sample), "latency_ms": self._latency_memo.get(key)}
-
-    def cost(self, sample) -> tuple[int, int]:
-        """(parameters, FLOPs per input window) of the standalone child, memoised per architecture."""
-        entry = self._measured(sample, latency=False)
-        return entry["params"], entry["flops"]
-
-    def latency_ms(self, sample) -> float | None:
-        """Median per-record (batch-1) inference latency of the standalone child on this runner's device,
-        memoised per architecture and input; None when measurement is off."""
-        if not self.measure.latency.enabled:
-            return None
-        return self._measured(sample, latency=True)["latency_ms"]
 
     @contextmanager
     def child_batchnorm(self, sample):
@@ -172,7 +162,7 @@ class LocalRunner(Runner):
                  for m in bns]
         try:
             if self.config.bn == "recalibrate":
-                self._recalibrate(sample, bns)
+                self._recalibrate(sample)
             elif self.config.bn == "batch":
                 for m in bns:
                     m.train()
@@ -185,48 +175,43 @@ class LocalRunner(Runner):
                 m.momentum = momentum
             self.supernet.eval()
 
-    @torch.no_grad()
-    def _recalibrate(self, sample, bns) -> None:
-        """Re-estimate every BatchNorm's running statistics on the calibration records through this child only
-        (cumulative average over the calibration batches, no augmentation, no dropout)."""
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # None = exact cumulative average over the calibration batches
+    def calibration_batches(self, sample):
+        """The fixed calibration records as model inputs of ``sample``'s pipeline, batch by batch (same records and
+        crops for every child, so that scoring never moves the training RNG)."""
         data = self._data(sample)
         rng = np.random.default_rng(self._calibration_seed)
-        plain = {**sample, "dropout": 0.0}
-        self.supernet.train()
         step = self.config.calibration_batch
         for start in range(0, len(self._calibration_idx), step):
             x, _ = data.train_batch(self._calibration_idx[start:start + step], rng)
-            self.supernet(torch.from_numpy(x).to(self.device), plain)
-        self.supernet.eval()
+            yield torch.from_numpy(x).to(self.device)
+
+    def _recalibrate(self, sample) -> None:
+        """Re-estimate the BatchNorm statistics on the calibration records through this child only (no
+        augmentation, no dropout)."""
+        plain = {**sample, "dropout": 0.0}
+        recalibrate_batchnorm(self.supernet, lambda x: self.supernet(x, plain), self.calibration_batches(sample))
 
     @torch.no_grad()
     def score(self, samples, records, limits=True):
         """Multi-crop validation score of each child with the shared weights (eval mode, BatchNorm as
-        ``config.bn`` says); ``limits=False`` scores children beyond the hard limits too. Each result carries
-        ``cost_s``: the seconds spent measuring its params, FLOPs and latency (zero once its architecture is
+        ``config.bn`` says): its bare ``metric`` and ``metric_name`` with its cost, never a reward (the search
+        folds cost into that, :mod:`n2nas.measure.reward`); ``limits=False`` scores children beyond the hard
+        limits too. Each result carries ``cost_s``: the seconds spent measuring its params, FLOPs and latency (zero once its architecture is
         memoised)."""
         self.supernet.eval()
         results = []
         for sample in samples:
             started_cost = time.monotonic()
-            latency = self.latency_ms(sample)  # first: on a new architecture it measures everything in one build
-            params, flops = self.cost(sample)
-            per_record = flops * self._measured(sample, latency=False)["windows"]
-            base = {"params": params, "flops": flops, "flops_per_record": per_record, "worker": self.worker,
-                    "latency_ms": latency,
+            cost = self.measured_cost(sample)
+            base = {"params": cost["params"], "flops": cost["flops"], "flops_per_record": cost["flops_per_record"],
+                    "latency_ms": cost["latency_ms"], "worker": self.worker, "metric_name": self.metric,
                     "energy_j": None, "energy_source": "unmeasured", "records": len(records),
                     "cost_s": round(time.monotonic() - started_cost, 4)}
-            if self.reward is not None and limits:
-                from n2nas.measure.reward import infeasibility
-
-                reasons = infeasibility(self.reward, per_record, params, latency)
-                if reasons:  # not scored at all: the limit is known before any validation record is run
-                    results.append({**base, "status": "infeasible", "reward": None, "metrics": {},
-                                    "infeasible": reasons})
-                    continue
+            reasons = limits_broken(self.reward, cost) if self.reward is not None and limits else []
+            if reasons:  # not scored at all: the limit is known before any validation record is run
+                results.append({**base, "status": "infeasible", "metric": None, "metrics": {},
+                                "infeasible": reasons})
+                continue
             data = self._data(sample)
             windows = [0]
 
@@ -240,20 +225,20 @@ class LocalRunner(Runner):
                                         forward=forward)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # the window must hold the GPU work, not just its launch
-            energy = self.meter.end(start, flops=flops * windows[0])
+            energy = self.meter.end(start, flops=cost["flops"] * windows[0])
             base.update(energy_j=energy.joules, energy_source=energy.source, scored_at=[started, time.time()])
             if not np.isfinite(probs).all():
-                results.append({**base, "status": "failed", "reward": None, "metrics": {},
+                results.append({**base, "status": "failed", "metric": None, "metrics": {},
                                 "error": "non-finite outputs"})
                 continue
             p, y = metric_inputs(probs, data.targets[records], self.multilabel)
             metrics = evaluate_predictions(p, y, self.classes, self.multilabel)
-            reward = float(reward_metric(self.metric, p, y, self.classes, self.multilabel))
-            if not math.isfinite(reward):
-                results.append({**base, "status": "failed", "reward": None, "metrics": _scalars(metrics),
+            metric = float(reward_metric(self.metric, p, y, self.classes, self.multilabel))
+            if not math.isfinite(metric):
+                results.append({**base, "status": "failed", "metric": None, "metrics": _scalars(metrics),
                                 "error": f"{self.metric} undefined on these records"})
                 continue
-            results.append({**base, "status": "ok", "reward": reward, "metrics": _scalars(metrics)})
+            results.append({**base, "status": "ok", "metric": metric, "metrics": _scalars(metrics)})
         return results
 
     def state_dict(self):

@@ -89,12 +89,6 @@ class RayWorker:
             results = self.runner.score(samples, records, limits)
         return results, rng_state(self.runner)
 
-    def pid(self) -> int:
-        """Process id (tests kill workers by it)."""
-        import os
-
-        return os.getpid()
-
 
 class RayRunner(Runner):
     """Trains and scores on ``config.workers`` Ray actors; see the module docstring for the protocol."""

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final")
+PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final", "family")
 
 
 class PhaseClock:

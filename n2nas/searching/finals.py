@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
-from n2nas.searching.screen import ScreenResult, steps_per_pass, successive_halving
+from n2nas.searching.screen import HalvingPlan, ScreenResult, steps_per_pass, successive_halving
 from n2nas.train.averaging import check_ema_decay
 
 
@@ -100,11 +100,11 @@ def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates
     if len(candidates) < 2:
         return None
     saved = runner.state_dict()
-    steps = int(round(max(config.passes * steps_per_pass, config.min_steps)))
+    plan = HalvingPlan(sizes=config.rungs(len(candidates)), growth=config.growth, scale=scale,
+                       first_steps=int(round(max(config.passes * steps_per_pass, config.min_steps))),
+                       ema_decay=config.ema_decay, stretch=config.stretch)
     try:
-        return successive_halving(runner, {}, candidates, config.rungs(len(candidates)), steps, config.growth, score,
-                                  folder, time_left, initial=initial, scale=scale, ema_decay=config.ema_decay,
-                                  stretch=config.stretch)
+        return successive_halving(runner, plan, {}, candidates, score, folder, time_left, initial=initial)
     finally:
         runner.load_state_dict(saved)
 
@@ -119,7 +119,7 @@ RESERVE_MARGIN = 1.25
 def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, full_child_s: float | None) -> float:
     """Estimated wall seconds of a search's finals, without margin: each finalist's training steps at ``step_s``
     seconds per step and a full-validation scoring of ``full_child_s`` per rung (0 until a step has been timed)."""
-    if not config.children or step_s is None or not hasattr(space_def, "training_settings"):
+    if not config.children or step_s is None:
         return 0.0
     steps = max(config.passes * steps_per_pass(space_def, space_def.space.default_sample(), ctx), config.min_steps)
     seconds, trained = 0.0, 0.0

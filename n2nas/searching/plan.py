@@ -19,7 +19,7 @@ def pins(space_def, config) -> dict[str, Any]:
     pins = dict(config.fixed)
     if config.pin_unscored:
         defaults = space_def.space.default_sample()
-        for label in getattr(space_def, "supernet_blind", ()):
+        for label in space_def.supernet_blind:
             pins.setdefault(label, defaults[label])
     return pins
 
@@ -37,7 +37,7 @@ def check_budget(config, n_records: int) -> None:
 def prepare_everything(ctx, space_def, space, progress, budget: Budget) -> None:
     """Prepare every preprocessing variant the (pinned) space can sample, up front and visibly, so that no
     training step ever waits for a whole-dataset preparation."""
-    if not hasattr(ctx, "prepare_all") or not hasattr(space_def, "preprocess_config"):
+    if not hasattr(ctx, "prepare_all"):
         return  # EHR rows need no preparation
     labels = [d.label for d in space.flat if getattr(d, "kind", "") == "preprocessing"]
     variants = list(dict.fromkeys(space_def.preprocess_config(s) for s in space.grid(labels)))
@@ -119,7 +119,7 @@ def derive_candidates(trials: list[dict], controller, space, config) -> Iterator
 
 
 def score_board(trials: list[dict]) -> tuple[int, int, float | None, float | None]:
-    """(children scored ok, failed, best bare metric, FLOPs per record of that child) for the progress display.
+    """(children scored ok, failed, best bare metric, FLOPs per 30 s record of that child) for the progress display.
 
     A screen probe scored beyond the hard limits counts as scored but is never shown as the best: it is no result.
     """
@@ -129,5 +129,4 @@ def score_board(trials: list[dict]) -> tuple[int, int, float | None, float | Non
     if not results:
         return len(ok), failed, None, None
     best = max(results, key=lambda t: (t["reward"], -t["step"]))
-    return len(ok), failed, (best.get("reward_terms") or {}).get("metric", best["reward"]), \
-        best.get("flops_per_record") or best["flops"]
+    return len(ok), failed, best.get("metric"), best.get("flops_per_record")

@@ -19,24 +19,16 @@ from n2nas.storage import atomic_write_text
 
 def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, elapsed: float,
                 measured, waive_limits: bool = False) -> dict[str, Any]:
-    """One ``trials.jsonl`` object: the runner's measurements, then the reward and every term of it.
-    ``waive_limits``: rewarded without the hard limits; the limits it broke are kept as ``limits_waived``."""
-    from n2nas.measure.reward import infeasibility, trial_reward_fields
+    """One ``trials.jsonl`` object: the runner's measurements, then the metric, the reward and every term of it
+    (:func:`~n2nas.measure.reward.trial_reward_fields`; ``waive_limits`` for the screen's probe)."""
+    from n2nas.measure.reward import trial_reward_fields
 
     line = {"step": step, "phase": phase, "epoch": epoch, "sample": sample, "metrics": result["metrics"],
-            "flops": result["flops"],
-            "flops_per_record": result.get("flops_per_record"), "params": result["params"], "energy_j": result.get("energy_j"),
-            "energy_source": result.get("energy_source", "unmeasured"), "latency_ms": result.get("latency_ms"),
-            "records": result.get("records"), "worker": result["worker"], "elapsed_s": round(elapsed, 3),
-            "wall_s": round(result["wall_s"], 4) if "wall_s" in result else None}
-    reward = measured.reward
-    if waive_limits:
-        broken = infeasibility(reward, result.get("flops_per_record", result.get("flops")), result.get("params"),
-                               result.get("latency_ms"))
-        if broken:
-            line["limits_waived"] = broken
-        reward = reward.without_limits()
-    line.update(trial_reward_fields(result, reward))
+            "flops": result["flops"], "flops_per_record": result["flops_per_record"], "params": result["params"],
+            "energy_j": result.get("energy_j"), "energy_source": result.get("energy_source", "unmeasured"),
+            "latency_ms": result.get("latency_ms"), "records": result.get("records"), "worker": result["worker"],
+            "elapsed_s": round(elapsed, 3), "wall_s": round(result["wall_s"], 4) if "wall_s" in result else None}
+    line.update(trial_reward_fields(result, measured.reward, waive_limits))
     window = result.get("scored_at")
     line["sampled_energy_j"] = measured.sampler.joules(*window) if measured.sampler and window else None
     for key in ("error", "infeasible"):
@@ -64,7 +56,7 @@ def open_run_dir(run_dir: Path, config, resume: bool) -> dict[str, Any] | None:
                 return None  # killed before the first checkpoint: replay from the start, reusing logged trials
             raise ConfigError(run_dir, "nothing to resume: no checkpoint in this run folder")
         before = json.loads(state["config"])
-        now = config_json(config)
+        now = json.loads(json.dumps(config_json(config)))  # as JSON, so tuples compare equal to the saved lists
         # runs from before the runner option ran locally; a Ray cluster may change address between runs
         before.setdefault("runner", asdict(RunnerConfig()))
         before["runner"]["address"] = now["runner"]["address"]
@@ -138,7 +130,8 @@ def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
     out = []
     for t in pool[:config.top_k]:
         sample = Pipeline.from_json({"space": config.space, "sample": t["sample"]}, space).sample
-        out.append(Pipeline(config.space, sample, data, {"reward": t["reward"], "step": t["step"],
+        out.append(Pipeline(config.space, sample, data, {"reward": t["reward"], "metric": t.get("metric"),
+                                                          "metric_name": t.get("metric_name"), "step": t["step"],
                                                           "phase": t["phase"], "flops": t["flops"],
                                                           "flops_per_record": t.get("flops_per_record"),
                                                           "latency_ms": t.get("latency_ms"),

@@ -96,6 +96,20 @@ def rung_sizes(n: int, keep: float) -> list[int]:
     return sizes
 
 
+@dataclass(frozen=True)
+class HalvingPlan:
+    """How :func:`successive_halving` trains: rung ``r`` keeps the best ``sizes[r]`` candidates and trains each to
+    ``first_steps * growth**r`` steps (times ``scale[i]`` for candidate ``i``); ``ema_decay`` scores an average
+    of the weights, ``stretch`` lets the last rung use the time left (see :func:`successive_halving`)."""
+
+    sizes: list[int]
+    first_steps: int
+    growth: float
+    scale: list[float] | None = None
+    ema_decay: float | None = None
+    stretch: float = 1.0
+
+
 @dataclass
 class ScreenResult:
     """The winning preprocessing, the runner state trained with it, and what each rung measured."""
@@ -111,33 +125,31 @@ def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: l
                time_left: Callable[[], float | None]) -> ScreenResult:
     """The screen of :class:`ScreenConfig` over ``candidates`` (preprocessing dicts laid over the sample ``base``);
     the rung that would hold one candidate is left to the weight-shared stage. See :func:`successive_halving`."""
-    first = int(round(max(config.first_passes * steps_per_pass, config.min_steps)))
-    sizes = rung_sizes(len(candidates), config.keep)[:-1] or [1]
-    return successive_halving(runner, base, candidates, sizes, first, config.growth, score, folder, time_left,
-                              ema_decay=config.ema_decay)
+    plan = HalvingPlan(sizes=rung_sizes(len(candidates), config.keep)[:-1] or [1],
+                       first_steps=int(round(max(config.first_passes * steps_per_pass, config.min_steps))),
+                       growth=config.growth, ema_decay=config.ema_decay)
+    return successive_halving(runner, plan, base, candidates, score, folder, time_left)
 
 
-def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, Any]], sizes: list[int],
-                       first_steps: int, growth: float, score: Callable[[dict[str, Any]], float | None],
-                       folder: Path, time_left: Callable[[], float | None],
-                       initial: dict[str, Any] | None = None, scale: list[float] | None = None,
-                       ema_decay: float | None = None, stretch: float = 1.0) -> ScreenResult:
+def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidates: list[dict[str, Any]],
+                       score: Callable[[dict[str, Any]], float | None], folder: Path,
+                       time_left: Callable[[], float | None], initial: dict[str, Any] | None = None) -> ScreenResult:
     """Train each of ``candidates`` (dicts laid over the sample ``base``) on its own copy of the runner's weights,
-    starting from ``initial`` (default: the runner's state now): rung ``r`` keeps the best ``sizes[r]`` and trains
-    each to ``first_steps * growth**r`` steps (times ``scale[i]`` for candidate ``i``, e.g. to equalise passes
-    over the data between batch sizes), then scores it once.
+    starting from ``initial`` (default: the runner's state now): rung ``r`` keeps the best ``plan.sizes[r]`` and
+    trains each to ``plan.first_steps * plan.growth**r`` steps (times ``plan.scale[i]`` for candidate ``i``, e.g.
+    to equalise passes over the data between batch sizes), then scores it once.
 
     ``score(sample)`` scores and logs one child and returns its reward (None when it failed). Each candidate's
     runner state is saved in ``folder`` after it trains, so a killed run resumes where it stopped (scores
     come back from the trial log through ``score``). ``time_left()`` is the remaining seconds (None: no time
     limit); a later rung whose measured cost would not fit is skipped and the best so far wins.
 
-    With ``ema_decay``, a candidate is scored with an exponential moving average of its weights
+    With ``plan.ema_decay``, a candidate is scored with an exponential moving average of its weights
     (:class:`~n2nas.train.averaging.StateAverage`, folded in every 8 steps) and trains on from its raw weights. Why:
     a few passes at the shared stage's learning rate leave the raw weights in a noisy place (consecutive epochs of
     one net differ by up to 0.1 validation F1 on PhysioNet 2017), and the rung ranks candidates that differ by less.
 
-    ``stretch`` > 1 lets the last rung (when there are several) use the time left: its survivors train up to
+    ``plan.stretch`` > 1 lets the last rung (when there are several) use the time left: its survivors train up to
     ``stretch`` times the steps the rung adds, all by the same factor, as far as 90% of ``time_left()`` covers at
     each survivor's own measured step time (in a 60-min search one survivor had 7x the other's FLOPs, and a
     step time averaged over the rung let the search run 33 s over). Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
@@ -145,6 +157,8 @@ def successive_halving(runner, base: dict[str, Any], candidates: list[dict[str, 
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial
+    sizes, growth, first_steps, scale, ema_decay, stretch = (plan.sizes, plan.growth, plan.first_steps, plan.scale,
+                                                             plan.ema_decay, plan.stretch)
     states: dict[int, dict[str, Any]] = {}
     averages: dict[int, StateAverage] = {}
     steps_done = {i: 0 for i in range(len(candidates))}

@@ -15,10 +15,6 @@ from n2nas.searching.budget import PHASES  # phase names of ``phase_seconds``, i
 
 __all__ = ["build_summary", "describe_pipeline", "format_summary", "write_summary", "PHASES"]
 
-# When several metrics hold the rewarded value, the more specific name is the one the search used.
-_METRIC_NAMES = ("cinc2017_f1", "challenge_score", "macro_f1", "accuracy")
-
-
 def _runs(items: list[str]) -> str:
     """Run-length form: ``["a", "a", "b"]`` -> ``"a x2 b"``."""
     out: list[str] = []
@@ -60,34 +56,9 @@ def _short(value: Any) -> str:
 
 
 def _metric(trial: dict[str, Any] | None, scores: dict[str, Any]) -> tuple[str, float | None]:
-    """The bare metric the search rewarded (before cost terms) and its name."""
-    metrics = (trial or {}).get("metrics") or {k: v for k, v in scores.items() if k in _METRIC_NAMES}
-    value = ((trial or {}).get("reward_terms") or {}).get("metric")
-    if value is None:
-        for name in _METRIC_NAMES:
-            if isinstance(metrics.get(name), (int, float)):
-                return name, float(metrics[name])
-        return "metric", None
-    for name in _METRIC_NAMES:
-        if isinstance(metrics.get(name), (int, float)) and abs(metrics[name] - value) < 1e-12:
-            return name, float(value)
-    return "metric", float(value)
-
-
-def _flops_per_record(pipeline_json: dict[str, Any], per_input: float | None, record_seconds: float):
-    """FLOPs for every evaluation window of one ``record_seconds`` record (tabular spaces: one input)."""
-    if per_input is None:
-        return None
-    from search_spaces import get_space
-
-    try:
-        space_def = get_space(pipeline_json["space"])
-        from n2nas.measure.cost import windows_per_record
-
-        n_leads = int(pipeline_json.get("data", {}).get("n_leads") or 1)
-        return float(per_input) * windows_per_record(space_def, pipeline_json["sample"], record_seconds, n_leads)
-    except Exception:  # noqa: BLE001 - a summary must never fail the end of a finished search; show n/a
-        return None
+    """The bare metric the search rewarded (before cost terms) and its name, as the trial line recorded them."""
+    source = trial or scores
+    return source.get("metric_name") or "metric", source.get("metric")
 
 
 def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: dict, phase_seconds: dict[str, float],
@@ -129,8 +100,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
             "params": (trial or scores).get("params"),
             "flops_per_input": flops,
             # the runner's own count when the trial line has one (every multi-crop window of a 30 s record)
-            "flops_per_record": (trial or {}).get("flops_per_record")
-                                or _flops_per_record(best_pipeline_json, flops, record_seconds),
+            "flops_per_record": (trial or scores).get("flops_per_record"),
             "record_seconds": record_seconds,
             "latency_ms": latency,
         },

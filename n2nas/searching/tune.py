@@ -1,7 +1,7 @@
 """Multi-trial search on Ray Tune, without weight sharing: each trial trains one child from scratch.
 
 Our controllers (random, grid, evolution; ENAS too) drive Tune through :class:`ControllerSearcher`, an ask/tell
-adapter: Tune asks for a configuration, the controller samples one child; a finished trial's reward goes back
+adapter: Tune asks for a configuration, the controller samples one child; a finished trial's metric goes back
 to the controller. A trial is a function trainable that trains its child alone (a fresh LocalRunner whose
 supernet only ever runs this child, with the child's own learning rate and weight decay) for ``epochs`` epochs,
 reporting the validation score and a checkpoint after each. Everything lives under ``out/tune`` (Tune's storage
@@ -53,9 +53,10 @@ class TuneConfig:
 
 
 class ControllerSearcher(_Searcher):
-    """Tune searcher backed by an n2nas controller (one child per suggestion, its reward told back)."""
+    """Tune searcher backed by an n2nas controller (one child per suggestion, its metric told back as the reward:
+    a Tune trial has no cost terms)."""
 
-    def __init__(self, controller: str, tokens, seed: int, metric: str = "reward", mode: str = "max"):
+    def __init__(self, controller: str, tokens, seed: int, metric: str = "metric", mode: str = "max"):
         super().__init__(metric=metric, mode=mode)
         from controllers import make_controller
 
@@ -70,11 +71,11 @@ class ControllerSearcher(_Searcher):
         return {"index_sample": sample}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tell the controller the child's reward (NaN for a failed trial, so evolution ages it out)."""
+        """Tell the controller the child's metric (NaN for a failed trial, so evolution ages it out)."""
         sample = self.pending.pop(trial_id, None)
         if sample is None:
             return
-        reward = math.nan if error or not result else float(result.get("reward", math.nan))
+        reward = math.nan if error or not result else float(result.get("metric", math.nan))
         self.controller.update([sample], [reward])
 
     def save(self, checkpoint_path: str) -> None:
@@ -115,9 +116,10 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     for epoch in range(start, setup["epochs"]):
         stats = runner.train_shared([sample] * setup["steps_per_epoch"])
         result = runner.score([sample], ctx.val_idx)[0]
-        ok = result["status"] == "ok" and result["reward"] is not None
+        ok = result["status"] == "ok" and result["metric"] is not None
         metrics = {k: v for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))}
-        report = {**metrics, "reward": float(result["reward"]) if ok else math.nan, "epoch": epoch + 1,
+        report = {**metrics, "metric": float(result["metric"]) if ok else math.nan,
+                  "metric_name": result["metric_name"], "epoch": epoch + 1,
                   "status": result["status"], "train_loss": stats["shared_loss"], "params": result["params"],
                   "flops": result["flops"], "sample": json.dumps(sample, default=list)}
         with tempfile.TemporaryDirectory() as folder:
@@ -166,7 +168,7 @@ def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False,
                                       max_concurrent=config.concurrent)
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.trials, metric="reward",
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.trials, metric="metric",
                                         mode="max"),
             run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
@@ -179,11 +181,14 @@ def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False,
 
 
 def results_table(grid):
-    """One row per trial: id, status, reward, epochs, the CinC/F1 metrics, params, FLOPs and the child."""
+    """One row per trial: id, status, the metric it was ranked by and its name, epochs, every score it reported,
+    params, FLOPs and the child."""
+    from n2nas.metrics import SCORE_COLUMNS
+
     frame = grid.get_dataframe()
-    keep = [c for c in ("trial_id", "reward", "epoch", "cinc2017_f1", "macro_f1", "accuracy", "macro_auroc",
-                        "params", "flops", "status", "sample") if c in frame.columns]
-    return frame[keep].sort_values("reward", ascending=False, na_position="last").reset_index(drop=True)
+    keep = [c for c in ("trial_id", "metric", "metric_name", "epoch", *SCORE_COLUMNS, "params", "flops", "status",
+                        "sample") if c in frame.columns]
+    return frame[keep].sort_values("metric", ascending=False, na_position="last").reset_index(drop=True)
 
 
 def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
@@ -192,7 +197,7 @@ def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
 
     table = results_table(grid)
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
-    ok = table[np.isfinite(table["reward"].astype(float))] if "reward" in table else table.iloc[:0]
+    ok = table[np.isfinite(table["metric"].astype(float))] if "metric" in table else table.iloc[:0]
     if ok.empty:
         raise ConfigError(out, "every trial failed: no pipeline to export (see results.csv)")
     best = ok.iloc[0]
@@ -202,7 +207,7 @@ def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
     inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # as the search writes it (EHR: columns)
     data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
             inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
-    scores = {k: (float(best[k]) if k not in ("trial_id", "status", "sample") else best[k])
+    scores = {k: (float(best[k]) if k not in ("trial_id", "status", "sample", "metric_name") else best[k])
               for k in table.columns if k != "sample" and best[k] == best[k]}
     atomic_write_text(out / "best_pipeline.json",
                       json.dumps(Pipeline(config.space, sample, data, scores).to_json(), indent=2, default=str))

@@ -156,3 +156,22 @@ def predict_records(model, data: PipelineData, indices: np.ndarray, multilabel: 
 def metric_inputs(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
     """The ``(probs, y)`` pair metrics expect: class indices for single-label data, 0/1 rows otherwise."""
     return probs, (targets.astype(np.int64) if multilabel else targets.argmax(axis=1))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, forward, batches) -> None:
+    """Re-estimate every BatchNorm's running statistics of ``model`` as an exact average over ``batches`` (inputs
+    passed through ``forward(x)``, in train mode, without gradients); the model is left in eval mode with its
+    momenta as they were. Why: statistics trained on (or shared with) other children judge a network partly on
+    theirs (SPOS, Once-for-All)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # None = exact cumulative average over the calibration batches
+    model.train()
+    for x in batches:
+        forward(x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.eval()

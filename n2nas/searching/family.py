@@ -1,0 +1,182 @@
+"""Train once, deploy many: members of a cost/accuracy family cut from one trained supernet.
+
+For each FLOPs target the controller searches again under that hard limit, scoring children with the shared
+weights only (no training), the best few are rescored on the whole validation split, and the winner becomes a
+model folder with *inherited* weights: the standalone child gets the supernet's weights for its path and its
+BatchNorm statistics recalibrated on training records (Once-for-All, BigNAS). ``n2nas evaluate`` and
+``n2nas export`` take such a folder as it is; its ``pipeline.json`` can still be retrained from scratch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from n2nas.errors import ConfigError
+from n2nas.measure.reward import limits_broken
+from n2nas.searching.run_folder import nan_rewards
+from n2nas.space import Pipeline
+from n2nas.storage import atomic_write_text
+
+FAMILY_DIR = "family"
+FAMILY_FILE = "family.json"
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """The members a search cuts from its supernet: one per FLOPs target (per 30 s record, every multi-crop
+    window); ``children`` scored with shared weights on the reward set per target, ``children_per_step`` per
+    controller update, the best ``rescored`` of them rescored on the whole validation split."""
+
+    flops_targets: tuple[float, ...] = ()
+    children: int = 48
+    children_per_step: int = 4
+    rescored: int = 4
+
+    def __post_init__(self):
+        if any(not t > 0 for t in self.flops_targets):
+            raise ConfigError("--flops-targets", f"every target must be positive, got {list(self.flops_targets)}")
+        if self.children < 1 or self.children_per_step < 1 or self.rescored < 1:
+            raise ConfigError("family", "children, children_per_step and rescored must be at least 1")
+
+
+def member_name(target: float) -> str:
+    """The folder name of the member for ``target`` FLOPs, e.g. ``flops-0.33G``."""
+    return f"flops-{target / 1e9:g}G"
+
+
+def _cost_decisions(space) -> list:
+    """The searchable decisions that can change a child's cost (not training settings, not pinned)."""
+    return [d for d in space.flat if getattr(d, "kind", "") != "training" and d.label not in space.fixed
+            and hasattr(d, "options")]
+
+
+def _cheapest_option(sample: dict[str, Any], d, costs) -> tuple[dict[str, Any], float]:
+    """``sample`` with decision ``d`` set to its cheapest option, and that child's FLOPs per record."""
+    best, least = sample, costs.of(sample)["flops_per_record"]
+    for option in d.options:
+        trial = {**sample, d.label: option}
+        try:
+            flops = costs.of(trial)["flops_per_record"]
+        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others (e.g. too short)
+            continue
+        if flops < least:
+            best, least = trial, flops
+    return best, float(least)
+
+
+def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
+    """The cheapest child of the (pinned) ``space`` by FLOPs per record and those FLOPs: from the default sample,
+    each decision in turn takes its cheapest option (one pass; the FLOPs of these spaces grow with every width,
+    kernel, depth and rate, so the pass reaches the minimum)."""
+    sample = space.default_sample()
+    least = float(costs.of(sample)["flops_per_record"])
+    for d in _cost_decisions(space):
+        sample, least = _cheapest_option(sample, d, costs)
+    return sample, least
+
+
+def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator) -> dict[str, Any] | None:
+    """A child beyond ``reward``'s hard limits made feasible by setting its decisions, in random order, to their
+    cheapest options until it fits (OFA's search under a constraint likewise only keeps children that fit); None
+    when even all of them do not. Under a tight target most sampled children break the limit, and a controller
+    that only saw their zero rewards would need thousands of draws to learn where the feasible children are."""
+    decisions = _cost_decisions(space)
+    for i in rng.permutation(len(decisions)):
+        if not limits_broken(reward, costs.of(sample)):
+            return sample
+        sample, _ = _cheapest_option(sample, decisions[i], costs)
+    return None if limits_broken(reward, costs.of(sample)) else sample
+
+
+def check_targets(targets, space, costs, space_name: str, option: str = "--flops-targets") -> None:
+    """Refuse a target below the space's smallest child, naming that child's FLOPs (and ``option``)."""
+    if not targets:
+        return
+    _, least = smallest_child(space, costs)
+    low = [t for t in targets if t < least]
+    if low:
+        raise ConfigError(option, f"{', '.join(f'{t:.4g}' for t in low)} FLOPs is below the smallest "
+                                             f"child of {space_name}, {least:.4g} FLOPs per 30 s record")
+
+
+def search_member(target: float, family: FamilyConfig, controller, space, costs, reward,
+                  score: Callable[[list[dict[str, Any]], str, Any], list[float | None]]) -> dict[str, Any] | None:
+    """The controller's search under the hard limit ``target``: a child beyond it is shrunk until it fits
+    (:func:`shrink_to_limit`) and the controller learns from the child it scored; ``score(samples, phase, reward)`` scores and logs feasible ones on the reward set
+    (``phase="family"``) or the whole validation split (``"family-derive"``) and returns their rewards. Returns
+    the best rescored sample, or None when no feasible child was found."""
+    limited = replace(reward, max_flops=target)
+    rng = np.random.default_rng(int(target) % (2 ** 32))
+    scored: list[tuple[float, int, dict[str, Any]]] = []
+    draws = 0
+    while len(scored) < family.children and draws < 4 * family.children:
+        drawn = [space.decode(s) for s in controller.sample(family.children_per_step)]
+        draws += len(drawn)
+        samples = [s for s in (shrink_to_limit(s, space, costs, limited, rng) for s in drawn) if s is not None]
+        if not samples:
+            continue
+        rewards = score(samples, "family", limited)
+        controller.update([space.encode(s) for s in samples], nan_rewards(rewards))
+        scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
+    if not scored:
+        return None
+    unique: dict[str, dict[str, Any]] = {}
+    for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
+        unique.setdefault(json.dumps(s, sort_keys=True, default=list), s)
+    best = list(unique.values())[:family.rescored]
+    rewards = score(best, "family-derive", limited)
+    ranked = sorted(((r, i) for i, r in enumerate(rewards) if r is not None), key=lambda t: (-t[0], t[1]))
+    return best[ranked[0][1]] if ranked else None
+
+
+def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
+                 target: float | None, cost: dict[str, Any]) -> dict[str, Any]:
+    """Cut ``sample``'s standalone child from the runner's supernet (inherited weights, BatchNorm recalibrated on
+    the runner's calibration records), score it on the whole validation split, and write it as a model folder;
+    returns its ``family.json`` entry."""
+    import torch
+
+    from n2nas.artifacts import NORM_FILE, save_model_dir, stats_json
+    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
+    from n2nas.train.primitives import metric_inputs, predict_records, recalibrate_batchnorm
+
+    local = getattr(runner, "replica", runner)  # Ray and MPI drivers keep an in-sync local replica
+    n_in, classes = space_def.input_size(dataset), list(dataset.classes)
+    with torch.random.fork_rng(devices=[]):  # building the child must not move the search's dropout stream
+        child = space_def.build_child(sample, n_in, len(classes)).to(local.device)
+    space_def.copy_shared_weights(local.supernet, child, sample)
+    recalibrate_batchnorm(child, child, local.calibration_batches(sample))
+    data = local.ctx.pipeline_data(space_def.preprocess_config(sample), space_def.window_config(sample))
+    val = np.asarray(local.ctx.val_idx)
+    probs = predict_records(child, data, val, dataset.multilabel, local.device)
+    p, y = metric_inputs(probs, data.targets[val], dataset.multilabel)
+    metric_name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
+    validation = evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
+    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"
+    pipeline = Pipeline(space_name, sample, {"classes": classes, "multilabel": dataset.multilabel, inputs: n_in,
+                                             "source": dataset.source},
+                        {"metric_name": metric_name, "metric": float(reward_metric(
+                            metric_name, p, y, dataset.classes, dataset.multilabel)),
+                         "params": cost["params"], "flops_per_record": cost["flops_per_record"]})
+    entry = {"name": folder.name, "flops_target": target, "flops_per_record": cost["flops_per_record"],
+             "params": cost["params"], "metric_name": metric_name, "val_metric": pipeline.scores["metric"],
+             "weights": "inherited", "model_dir": str(folder)}
+    save_model_dir(folder, pipeline, child.cpu(), {NORM_FILE: stats_json(data.stats), "metrics.json": {
+        "metric": metric_name, "weights": "inherited (BatchNorm recalibrated)", "validation": validation,
+        "flops_target": target}})
+    return entry
+
+
+def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Record ``entry`` in ``RUN/family/family.json`` (replacing a member of the same name), written atomically."""
+    path = run_dir / FAMILY_DIR / FAMILY_FILE
+    members = json.loads(path.read_text())["members"] if path.exists() else []
+    members = [m for m in members if m["name"] != entry["name"]] + [entry]
+    members.sort(key=lambda m: m["flops_per_record"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"members": members}, indent=2))
+    return members

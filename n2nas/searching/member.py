@@ -1,0 +1,63 @@
+"""``n2nas derive``: a family member for a new FLOPs budget, cut from a finished search's trained supernet without
+training it again (see :mod:`n2nas.searching.family`)."""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from n2nas.errors import ConfigError, DataError
+
+
+def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: str | None = None) -> dict[str, Any]:
+    """Search ``run_dir``'s trained supernet under ``max_flops`` FLOPs per 30 s record with the run's controller
+    (shared-weight scores only), write the winner with inherited weights to ``out`` and record it in
+    ``RUN/family/family.json``; returns that entry. ``data``: the run's data SPEC when the run did not record it."""
+    import time
+
+    from n2nas.searching import phases
+    from n2nas.searching.checkpoint import load_checkpoint
+    from n2nas.searching.family import add_to_family, check_targets, search_member, write_member
+    from n2nas.searching.loop import SearchConfig, _progress
+    from n2nas.storage import dataclass_from_json
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "config.json").is_file():
+        raise DataError(run_dir, "not a search run folder (config.json is missing)")
+    state = load_checkpoint(run_dir / "checkpoint")
+    if state is None or not (run_dir / "split.json").is_file():
+        raise DataError(run_dir, "this run has no trained supernet to derive from (no checkpoint/search_state.pt or "
+                                 "split.json: it was stopped before its first epoch ended)")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(out, "model folder is not empty")
+    try:
+        config = dataclass_from_json(SearchConfig, json.loads((run_dir / "config.json").read_text()))
+    except (ValueError, TypeError) as err:
+        raise DataError(run_dir / "config.json", f"cannot read the run's configuration ({err})") from None
+    data = data or state.get("data")
+    if data is None:
+        raise ConfigError("--data", "this run did not record its data SPEC; give the one it searched")
+    with ExitStack() as resources:  # reopened as a resumed run: its configuration, split and supernet as they were
+        search = phases.open_search(data, config, run_dir, True, _progress(False, config), resources,
+                                    time.monotonic())
+        phases.screen(search)  # pins the screen's winner and restores the controller; nothing is trained
+        check_targets([max_flops], search.space, search.costs, config.space, "--max-flops")
+        search.step = max((t["step"] for t in search.log.records), default=-1) + 1  # after every logged trial
+        controller_seed = config.seed + 5000 + int(max_flops) % 100_000
+        from controllers import make_controller
+
+        controller = make_controller(config.controller, search.space.tokens, seed=controller_seed,
+                                     preset=config.controller_preset)
+        sample = search_member(max_flops, config.family, controller, search.space, search.costs,
+                               search.measured.reward,
+                               lambda samples, phase, reward: search.score(
+                                   samples, search.reward_idx if phase == "family" else search.ctx.val_idx, phase,
+                                   reward))
+        if sample is None:
+            raise ConfigError("--max-flops", f"no child of {config.space} under {max_flops:.4g} FLOPs was scored")
+        entry = write_member(out, search.runner, search.space_def, search.dataset, sample, config.space, max_flops,
+                             search.costs.of(sample))
+        search.writer.close()
+    add_to_family(run_dir, entry)
+    return entry

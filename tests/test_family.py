@@ -1,0 +1,70 @@
+"""Train once, deploy many: family members cut from one supernet, `n2nas derive`, and their bad inputs."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import n2nas
+from n2nas.cli import main
+from n2nas.errors import ConfigError
+from n2nas.searching.family import FamilyConfig
+from tests.test_search import tiny_config, tiny_data  # noqa: F401 - shared fixture
+
+TARGETS = (6e6, 20e6)  # FLOPs per 30 s record: the tiny space's children span ~1.4 to ~100 MFLOPs
+
+
+@pytest.fixture(scope="module")
+def family_run(tiny_data, tmp_path_factory):  # noqa: F811
+    run = tmp_path_factory.mktemp("family") / "run"
+    config = tiny_config(family=FamilyConfig(flops_targets=TARGETS, children=4, children_per_step=2, rescored=2))
+    n2nas.search(tiny_data, config, out=run)
+    return run
+
+
+def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, tiny_data):  # noqa: F811
+    from n2nas.retrain import evaluate
+
+    members = json.loads((family_run / "family" / "family.json").read_text())["members"]
+    assert [m["flops_target"] for m in members] == list(TARGETS)
+    trials = [json.loads(x) for x in (family_run / "trials.jsonl").read_text().splitlines()]
+    rescored = {json.dumps(t["sample"], sort_keys=True): t for t in trials if t["phase"] == "family-derive"}
+    for member in members:
+        assert member["flops_per_record"] <= member["flops_target"] and member["weights"] == "inherited"
+        pipeline = n2nas.load_pipeline(f"{member['model_dir']}/pipeline.json")
+        # the standalone child with the supernet's weights and recalibrated BatchNorm scores what the supernet did
+        assert member["val_metric"] == pytest.approx(rescored[json.dumps(pipeline.sample, sort_keys=True)]["metric"])
+        scores = evaluate(member["model_dir"], tiny_data)  # a model folder `n2nas evaluate` reads as it is
+        assert scores["n_records"] == len(tiny_data)
+
+
+def test_derive_adds_a_member_for_a_new_budget_without_training(family_run, tiny_data, tmp_path, capsys):  # noqa: F811
+    from n2nas.searching.checkpoint import load_checkpoint
+
+    before = load_checkpoint(family_run / "checkpoint")["runner"]["supernet"]
+    # the search was given a Dataset, so the run recorded no SPEC: derive asks for it
+    spec = "physionet2017:" + tiny_data.records[0].meta["files"][0].rsplit("/", 1)[0]
+    assert main(["derive", str(family_run), "--max-flops", "12e6", "--out", str(tmp_path / "m12"), "--data", spec]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    assert entry["flops_per_record"] <= 12e6 and (tmp_path / "m12" / "model.pt").exists()
+    members = json.loads((family_run / "family" / "family.json").read_text())["members"]
+    assert entry in members and len(members) == len(TARGETS) + 1
+    after = load_checkpoint(family_run / "checkpoint")["runner"]["supernet"]
+    assert all((before[k] == after[k]).all() for k in before)  # the supernet was not trained again
+
+
+def test_bad_targets_and_run_folders_are_one_line_errors(family_run, tiny_data, tmp_path, capsys):  # noqa: F811
+    with pytest.raises(ConfigError, match="below the smallest child of ecg-small, .* FLOPs per 30 s record"):
+        n2nas.search(tiny_data, replace(tiny_config(), family=FamilyConfig(flops_targets=(1e3,))), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    spec = "physionet2017:" + tiny_data.records[0].meta["files"][0].rsplit("/", 1)[0]
+    assert main(["derive", str(family_run), "--max-flops", "1e3", "--out", str(tmp_path / "m"), "--data", spec]) == 2
+    assert "--max-flops" in capsys.readouterr().err
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((family_run / "config.json").read_text())
+    for run in (tmp_path / "missing", half):
+        assert main(["derive", str(run), "--max-flops", "1e7", "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(run) in err
