@@ -105,13 +105,15 @@ class EHRSpace:
         return int(dataset.n_features)
 
     def make_context(self, dataset, train_idx, val_idx, cache_dir: Path | None = None, workers: int = 1):
-        """An :class:`~n2nas.train.ehr.EHRContext` (sparse rows; no preprocessing cache needed)."""
+        """An :class:`~n2nas.train.ehr.EHRContext` (sparse rows; no preprocessing cache needed); a clinical
+        table is first re-encoded with an encoder fitted on ``train_idx`` only."""
+        from n2nas.data.table import fit_on_training
         from n2nas.train.ehr import EHRContext
 
         if not hasattr(dataset, "n_features"):
             raise ConfigError("--space", f"{self.name} searches EHR feature matrices; use an ehr: or synthetic-ehr "
                                          "data spec")
-        return EHRContext(dataset, train_idx, val_idx)
+        return EHRContext(fit_on_training(dataset, train_idx), train_idx, val_idx)
 
     def build_supernet(self, n_in: int, n_classes: int) -> MLPSupernet:
         """Widest, deepest MLP of the space; children are slices of it."""

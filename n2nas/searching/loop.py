@@ -167,6 +167,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     from controllers import make_controller
     from controllers.random import RandomController
     from n2nas.data.spec import default_cache_root, load_dataset
+    from n2nas.data.table import fit_on_training
     from n2nas.train.primitives import pick_device
     from search_spaces import get_space
 
@@ -184,6 +185,8 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
                     float(state["elapsed_s"]) if state else 0.0, started)
     split = load_or_make_split(run_dir, dataset, config, resume)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
+    # a clinical table's encoder is refitted on the training rows only (no-op for other data)
+    dataset = fit_on_training(dataset, np.array([index[i] for i in split.train]))
     space_def = get_space(config.space)
     space = space_def.space.pinned(pins(space_def, config))
     with clock("data"):
