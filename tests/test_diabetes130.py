@@ -197,3 +197,8 @@ def test_retrain_and_evaluate_encode_new_encounters_with_the_model_encoder(tmp_p
     scores = json.loads(capsys.readouterr().out)
     assert scores["n_records"] == len(load_dataset(f"diabetes130:{new},readmitted"))
     assert 0.0 <= scores["accuracy"] <= 1.0 and set(scores["f1"]) == {"NO", ">30", "<30"}
+    # export: the network takes encoded rows; the encoder travels in the JSON beside it
+    out = tmp_path / "model.ts"
+    assert main(["export", str(model), "--format", "torchscript", "--out", str(out)]) == 0
+    side = json.loads((tmp_path / "model.ts.preprocessing.json").read_text())
+    assert side["encoder"] == encoder and side["n_inputs"] == len(encoder["feature_names"])
