@@ -202,3 +202,25 @@ def test_retrain_and_evaluate_encode_new_encounters_with_the_model_encoder(tmp_p
     assert main(["export", str(model), "--format", "torchscript", "--out", str(out)]) == 0
     side = json.loads((tmp_path / "model.ts.preprocessing.json").read_text())
     assert side["encoder"] == encoder and side["n_inputs"] == len(encoder["feature_names"])
+
+
+def test_search_splits_by_patient_and_fits_the_encoder_on_its_training_rows(tmp_path):
+    from dataclasses import replace
+
+    from n2nas.searching.finals import FinalsConfig
+    from n2nas.searching.loop import SearchConfig, search
+
+    folder = write_table(tmp_path / "d", n_patients=120)
+    config = replace(SearchConfig.ehr_cpu(), budget_epochs=2, budget_minutes=None, shared_steps=2,
+                     controller_steps=1, children_per_step=2, derive_children=2, top_k=1, device="cpu",
+                     finals=FinalsConfig(children=0))
+    spec = f"diabetes130:{folder},readmitted"
+    result = search(spec, config, out=tmp_path / "run")
+    assert result.trials and all(t["sample"]["lr"] == 0.001 for t in result.trials)  # pinned, not searched
+    ds = load_dataset(spec)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    index = {rid: i for i, rid in enumerate(ds.ids)}
+    train = [index[i] for i in split["train"]]
+    assert not set(ds.groups[train]) & set(ds.groups[[index[i] for i in split["val"]]])
+    width = fit_on_training(ds, np.array(train)).n_features
+    assert json.loads((tmp_path / "run" / "best_pipeline.json").read_text())["data"]["n_inputs"] == width
