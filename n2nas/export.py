@@ -1,6 +1,7 @@
 """``n2nas export``: a trained model folder as an ONNX or TorchScript file, checked against PyTorch.
 
-The exported graph is the network only: input ``x`` of shape ``(batch, leads, window_samples)`` float32,
+The exported graph is the network only: input ``x`` of shape ``(batch, leads, window_samples)`` float32 (EHR
+models: ``(batch, n_inputs)``, rows encoded by the model folder's ``encoder.json``, copied into the JSON file),
 output ``logits`` ``(batch, classes)``; the batch dimension is dynamic, the window length is fixed.
 Preprocessing is a separate step whose parameters are written next to the file as
 ``FILE.preprocessing.json``: resample to ``fs``, band-pass / baseline filter, normalise (with the training-set
@@ -37,6 +38,15 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     """Everything needed to turn a raw record into model inputs, as plain JSON."""
     from search_spaces import get_space
 
+    if "n_inputs" in pipeline.data:  # EHR rows: the model folder's table encoder is the whole preprocessing
+        encoder_file = model_dir / "encoder.json"
+        return {"input": "x: float32 (batch, n_inputs), one encoded encounter per row (encoder.json: "
+                         "n2nas.data.table_encoder.encode)", "output": "logits: float32 (batch, classes)",
+                "classes": list(pipeline.data.get("classes", [])), "multilabel": bool(pipeline.data.get("multilabel")),
+                "n_inputs": int(pipeline.data["n_inputs"]),
+                "encoder": json.loads(encoder_file.read_text()) if encoder_file.is_file() else None,
+                "record_score": "softmax(logits) (sigmoid if multilabel)",
+                "reference": "n2nas.data.table.reencode + n2nas.train.ehr.predict_rows / n2nas evaluate"}
     space_def = get_space(pipeline.space)
     pre = space_def.preprocess_config(pipeline.sample)
     window = space_def.window_config(pipeline.sample)
@@ -88,9 +98,12 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, seed: int = 0
     if int8 and fmt == "onnx":
         raise ConfigError("--format", "int8 (QAT) models export as torchscript only; torch.onnx has no "
                                       "exporter for torch.ao quantized modules")
-    n_leads, length = int(pipeline.data.get("n_leads", 0)), window_samples(pipeline)
+    if "n_inputs" in pipeline.data:  # EHR: one dense row of encoded features per encounter
+        shape = (int(pipeline.data["n_inputs"]),)
+    else:
+        shape = (int(pipeline.data.get("n_leads", 0)), window_samples(pipeline))
     gen = torch.Generator().manual_seed(seed)
-    example = torch.randn(2, n_leads, length, generator=gen)
+    example = torch.randn(2, *shape, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _quiet(), torch.no_grad():
         if fmt == "onnx":
@@ -102,9 +115,9 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, seed: int = 0
     spec = preprocessing_spec(model_dir, pipeline)
     spec.update({"format": fmt, "int8": int8})
     atomic_write_text(out.with_name(out.name + ".preprocessing.json"), json.dumps(spec, indent=2))
-    diffs = verify(model, out, fmt, n_leads, length, seed)
+    diffs = verify(model, out, fmt, shape, seed)
     report = {"file": str(out), "format": fmt, "bytes": out.stat().st_size, "int8": int8,
-              "input_shape": ["batch", n_leads, length], "max_abs_diff": max(diffs.values()),
+              "input_shape": ["batch", *shape], "max_abs_diff": max(diffs.values()),
               "max_abs_diff_by_batch": diffs, "preprocessing": str(out.with_name(out.name + ".preprocessing.json"))}
     if report["max_abs_diff"] > TOLERANCE:
         raise DataError(out, f"exported outputs differ from PyTorch by {report['max_abs_diff']:.3g} "
@@ -125,12 +138,13 @@ def run_exported(path: str | Path, fmt: str, x: np.ndarray) -> np.ndarray:
             return module(torch.from_numpy(x)).numpy()
 
 
-def verify(model, path: Path, fmt: str, n_leads: int, length: int, seed: int = 0) -> dict[str, float]:
-    """Largest absolute logit difference between ``model`` and the exported file, per batch size."""
+def verify(model, path: Path, fmt: str, shape: tuple[int, ...], seed: int = 0) -> dict[str, float]:
+    """Largest absolute logit difference between ``model`` and the exported file, per batch size (``shape``: one
+    input without its batch dimension)."""
     gen = torch.Generator().manual_seed(seed + 1)
     diffs = {}
     for batch in (1, 5):  # batch sizes other than the tracing example's, to exercise the dynamic dimension
-        x = torch.randn(batch, n_leads, length, generator=gen)
+        x = torch.randn(batch, *shape, generator=gen)
         with torch.no_grad(), _quiet():
             expected = model(x).numpy()
         try:

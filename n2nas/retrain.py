@@ -27,6 +27,7 @@ from n2nas.train.averaging import check_ema_decay, weight_average
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
+ENCODER_FILE = "encoder.json"  # a clinical table's encoder, fitted on the training rows (n2nas.data.table)
 
 
 SCHEDULES = ("plateau", "budget")
@@ -94,6 +95,8 @@ class RetrainConfig:
 def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig = RetrainConfig(),
             log=print) -> dict[str, Any]:
     """Train ``pipeline`` on ``dataset`` (internal seeded split) and write a model folder to ``out``."""
+    if not hasattr(dataset, "records"):  # EHR rows: one process, sparse batches
+        return _retrain_ehr(pipeline, dataset, Path(out), config, log)
     if config.workers == 1:
         return _train(pipeline, dataset, out, config, log=log, dist_ctx=DistContext())
     from n2nas.train.parallel import launch
@@ -241,6 +244,48 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     return summary
 
 
+def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, log) -> dict[str, Any]:
+    """An EHR MLP from scratch (:func:`n2nas.train.ehr.train_rows`, budget lr schedule). The split is by patient
+    for clinical tables, whose encoder is refitted on the training rows and kept as ``encoder.json``."""
+    from n2nas.data.table import fit_on_training
+    from n2nas.train.ehr import predict_rows, train_rows
+    from search_spaces import get_space
+
+    if config.workers > 1 or config.prune is not None or config.qat is not None or config.norm != "batch":
+        raise ConfigError("--workers", "EHR pipelines retrain in one process without pruning, QAT or --norm")
+    _check_classes(pipeline, dataset)
+    split = stratified_split(dataset, val=config.val_fraction,
+                             seed=config.seed if config.split_seed is None else config.split_seed)
+    index = {rid: i for i, rid in enumerate(dataset.ids)}
+    train_idx, val_idx = (np.array([index[i] for i in part], dtype=np.int64) for part in (split.train, split.val))
+    dataset = fit_on_training(dataset, train_idx)
+    pipeline = dataclasses.replace(pipeline, data={"classes": list(dataset.classes), "multilabel": dataset.multilabel,
+                                                   "n_inputs": dataset.n_features, "source": dataset.source})
+    device = pick_device(config.device)
+    model = build_model(pipeline).to(device)
+    metric = _metric_name(dataset)
+
+    def score(probs, targets):
+        return reward_metric(metric, *metric_inputs(probs, targets, dataset.multilabel), dataset.classes,
+                             dataset.multilabel)
+
+    result = train_rows(model, dataset, train_idx, val_idx, get_space(pipeline.space).training_settings(
+        pipeline.sample), score, epochs=config.epochs, max_minutes=config.max_minutes, seed=config.seed,
+        device=device, log=log)
+    probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
+    p, y = metric_inputs(probs, dataset.label_matrix()[val_idx].astype(np.float32), dataset.multilabel)
+    summary = {"best_epoch": result["best_epoch"], "epochs_run": len(result["history"]), "metric": metric,
+               "workers": 1, "schedule": "budget", "train_seconds": result["train_seconds"],
+               "params": sum(q.numel() for q in model.parameters()),
+               "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
+    extra = {"history.json": result["history"], "split.json": dataclasses.asdict(split)}
+    if dataset.encoder is not None:
+        extra[ENCODER_FILE] = dataset.encoder
+    save_model_dir(out, pipeline, model.cpu(), extra)
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    return summary
+
+
 def budget_spent(steps_done: int, total_steps: int, start: float, max_minutes: float | None,
                  dist_ctx: DistContext) -> float:
     """Share of the training budget used, 0..1: the larger of the steps share and the wall-time share (the mean
@@ -298,6 +343,8 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
 
     pipeline, loaded = load_model_dir(model_dir)
     model = loaded if model is None else model
+    if not hasattr(dataset, "records"):
+        return _predict_ehr(Path(model_dir), pipeline, model, dataset, device)
     _check_classes(pipeline, dataset)
     space_def = get_space(pipeline.space)
     prepared = prepare(dataset, space_def.preprocess_config(pipeline.sample),
@@ -307,6 +354,23 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
     dev = torch.device("cpu") if is_quantized(model) else pick_device(device)  # int8 kernels: CPU only
     probs = predict_records(model.to(dev), data, np.arange(len(dataset)), dataset.multilabel, dev)
     return metric_inputs(probs, data.targets, dataset.multilabel)
+
+
+def _predict_ehr(model_dir: Path, pipeline: Pipeline, model, dataset, device: str):
+    """EHR rows: a clinical table is re-encoded with the model folder's ``encoder.json`` first."""
+    from n2nas.data.table import reencode
+    from n2nas.train.ehr import predict_rows
+
+    encoder_path = model_dir / ENCODER_FILE
+    if encoder_path.is_file():
+        dataset = reencode(dataset, json.loads(encoder_path.read_text()))
+    _check_classes(pipeline, dataset)
+    if dataset.n_features != int(pipeline.data.get("n_inputs", dataset.n_features)):
+        raise DataError(dataset.source, f"{dataset.n_features} feature columns, the model takes "
+                                        f"{pipeline.data['n_inputs']}")
+    dev = pick_device(device)
+    probs = predict_rows(model.to(dev), dataset, np.arange(len(dataset)), dataset.multilabel, dev)
+    return metric_inputs(probs, dataset.label_matrix().astype(np.float32), dataset.multilabel)
 
 
 def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:

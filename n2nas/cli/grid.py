@@ -17,7 +17,8 @@ def register(sub) -> None:
                                    "Adam 0.001, <= 40 epochs), residual-lr-batch (--space ecg: Hannun residual "
                                    "net, lr {0.01, 0.001} x batch {16, 32, 64}). --grid LABEL=[...] adds an "
                                    "axis or replaces a preset's axis of that label.")
-    p.add_argument("--space", required=True, help="search space whose decisions the grid sets, e.g. ehr-mlp, ecg")
+    p.add_argument("--space", default=None,
+                   help="search space whose decisions the grid sets, e.g. ehr-mlp, ecg (default: the preset's)")
     p.add_argument("--preset", default=None,
                    help="a named grid: diagnosenet | residual-lr-batch (default: none, the --grid axes only)")
     p.add_argument("--grid", action="append", default=[], metavar="LABEL=[v1,v2,...]",
@@ -53,8 +54,12 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         axes = merge_axes(preset.axes, axes)
         space, base, config, data = preset.space, {**preset.base, **fixed}, preset.config, preset.data
         title = f"{preset.name}: {preset.about}"
-    else:
+    elif args.space:
         space, base, config, data, title = args.space, fixed, GridConfig(), "sample", ""
+    else:
+        from n2nas.errors import ConfigError
+
+        raise ConfigError("--space", "name the space the grid is over (or give a --preset)")
     changes = {k: v for k, v in (("epochs", args.epochs), ("patience", args.patience),
                                  ("max_minutes", args.max_minutes)) if v is not None}
     config = dataclasses.replace(config, seed=args.seed, device=args.device, **changes)

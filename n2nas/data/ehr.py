@@ -40,7 +40,9 @@ class EHRDataset:
 
     Offers what splits, metrics and the search loop ask of a dataset (``ids``, ``classes``, ``multilabel``,
     ``label_matrix()``, ``label_indices()``); rows are only ever densified a mini-batch at a time.
-    ``feature_groups`` names column ranges ``(name, start, stop)`` where known (synthetic data).
+    ``feature_groups`` names column ranges ``(name, start, stop)`` where known (synthetic data, tables).
+    Clinical tables (:mod:`n2nas.data.table`) also carry ``groups`` (the patient of each row: splits keep a
+    patient's rows on one side), ``table`` (where to re-read the rows) and ``encoder`` (the JSON encoder of ``X``).
     """
 
     source: str
@@ -52,6 +54,9 @@ class EHRDataset:
     feature_groups: tuple[tuple[str, int, int], ...] = ()
     synthetic: bool = False
     skipped: tuple = ()
+    groups: np.ndarray | None = None
+    table: object = None
+    encoder: dict | None = None
 
     def __post_init__(self):
         if not sp.isspmatrix_csr(self.X):
@@ -102,7 +107,8 @@ class EHRDataset:
         return {"source": self.source, "n_records": len(self), "n_features": self.n_features,
                 "label_counts": {c: int(k) for c, k in zip(self.classes, counts)}, "multilabel": self.multilabel,
                 "density": round(self.X.nnz / max(1, self.X.shape[0] * self.X.shape[1]), 6),
-                "synthetic": self.synthetic, "skipped": []}
+                "synthetic": self.synthetic, "skipped": list(self.skipped),
+                **({"patients": int(len(np.unique(self.groups)))} if self.groups is not None else {})}
 
 
 def parse_columns(text: str) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """Data SPEC strings (``sample``, ``physionet2017:DIR``, ``cinc2021:DIR``, ``wfdb:DIR,LABELS.csv``,
-``synthetic-ecg[:PRESET]``, ``ehr:DIR[,START:END]``, ``synthetic-ehr[:N[,F]]``) turned into datasets
+``synthetic-ecg[:PRESET]``, ``ehr:DIR[,START:END]``, ``synthetic-ehr[:N[,F]]``, ``diabetes130:DIR[,TARGET]``,
+``table:FILE.csv,target=COL[,id=COL]``) turned into datasets
 (ECG specs give a record :class:`Dataset`, EHR specs an ``EHRDataset`` of sparse feature rows)."""
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from n2nas.data.readers import load_cinc2021, load_physionet2017, load_wfdb_csv
 from n2nas.errors import ConfigError
 
 SPEC_HELP = ("sample | physionet2017:DIR | cinc2021:DIR (also 2020) | wfdb:DIR,LABELS.csv | "
-             "synthetic-ecg[:small|medium] | ehr:DIR[,START:END] | synthetic-ehr[:N[,F]]")
+             "synthetic-ecg[:small|medium] | ehr:DIR[,START:END] | synthetic-ehr[:N[,F]] | "
+             "diabetes130:DIR[,chapter|readmitted|readmitted30] | "
+             "table:FILE.csv,target=COL[,id=COL][,drop=A;B][,codes=A;B]")
 
 
 def bundled_sample_dir() -> Path:
@@ -58,4 +61,13 @@ def load_dataset(spec: str, *, skip_bad: bool = False, min_seconds: float = 1.0,
         from n2nas.data.synthetic_ehr import parse_synthetic_spec, synthetic_ehr
 
         return synthetic_ehr(parse_synthetic_spec(arg))
+    if kind == "diabetes130" and arg:
+        from n2nas.data.table import load_diabetes130
+
+        folder, _, target = arg.partition(",")
+        return load_diabetes130(folder, target.strip() or "chapter", cache_root)
+    if kind == "table" and arg:
+        from n2nas.data.table import load_csv_table
+
+        return load_csv_table(arg, cache_root)
     raise ConfigError("data spec", f"cannot understand data spec {spec!r}; expected {SPEC_HELP}")

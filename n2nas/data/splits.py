@@ -45,8 +45,13 @@ class Split:
 
 
 def stratified_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.0, seed: int = 0) -> Split:
-    """Split record ids into train/val/test keeping class shares; multi-label data uses iterative stratification."""
+    """Split record ids into train/val/test keeping class shares; multi-label data uses iterative stratification.
+    A dataset with ``groups`` (patients of a clinical table) is split by group (:func:`grouped_split`)."""
     ids = np.array(dataset.ids)
+    groups = getattr(dataset, "groups", None)
+    if groups is not None:
+        labels = dataset.label_matrix().argmax(axis=1) if not dataset.multilabel else None
+        return Split(*(tuple(ids[part]) for part in grouped_split(labels, np.asarray(groups), val, test, seed)))
     if dataset.multilabel:
         folds = iterative_stratification(dataset.label_matrix(), (1 - val - test, val, test), seed)
         return Split(*(tuple(ids[f]) for f in folds))
@@ -59,6 +64,44 @@ def stratified_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.0, s
     train_ids, val_ids = train_test_split(
         rest_ids, test_size=_stratified_size(val, len(ids), n_classes), stratify=rest_y, random_state=seed)
     return Split(tuple(train_ids), tuple(val_ids), tuple(test_ids))
+
+
+def grouped_split(labels: np.ndarray | None, groups: np.ndarray, val: float, test: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted train/val/test row indices with every group (patient) on one side only.
+
+    The groups themselves are split by scikit-learn's seeded ``train_test_split``, stratified by each group's
+    first row's class (classes held by fewer than 2 groups share one stratum): row class shares stay close to
+    the whole set's. ``StratifiedGroupKFold`` does the same job but took 83 s on the 57k patients of the
+    Diabetes 130 table; this takes well under a second. Without labels (multi-label data) groups are drawn
+    unstratified.
+    """
+    names, first, of_row = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    unit = np.arange(len(names))
+    strata = None
+    if labels is not None:
+        strata = np.asarray(labels)[first]
+        values, counts = np.unique(strata, return_counts=True)
+        rare = values[counts < 2]
+        if len(rare):
+            strata = np.where(np.isin(strata, rare), -1, strata)
+        if len(np.unique(strata)) < 2 or (strata == -1).sum() == 1:
+            strata = None
+
+    def hold_out(part: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        if fraction <= 0 or len(part) < 2:
+            return part, part[:0]
+        k = min(max(1, int(round(fraction * len(part)))), len(part) - 1)
+        s = None if strata is None else strata[part]
+        if s is not None and (k < len(np.unique(s)) or len(part) - k < len(np.unique(s))
+                              or np.unique(s, return_counts=True)[1].min() < 2):
+            s = None
+        keep, held = train_test_split(part, test_size=k, stratify=s, random_state=seed)
+        return np.sort(keep), np.sort(held)
+
+    rest, test_units = hold_out(unit, test)
+    train_units, val_units = hold_out(rest, val / max(1e-9, 1 - test))
+    return tuple(np.flatnonzero(np.isin(of_row, part)) for part in (train_units, val_units, test_units))
 
 
 def _stratified_size(fraction: float, n: int, n_classes: int) -> int:

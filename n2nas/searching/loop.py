@@ -102,6 +102,17 @@ class SearchConfig:
                             controller_steps=4, children_per_step=8, derive_children=24, derive_top=6, top_k=10)
 
     @staticmethod
+    def ehr_cpu() -> "SearchConfig":
+        """A clinical table such as diabetes130:DIR (~80k encounters x ~850 sparse features), 20 minutes on 2 CPU
+        cores, space ehr-mlp-small. ``ehr-mlp-small`` (2-8 layers x 16-512 units, activation, dropout; lr and batch pinned to the
+        space's defaults), reward macro F1 on the whole validation split (no FLOPs term: these MLPs cost
+        0.03-4 MFLOPs a row). No preprocessing screen (an EHR space has no preprocessing tokens)."""
+        return SearchConfig(space="ehr-mlp-small", budget_minutes=20.0, budget_epochs=None, reward_records=None,
+                            controller_steps=2, children_per_step=4, derive_children=12, derive_top=4,
+                            screen=ScreenConfig.off(), reward=RewardConfig.accuracy_only(),
+                            shared=SharedTrainingConfig(reward_metric="macro_f1"))
+
+    @staticmethod
     def named(name: str) -> "SearchConfig":
         """The preset called ``name`` (a key of :data:`SEARCH_PRESETS`; ``thorough`` is gpu's old name)."""
         name = "gpu" if name == "thorough" else name
@@ -117,7 +128,7 @@ def _no_budget() -> SearchConfig:
 
 # --preset name -> SearchConfig; the CLI's choices and help (each preset's first docstring line) read it
 SEARCH_PRESETS = {"demo": SearchConfig.demo, "cpu-hour": SearchConfig.cpu_hour, "gpu": SearchConfig.gpu,
-                  "default": _no_budget}
+                  "ehr-cpu": SearchConfig.ehr_cpu, "default": _no_budget}
 
 
 def preset_summary(name: str) -> str:

@@ -118,6 +118,7 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
     """Read the data, open (or reopen) the run folder and its split, prepare every preprocessing variant, and
     build the runner, cost memo, trial log and measurement; a resumed search gets its checkpointed state back."""
     from n2nas.data.spec import default_cache_root, load_dataset
+    from n2nas.data.table import fit_on_training
     from n2nas.train.primitives import pick_device
     from search_spaces import get_space
 
@@ -125,7 +126,8 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
     progress.phase("preparing data")
     with clock("data"):
         dataset = load_dataset(data) if isinstance(data, str) else data
-    check_budget(config, len(dataset))
+    # the floor is sized for ECG recordings (filter, window, a pass); a sparse EHR row costs ~1/20 of one
+    check_budget(config, len(dataset) if hasattr(dataset, "records") else len(dataset) // 20)
     space_def = get_space(config.space)
     space = space_def.space.pinned(pins(space_def, config))
     if not resume:  # before the run folder is written: a target no child can meet stops the search at once
@@ -143,6 +145,8 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
                     float(resumed["elapsed_s"]) if resumed else 0.0, started)
     split = load_or_make_split(run_dir, dataset, config, resume)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
+    # a clinical table's encoder is refitted on the training rows only (no-op for other data)
+    dataset = fit_on_training(dataset, np.array([index[i] for i in split.train]))
     with clock("data"):
         # The space builds its own data context: prepared ECG signals, or sparse EHR rows (same interface).
         ctx = space_def.make_context(dataset, np.array([index[i] for i in split.train]),

@@ -139,6 +139,7 @@ def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False,
 
     from n2nas.data.spec import default_cache_root, load_dataset
     from n2nas.data.splits import stratified_split
+    from n2nas.data.table import fit_on_training
     from search_spaces import get_space
 
     out = Path(out).resolve()
@@ -152,6 +153,7 @@ def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False,
     space = space_def.space.pinned(config.fixed)
     split = stratified_split(dataset, val=config.val_fraction, seed=config.seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
+    dataset = fit_on_training(dataset, np.array([index[i] for i in split.train]))  # clinical tables only
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False)
     setup = {"space_def": space_def, "fixed": dict(config.fixed), "seed": config.seed, "device": config.device,

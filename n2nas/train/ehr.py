@@ -19,6 +19,7 @@ from sklearn.metrics import f1_score
 
 from n2nas.data.ehr import EHRDataset
 from n2nas.data.splits import micro_batches, stratified_split
+from n2nas.data.table import fit_on_training
 from n2nas.metrics import evaluate_predictions
 from n2nas.train.primitives import loss_fn, metric_inputs, pick_device, probabilities
 
@@ -122,6 +123,7 @@ def train_mlp(space_def, sample: dict[str, Any], dataset: EHRDataset, config: ML
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train_idx, val_idx, test_idx = split_indices(dataset, config.val_fraction, config.test_fraction, config.seed)
+    dataset = fit_on_training(dataset, train_idx)  # a clinical table's encoder sees the training rows only
     targets = dataset.label_matrix().astype(np.float32)
     model = space_def.build_child(sample, dataset.n_features, len(dataset.classes)).to(device)
     params = sum(p.numel() for p in model.parameters())
@@ -171,3 +173,57 @@ def train_mlp(space_def, sample: dict[str, Any], dataset: EHRDataset, config: ML
     result["metrics"] = score_rows(probs, targets[test_idx], dataset)
     result["metrics"]["val_macro_f1"] = best
     return result
+
+
+def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.ndarray, settings: dict[str, Any],
+               score, *, epochs: int, max_minutes: float | None, seed: int, device: torch.device,
+               log=print) -> dict[str, Any]:
+    """Train ``model`` on sparse rows with Adam and an lr decayed linearly to zero over whichever budget ends first,
+    ``epochs`` or ``max_minutes`` (as ``n2nas retrain``'s "budget" schedule); keeps the weights of the epoch with
+    the best ``score(probs, targets)`` on ``val_idx``. Returns ``{"history", "best_epoch", "best_score"}``; a
+    loss that stops being finite ends training at the last good epoch."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    targets = dataset.label_matrix().astype(np.float32)
+    lr, batch_size = settings["lr"], settings["batch_size"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.get("weight_decay", 0.0))
+    drop_last = len(train_idx) > batch_size
+    total = epochs * max(1, len(train_idx) // batch_size if drop_last else 1)
+    best, best_state, best_epoch, history, steps = -math.inf, None, 0, [], 0
+    start = time.monotonic()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses = []
+        for idx in micro_batches(train_idx, batch_size, rng, drop_last=drop_last):
+            spent = steps / total
+            if max_minutes is not None:
+                spent = max(spent, (time.monotonic() - start) / (60 * max_minutes))
+            for group in optimizer.param_groups:
+                group["lr"] = lr * max(0.0, 1.0 - spent)
+            loss = loss_fn(model(dataset.sparse_rows(idx).to(device)), torch.from_numpy(targets[idx]).to(device),
+                           dataset.multilabel)
+            if not torch.isfinite(loss):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            losses.append(float(loss.detach()))
+            if spent >= 1.0:
+                break
+        model.eval()
+        value = score(predict_rows(model, dataset, val_idx, dataset.multilabel, device), targets[val_idx])
+        value = value if math.isfinite(value) else -math.inf
+        history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)) if losses else math.nan,
+                        "val_score": value, "elapsed_s": round(time.monotonic() - start, 2)})
+        log(f"epoch {epoch}: loss {history[-1]['loss']:.4f} val {value:.4f}")
+        if value > best:
+            best, best_state, best_epoch = value, copy.deepcopy(model.state_dict()), epoch
+        if not losses or not math.isfinite(history[-1]["loss"]) or steps >= total or (
+                max_minutes is not None and time.monotonic() - start > 60 * max_minutes):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best_epoch": best_epoch, "best_score": best,
+            "train_seconds": round(time.monotonic() - start, 2)}
