@@ -10,8 +10,9 @@ from n2nas.errors import ConfigError
 
 # --preset names -> SearchConfig static methods ("thorough" is the old name of "gpu").
 PRESET_HELP = ("search size: demo = the bundled sample, 4 minutes on 2 CPU cores; cpu-hour = a full "
-               "PhysioNet-2017-sized data set (~6000 records), 60 minutes on 2 CPU cores; gpu = a full data set on "
-               "one GPU, the larger `ecg` space, 60 minutes; default = no time budget, 10 epochs "
+               "PhysioNet-2017-sized data set (~6000 records), 60 minutes on 2 CPU cores; 12-lead = 12-lead "
+               "multi-label records of PTB-XL size (~1600), lead set searched, 30 minutes on 2 CPU cores; gpu = a "
+               "full data set on one GPU, the larger `ecg` space, 60 minutes; default = no time budget, 10 epochs "
                "(default: demo)")
 
 
@@ -30,8 +31,8 @@ def register(sub) -> None:
     p.add_argument("--controller", default="enas", choices=list(CONTROLLERS),
                    help="what samples children: enas (LSTM + REINFORCE), random, evolution, grid (default enas)")
     p.add_argument("--data", default="sample", help=f"data SPEC: {SPEC_HELP} (default: sample)")
-    p.add_argument("--preset", default="demo", choices=["demo", "default", "cpu-hour", "gpu", "thorough"],
-                   metavar="{demo,default,cpu-hour,gpu}", help=PRESET_HELP)
+    p.add_argument("--preset", default="demo", choices=["demo", "default", "cpu-hour", "12-lead", "gpu", "thorough"],
+                   metavar="{demo,default,cpu-hour,12-lead,gpu}", help=PRESET_HELP)
     p.add_argument("--budget-minutes", type=positive(float), default=None, metavar="M",
                    help="end the whole search within M minutes of wall time, data preparation and derive phase "
                         "included: 30%% warm-up, then ENAS epochs, then a derive reserve of 5-25%% sized from the "
