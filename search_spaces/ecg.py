@@ -343,10 +343,15 @@ def plain_cnn_sample(space) -> dict[str, Any]:
 def fixed_pipelines() -> dict[str, dict[str, Any]]:
     """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``):
     ``hannun`` (the residual net in ``ecg-hannun``), ``plain-cnn`` (in ``ecg-small``), and the 12-lead references
-    ``plain-cnn-12`` and ``resnet-12`` (:mod:`search_spaces.twelve_lead`)."""
-    from search_spaces.twelve_lead import twelve_lead_pipelines
+    ``plain-cnn-12`` (in ``ecg-12lead``) and ``resnet-12`` (in ``ecg-12lead-resnet``; both
+    :mod:`search_spaces.twelve_lead`)."""
+    from search_spaces.twelve_lead import plain_cnn_12_sample, resnet_12_sample
 
     hannun = ECGSpace("ecg-hannun", ECGSpaceConfig.hannun())
     small = ECGSpace("ecg-small", ECGSpaceConfig.small())
+    plain12 = ECGSpace("ecg-12lead", ECGSpaceConfig.twelve_lead())
+    resnet12 = ECGSpace("ecg-12lead-resnet", ECGSpaceConfig.twelve_lead_resnet())
     return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json(),
-            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json(), **twelve_lead_pipelines()}
+            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json(),
+            "plain-cnn-12": Pipeline(plain12.name, plain_cnn_12_sample(plain12)).to_json(),
+            "resnet-12": Pipeline(resnet12.name, resnet_12_sample(resnet12)).to_json()}

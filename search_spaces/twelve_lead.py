@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from n2nas.space import Pipeline, SearchSpace
+from n2nas.space import SearchSpace
 
 
 def _n_layers(ss: SearchSpace) -> int:
@@ -46,12 +46,3 @@ def resnet_12_sample(space) -> dict[str, Any]:
                        f"layer{i}/activation": "relu", f"layer{i}/skip": tuple(flags)})
     ss.validate(sample)
     return sample
-
-
-def twelve_lead_pipelines() -> dict[str, dict[str, Any]]:
-    """``plain-cnn-12`` (in ``ecg-12lead``) and ``resnet-12`` (in ``ecg-12lead-resnet``) as pipeline JSON."""
-    from search_spaces import get_space
-
-    plain, resnet = get_space("ecg-12lead"), get_space("ecg-12lead-resnet")
-    return {"plain-cnn-12": Pipeline(plain.name, plain_cnn_12_sample(plain)).to_json(),
-            "resnet-12": Pipeline(resnet.name, resnet_12_sample(resnet)).to_json()}

@@ -166,6 +166,10 @@ def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp
     assert list(scores["thresholds"].values()) == pytest.approx(kept["thresholds"])
     spec = preprocessing_spec(out, pipe)
     assert spec["thresholds"] == pytest.approx(dict(zip(kept["classes"], kept["thresholds"])))
+    extra = tmp_path / "extra.csv"  # a class the model never saw: one line, not a silently shifted column
+    extra.write_text(labels.read_text().replace("r001,AF;STTC", "r001,AF;XYZ"))
+    with pytest.raises(DataError, match="differ from the model's"):
+        evaluate(out, load_wfdb_csv(folder, extra))
     one = write_12lead(tmp_path / "one", n=6, leads=("II",))
     with pytest.raises(DataError, match=r"1 lead\(s\).*takes 12"):
         evaluate(out, load_wfdb_csv(tmp_path / "one", one))
@@ -176,3 +180,49 @@ def test_the_progress_line_names_the_metric():
 
     line = format_status(ProgressState(phase="warm-up", best_metric=0.812, metric_name="macro_auroc"), 60.0)
     assert "best macro_auroc 0.812" in line
+
+
+def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from n2nas.metrics import macro_auroc
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ptbxl.py"
+    spec = importlib.util.spec_from_file_location("ptbxl_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (120, 3))
+
+    def row(signal):
+        probs = np.clip(signal * y + rng.random(y.shape), 0, None)
+        return {"probs": probs, "y": y, "test": {"macro_auroc": macro_auroc(y, probs)}}
+
+    done = {"n2nas search": row(0.9), "plain-cnn-12": row(0.2), "resnet-12": row(0.6)}
+    bench.print_gaps(done)
+    out = capsys.readouterr().out
+    assert "minus resnet-12's" in out
+    gap = done["n2nas search"]["test"]["macro_auroc"] - done["resnet-12"]["test"]["macro_auroc"]
+    assert f"{gap:+.3f}" in out.splitlines()[1]
+
+
+def test_a_12lead_search_rewards_macro_auroc_over_the_whole_reward_set(tmp_path):
+    import n2nas
+    from n2nas.searching.finals import FinalsConfig
+    from n2nas.searching.loop import SearchConfig
+    from n2nas.searching.report import format_by_choice
+    from n2nas.searching.screen import ScreenConfig
+
+    labels = write_12lead(tmp_path / "data", n=36, seconds=6.0)
+    ds = load_wfdb_csv(tmp_path / "data", labels)
+    cfg = SearchConfig(space="ecg-12lead", budget_epochs=1, shared_steps=2, controller_steps=1, children_per_step=2,
+                       reward_records=None, derive_children=2, derive_top=1, screen=ScreenConfig.off(),
+                       finals=FinalsConfig.off(), data_workers=1, device="cpu")
+    result = n2nas.search(ds, cfg, out=tmp_path / "run")
+    n_val = len(json.loads((tmp_path / "run" / "split.json").read_text())["val"])
+    ok = [t for t in result.trials if t["status"] == "ok"]
+    assert ok and {t["records"] for t in ok} == {n_val}  # every child is scored on every validation record at once
+    for t in ok:
+        assert t["reward_terms"]["metric"] == pytest.approx(t["metrics"]["macro_auroc"])
+    assert "best pipeline per leads value" in format_by_choice(result.trials, "leads")
