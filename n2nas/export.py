@@ -51,14 +51,32 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     pre = space_def.preprocess_config(pipeline.sample)
     window = space_def.window_config(pipeline.sample)
     norm_file = model_dir / "normalisation.json"
+    from n2nas.retrain import THRESHOLDS_FILE
+
+    thresholds_file = model_dir / THRESHOLDS_FILE
+    thresholds = json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else None
     return {"input": "x: float32 (batch, leads, window_samples), channel-first, mV",
             "output": "logits: float32 (batch, classes)",
             "classes": list(pipeline.data.get("classes", [])), "multilabel": bool(pipeline.data.get("multilabel")),
             "n_leads": int(pipeline.data.get("n_leads", 0)), "window_samples": window_samples(pipeline),
+            # 12-lead spaces: the input holds the 12 standard leads in order; the network reads only these
+            "leads_used": _leads_used(pipeline),
             "preprocess": dataclasses.asdict(pre), "window": dataclasses.asdict(window),
             "global_stats": json.loads(norm_file.read_text()) if norm_file.is_file() else None,
             "record_score": "mean over every window of the record of softmax(logits) (sigmoid if multilabel)",
+            "decision": ("class c is present when record_score[c] >= thresholds[c] (chosen on the validation split)"
+                         if thresholds else "argmax of record_score" if not pipeline.data.get("multilabel")
+                         else "record_score >= 0.5"),
+            "thresholds": dict(zip(thresholds["classes"], thresholds["thresholds"])) if thresholds else None,
             "reference": "n2nas.train.primitives.predict_records / n2nas evaluate"}
+
+
+def _leads_used(pipeline) -> list[str] | None:
+    if "leads" not in pipeline.sample:
+        return None
+    from search_spaces.leads import lead_names
+
+    return list(lead_names(pipeline.sample["leads"]))
 
 
 def window_samples(pipeline) -> int:

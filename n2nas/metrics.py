@@ -27,10 +27,11 @@ from n2nas.errors import ConfigError, DataError
 
 CINC2017_CLASSES = ("N", "A", "O", "~")
 NOISY_CLASS = "~"
-REWARD_METRICS = ("cinc2017_f1", "macro_f1", "accuracy", "challenge_score")
+REWARD_METRICS = ("cinc2017_f1", "macro_f1", "accuracy", "challenge_score", "macro_auroc")
 # every whole-set score a table reports (grids, Tune results), in display order: the reward metrics and the rest
 SCORE_COLUMNS = ("cinc2017_f1", "challenge_score", "macro_f1", "weighted_f1", "accuracy", "macro_auroc")
-# Substrings of names that must never be a reward (see reward_metric).
+# Substrings of names that must never be a reward (see reward_metric); ``macro_auroc`` itself is allowed because
+# every caller scores it on a whole reward or validation set at once, never per mini-batch.
 _RANKING_METRICS = ("auc", "auroc", "auprc")
 
 
@@ -211,15 +212,16 @@ def macro_f1(y_true_onehot, y_pred_onehot) -> float:
 # --------------------------------------------------------------------------- evaluate / reward
 
 
-def _decide(probs, y, n_classes: int, multilabel: bool, threshold: float):
-    """Validate inputs; return (probs, true one-hot, predicted one-hot)."""
+def _decide(probs, y, n_classes: int, multilabel: bool, threshold):
+    """Validate inputs; return (probs, true one-hot, predicted one-hot). ``threshold``: one float, or one per
+    class (multi-label only)."""
     probs = _as_onehot(np.asarray(probs, dtype=np.float64), n_classes, "predictions")
     y = np.asarray(y)
     if len(y) != len(probs) or len(probs) == 0:
         raise DataError("labels", f"{len(y)} labels for {len(probs)} predictions (need the same, non-zero)")
     if multilabel:
         truth = _as_onehot(y, n_classes, "labels").astype(int)
-        predicted = (probs >= threshold).astype(int)
+        predicted = (probs >= _thresholds(threshold, n_classes)[None, :]).astype(int)
     else:
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
             raise DataError("labels", f"single-label targets must be integers in [0, {n_classes})")
@@ -228,13 +230,45 @@ def _decide(probs, y, n_classes: int, multilabel: bool, threshold: float):
     return probs, truth, predicted
 
 
-def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, threshold: float = 0.5,
+def _thresholds(threshold, n_classes: int) -> np.ndarray:
+    """One decision threshold per class from a float or a per-class sequence."""
+    t = np.asarray(threshold, dtype=np.float64)
+    if t.ndim == 0:
+        return np.full(n_classes, float(t))
+    if t.shape != (n_classes,) or not np.all(np.isfinite(t)):
+        raise ConfigError("thresholds", f"expected {n_classes} finite per-class thresholds, got {t.tolist()}")
+    return t
+
+
+def choose_thresholds(y_true_onehot, probs, grid: int = 99) -> np.ndarray:
+    """Per-class decision thresholds maximising each class's F1 on these (validation) records.
+
+    Candidates are ``1/(grid+1) .. grid/(grid+1)``; ties keep the threshold closest to 0.5, and a class without
+    positives keeps 0.5 (there is no F1 to maximise).
+    """
+    y, p = _pair(y_true_onehot, probs)
+    candidates = np.arange(1, grid + 1) / (grid + 1)
+    order = np.argsort(np.abs(candidates - 0.5), kind="stable")  # ties: the candidate nearest 0.5 first
+    out = np.full(y.shape[1], 0.5)
+    for c in range(y.shape[1]):
+        positives = y[:, c].sum()
+        if positives == 0:
+            continue
+        predicted = p[:, c][None, :] >= candidates[order][:, None]
+        tp = (predicted & (y[:, c] == 1)[None, :]).sum(1)
+        f1 = 2 * tp / (predicted.sum(1) + positives)
+        out[c] = float(candidates[order][int(np.argmax(f1))])
+    return out
+
+
+def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, threshold=0.5,
                          table: ScoringTable | None = None) -> dict:
     """The JSON object ``n2nas evaluate`` prints for model outputs ``probs`` and targets ``y``.
 
     Single-label: ``probs`` are softmax rows, ``y`` integer indices, prediction = argmax. Multi-label:
-    ``probs`` are sigmoids, ``y`` 0/1 rows, prediction = ``probs >= threshold``. Adds ``cinc2017_f1`` and
-    ``confusion`` for N/A/O/~ data, and ``challenge_score`` for multi-label data whose classes are all scored.
+    ``probs`` are sigmoids, ``y`` 0/1 rows, prediction = ``probs >= threshold`` (one float, or one per class, e.g.
+    :func:`choose_thresholds` on validation records), and ``thresholds`` names the ones used. Adds ``cinc2017_f1``
+    and ``confusion`` for N/A/O/~ data, and ``challenge_score`` for multi-label data whose classes are all scored.
     """
     classes = list(classes)
     probs, truth, predicted = _decide(probs, y, len(classes), multilabel, threshold)
@@ -254,6 +288,7 @@ def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, thr
         result["cinc2017_f1"] = cinc["cinc2017_f1"]
         result["confusion"] = cinc["confusion"]
     if multilabel:
+        result["thresholds"] = {cls: float(t) for cls, t in zip(classes, _thresholds(threshold, len(classes)))}
         try:
             result["challenge_score"] = challenge_score(truth, predicted, classes, table)
         except ConfigError:
@@ -262,25 +297,29 @@ def evaluate_predictions(probs, y, classes: Sequence[str], multilabel: bool, thr
 
 
 def reward_metric_name(name: str, classes: tuple[str, ...], multilabel: bool) -> str:
-    """``auto``: the CinC 2017 score for N/A/O/~ data, the challenge score for CinC 2021 classes, else macro F1."""
+    """``auto``: the CinC 2017 score for N/A/O/~ data, the challenge score for CinC 2021 classes (SNOMED codes),
+    macro AUROC for other multi-label data (the PTB-XL benchmark's metric: threshold-free, so a search and the
+    retrain's epoch choice do not depend on decision thresholds), else macro F1."""
     if name != "auto":
         return name
     if not multilabel and tuple(classes) == CINC2017_CLASSES:
         return "cinc2017_f1"
     if multilabel and all(c[0].isdigit() for c in classes):
         return "challenge_score"
-    return "macro_f1"
+    return "macro_auroc" if multilabel else "macro_f1"
 
 
-def reward_metric(name: str, probs, y, classes: Sequence[str], multilabel: bool, threshold: float = 0.5,
+def reward_metric(name: str, probs, y, classes: Sequence[str], multilabel: bool, threshold=0.5,
                   table: ScoringTable | None = None) -> float:
-    """The scalar a search rewards: ``cinc2017_f1``, ``macro_f1``, ``accuracy`` or ``challenge_score``.
+    """The scalar a search rewards: ``cinc2017_f1``, ``macro_f1``, ``accuracy``, ``challenge_score`` or
+    ``macro_auroc``.
 
-    AUROC/AUPRC are refused: on the small batches a controller sees they are too noisy to reward
-    (N2NAS); report them with ``evaluate_predictions`` instead.
+    ``probs`` must be every record of the reward (or validation) set at once: ``macro_auroc`` is the mean
+    one-vs-rest AUROC over those whole records, never a mini-batch mean, which is too noisy to reward (N2NAS).
+    Other ranking names (AUPRC, per-class AUROC) are refused; report them with ``evaluate_predictions``.
     """
     where = f"reward metric {name!r}"
-    if any(token in name.lower() for token in _RANKING_METRICS):
+    if name != "macro_auroc" and any(token in name.lower() for token in _RANKING_METRICS):
         raise ConfigError(where, "mini-batch AUROC/AUPRC is too noisy to be a controller reward (N2NAS); "
                                  f"report it, reward on one of {', '.join(REWARD_METRICS)}")
     if name not in REWARD_METRICS:
@@ -291,6 +330,8 @@ def reward_metric(name: str, probs, y, classes: Sequence[str], multilabel: bool,
         return float(accuracy_score(truth, predicted))
     if name == "macro_f1":
         return macro_f1(truth, predicted)
+    if name == "macro_auroc":
+        return macro_auroc(truth, probs)
     if name == "cinc2017_f1":
         if multilabel or tuple(classes) != CINC2017_CLASSES:
             raise ConfigError(where, f"needs single-label classes {'/'.join(CINC2017_CLASSES)}, got {classes}")

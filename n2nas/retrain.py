@@ -20,7 +20,7 @@ from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, is_quantized
 from n2nas.data.record import Dataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.errors import ConfigError, DataError
-from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
+from n2nas.metrics import choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 from n2nas.train.averaging import check_ema_decay, weight_average
@@ -28,6 +28,7 @@ from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
 
 ENCODER_FILE = "encoder.json"  # a clinical table's encoder, fitted on the training rows (n2nas.data.table)
+THRESHOLDS_FILE = "thresholds.json"  # multi-label: per-class decision thresholds chosen on the validation split
 
 
 SCHEDULES = ("plateau", "budget")
@@ -116,6 +117,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     space_def = get_space(pipeline.space)
     sample = pipeline.sample
     _check_classes(pipeline, dataset)
+    _check_leads(pipeline, dataset, space_def)
     split = stratified_split(dataset, val=config.val_fraction,
                              seed=config.seed if config.split_seed is None else config.split_seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
@@ -225,11 +227,15 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
         extras[QUANT_FILE] = {"mode": "qat", "backend": config.qat.backend, "example_shape": list(example.shape)}
     final.eval()
     p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
+    thresholds = choose_thresholds(y, p) if dataset.multilabel else 0.5
+    if dataset.multilabel:  # chosen on validation records only; evaluate and export read them from the folder
+        extras[THRESHOLDS_FILE] = {"classes": list(dataset.classes), "thresholds": [float(t) for t in thresholds],
+                                   "chosen_on": f"validation split ({len(y)} records), per-class F1 maximised"}
     summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
                "global_batch": batch_size, "lr": lr, "schedule": config.schedule,
                "ema_decay": config.ema_decay if use_ema else None,
                "train_seconds": round(time.monotonic() - start, 2),
-               "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
+               "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel, thresholds)}
     if dist_ctx.is_main:
         # the state dict object itself is saved: its _metadata (module versions) tells int8 modules how to load
         state = final.cpu().state_dict()
@@ -329,7 +335,18 @@ def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", mode
     replaces the folder's network (e.g. a post-training quantized copy) while its pipeline and
     normalisation still come from ``model_dir``."""
     p, y = predict(model_dir, dataset, device, model)
-    return evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
+    return evaluate_predictions(p, y, dataset.classes, dataset.multilabel, load_thresholds(model_dir))
+
+
+def load_thresholds(model_dir: str | Path):
+    """The per-class decision thresholds kept in a multi-label model folder (0.5 for folders without them)."""
+    path = Path(model_dir) / THRESHOLDS_FILE
+    if not path.is_file():
+        return 0.5
+    try:
+        return np.asarray(json.loads(path.read_text())["thresholds"], dtype=np.float64)
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(path, f"not a thresholds file ({err})") from None
 
 
 def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
@@ -347,6 +364,7 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
         return _predict_ehr(Path(model_dir), pipeline, model, dataset, device)
     _check_classes(pipeline, dataset)
     space_def = get_space(pipeline.space)
+    _check_leads(pipeline, dataset, space_def)
     prepared = prepare(dataset, space_def.preprocess_config(pipeline.sample),
                        cache_dir=default_cache_root() / "prepared")
     stats = stats_from_json(json.loads((Path(model_dir) / NORM_FILE).read_text()))
@@ -377,6 +395,22 @@ def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:
     trained = pipeline.data.get("classes")
     if trained is not None and list(trained) != list(dataset.classes):
         raise DataError(dataset.source, f"classes {list(dataset.classes)} differ from the model's {list(trained)}")
+
+
+def _check_leads(pipeline: Pipeline, dataset: Dataset, space_def) -> None:
+    """Records must carry the leads the model reads: a missing lead is an error naming the record, never a
+    silent zero channel."""
+    if not hasattr(dataset, "records"):
+        return
+    need = int(pipeline.data.get("n_leads") or 0)
+    for record in dataset.records:
+        if need and record.signal.shape[0] != need:
+            where = (record.meta.get("files") or [record.id])[0] if record.meta else record.id
+            raise DataError(where, f"record {record.id} has {record.signal.shape[0]} lead(s) "
+                                   f"({', '.join(record.leads)}); this model takes {need}")
+    check = getattr(space_def, "check_records", None)
+    if check is not None:
+        check(dataset)
 
 
 def _metric_name(dataset: Dataset) -> str:

@@ -31,6 +31,8 @@ _FACTORIES: dict[str, Callable[[], object]] = {
     "ecg-small": _ecg("ecg-small", "small"),
     "ecg-cpu": _ecg("ecg-cpu", "cpu"),
     "ecg-hannun": _ecg("ecg-hannun", "hannun"),
+    "ecg-12lead": _ecg("ecg-12lead", "twelve_lead"),
+    "ecg-12lead-resnet": _ecg("ecg-12lead-resnet", "twelve_lead_resnet"),
     "ehr-mlp": _ehr("ehr-mlp", "diagnosenet"),
     "ehr-mlp-small": _ehr("ehr-mlp-small", "small"),
 }

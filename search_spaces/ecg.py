@@ -73,6 +73,16 @@ class ECGSpaceConfig:
     # as much as normal rhythm.
     default_batch_size: int = 64
     default_class_weighting: bool = True
+    # Preprocessing options (the module's constants by default). ``lead_sets`` (leads per pipeline, keys of
+    # search_spaces.leads.LEAD_SETS) adds a ``leads`` token; only 12-lead spaces have one.
+    fs_options: tuple[int, ...] = FS_OPTIONS
+    default_fs: int = 300
+    filters: tuple[str, ...] = FILTERS
+    default_filter: str = "bandpass"
+    normalisations: tuple[str, ...] = NORMALISE
+    windows: tuple[str, ...] = WINDOWS
+    default_window: str = "crop:10"
+    lead_sets: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.n_layers < 1 or self.base_width < 1 or self.stem_stride < 1 or self.stem_kernel < 1:
@@ -89,6 +99,16 @@ class ECGSpaceConfig:
             raise ConfigError("ECGSpaceConfig.dilations", f"dilations must be among {DILATIONS} and include 1")
         if self.default_batch_size not in self.batch_sizes:
             raise ConfigError("ECGSpaceConfig.default_batch_size", f"must be one of {self.batch_sizes}")
+        for name, options, default, allowed in (("fs_options", self.fs_options, self.default_fs, None),
+                                                ("filters", self.filters, self.default_filter, FILTERS),
+                                                ("normalisations", self.normalisations, "record_z", NORMALISE),
+                                                ("windows", self.windows, self.default_window, None),
+                                                ("lead_sets", self.lead_sets, 12 if self.lead_sets else None,
+                                                 (12, 6, 3, 2, 1))):
+            if (options and default not in options) or (allowed and not set(options) <= set(allowed)):
+                among = f" and be among {allowed}" if allowed else ""
+                raise ConfigError(f"ECGSpaceConfig.{name}", f"options {options} must include the default {default!r}"
+                                                            + among)
         if "relu" not in self.activations or not set(self.activations) <= set(ACTIVATION_NAMES):
             raise ConfigError("ECGSpaceConfig.activations",
                               f"activations must be among {ACTIVATION_NAMES} and include relu")
@@ -110,6 +130,22 @@ class ECGSpaceConfig:
                        widths=(0.5, 0.75, 1.0, 1.5), dilations=(1,), activations=("relu",), default_batch_size=32)
 
     @staticmethod
+    def twelve_lead() -> "ECGSpaceConfig":
+        """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched
+        (12, 6 limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops."""
+        return replace(ECGSpaceConfig.cpu(), fs_options=(50, 100), default_fs=100, filters=("none", "bandpass"),
+                       default_filter="none", normalisations=("none", "record_z"),
+                       windows=("crop:3", "crop:5", "crop:10"), default_window="crop:10", lead_sets=(12, 6, 3, 2, 1))
+
+    @staticmethod
+    def twelve_lead_resnet() -> "ECGSpaceConfig":
+        """The 12-lead space's options around a deeper, residual-friendly layout: 8 layers (4 two-conv blocks),
+        64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
+        :func:`search_spaces.twelve_lead.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang)."""
+        return replace(ECGSpaceConfig.twelve_lead(), n_layers=8, base_width=64, stem_stride=2,
+                       stride_at=(2, 4, 6), widen_at=(4,))
+
+    @staticmethod
     def n2nas() -> "ECGSpaceConfig":
         """12 layers, 64-128-256 channels, stem stride 4: the full-size space for GPU searches."""
         return ECGSpaceConfig(n_layers=12, base_width=64, stem_stride=4, stride_at=_thirds(12),
@@ -128,15 +164,16 @@ class ECGSpaceConfig:
 def ecg_search_space(cfg: ECGSpaceConfig = ECGSpaceConfig(), name: str = "ecg") -> SearchSpace:
     """The flat ECG search space for ``cfg``."""
     pre = "preprocessing"
+    leads = (Choice("leads", cfg.lead_sets, pre, default=12),) if cfg.lead_sets else ()
     layer = (Choice("op", cfg.ops, default=cfg.default_op),
              Choice("dilation", cfg.dilations, default=1),
              Choice("activation", cfg.activations, default="relu"),
              Skips("skip"))
-    return SearchSpace(name, (
-        Choice("fs", FS_OPTIONS, pre, default=300),
-        Choice("filter", FILTERS, pre, default="bandpass"),
-        Choice("normalise", NORMALISE, pre, default="record_z"),
-        Choice("window", WINDOWS, pre, default="crop:10"),
+    return SearchSpace(name, leads + (
+        Choice("fs", cfg.fs_options, pre, default=cfg.default_fs),
+        Choice("filter", cfg.filters, pre, default=cfg.default_filter),
+        Choice("normalise", cfg.normalisations, pre, default="record_z"),
+        Choice("window", cfg.windows, pre, default=cfg.default_window),
         Choice("augment", AUGMENT, pre, default="none"),
         Choice("width", cfg.widths, default=1.0),
         Repeat("layer", cfg.n_layers, layer),
@@ -191,7 +228,16 @@ class ECGSpace:
 
         if not hasattr(dataset, "records"):
             raise ConfigError("--space", f"{self.name} searches ECG records; this data holds no ECG records")
+        self.check_records(dataset)
         return DataContext(dataset, train_idx, val_idx, cache_dir, workers)
+
+    def check_records(self, dataset) -> None:
+        """A space with a ``leads`` token needs the 12 standard leads in every record (DataError naming the
+        first record without them); other spaces take any number of leads."""
+        if self.config.lead_sets:
+            from search_spaces.leads import check_standard_leads
+
+            check_standard_leads(dataset, self.name)
 
     def build_supernet(self, n_leads: int, n_classes: int) -> ECGSupernet:
         """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""
@@ -296,8 +342,16 @@ def plain_cnn_sample(space) -> dict[str, Any]:
 
 def fixed_pipelines() -> dict[str, dict[str, Any]]:
     """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``):
-    ``hannun`` (the residual net in ``ecg-hannun``) and ``plain-cnn`` (in ``ecg-small``)."""
+    ``hannun`` (the residual net in ``ecg-hannun``), ``plain-cnn`` (in ``ecg-small``), and the 12-lead references
+    ``plain-cnn-12`` (in ``ecg-12lead``) and ``resnet-12`` (in ``ecg-12lead-resnet``; both
+    :mod:`search_spaces.twelve_lead`)."""
+    from search_spaces.twelve_lead import plain_cnn_12_sample, resnet_12_sample
+
     hannun = ECGSpace("ecg-hannun", ECGSpaceConfig.hannun())
     small = ECGSpace("ecg-small", ECGSpaceConfig.small())
+    plain12 = ECGSpace("ecg-12lead", ECGSpaceConfig.twelve_lead())
+    resnet12 = ECGSpace("ecg-12lead-resnet", ECGSpaceConfig.twelve_lead_resnet())
     return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json(),
-            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json()}
+            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json(),
+            "plain-cnn-12": Pipeline(plain12.name, plain_cnn_12_sample(plain12)).to_json(),
+            "resnet-12": Pipeline(resnet12.name, resnet_12_sample(resnet12)).to_json()}

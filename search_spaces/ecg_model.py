@@ -22,6 +22,7 @@ from torch import nn
 from n2nas.errors import ConfigError
 from n2nas.supernet.blocks import Align, ChildLayer, ChoiceBlock, skip_key, sum_skips
 from n2nas.supernet.ops import SlicedConv1d, SlicedLinear, SwitchableBatchNorm1d
+from search_spaces.leads import STANDARD_LEADS, lead_index
 
 
 def width_channels(channels: int, multiplier: float) -> int:
@@ -75,6 +76,36 @@ def parse_architecture(cfg, sample: dict[str, Any]) -> tuple[int, list[LayerChoi
     return width_index, layers
 
 
+def sample_leads(cfg, sample: dict[str, Any], n_leads: int) -> tuple[int, ...] | None:
+    """Input channels a sample's stem reads (None: all of them). Only spaces with ``lead_sets`` have a ``leads``
+    token; their inputs are the 12 standard leads in order."""
+    if not getattr(cfg, "lead_sets", ()):
+        return None
+    if n_leads != len(STANDARD_LEADS):
+        raise ConfigError("leads", f"this space selects among the 12 standard leads; the data has {n_leads} lead(s)")
+    try:
+        index = lead_index(sample["leads"])
+    except KeyError:
+        raise ConfigError("leads", "missing from the sample") from None
+    return None if len(index) == n_leads else index
+
+
+class LeadSelect(nn.Module):
+    """The stem of a child that reads a subset of the 12 leads: picks those channels, then convolves them.
+
+    The index is a non-persistent buffer rebuilt from the pipeline's ``leads`` token, so model files hold only
+    the convolution's weights (``conv.weight``)."""
+
+    def __init__(self, index: tuple[int, ...], conv: nn.Module):
+        super().__init__()
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve the selected leads of ``x`` (B, 12, L)."""
+        return self.conv(x.index_select(1, self.index))
+
+
 class ECGChild(nn.Module):
     """A standalone ECG network: ``forward(x: (B, leads, L)) -> logits (B, n_classes)``."""
 
@@ -115,7 +146,7 @@ class ECGSupernet(nn.Module):
     def forward(self, x: torch.Tensor, sample: dict[str, Any]) -> torch.Tensor:
         """Logits of the child ``sample`` on ``x`` (B, leads, L)."""
         w, layers = parse_architecture(self.cfg, sample)
-        h = self.stem(x, self.layout.channels[0][w])
+        h = self._stem(x, self.layout.channels[0][w], sample_leads(self.cfg, sample, self.n_leads))
         outputs: List[torch.Tensor] = []
         for i, (block, choice) in enumerate(zip(self.layers, layers)):
             if str(i) in self.transitions:
@@ -127,11 +158,21 @@ class ECGSupernet(nn.Module):
         h = F.dropout(h, float(sample["dropout"]), self.training)
         return self.classifier(h)
 
+    def _stem(self, x: torch.Tensor, c_out: int, index: tuple[int, ...] | None) -> torch.Tensor:
+        """The shared stem on all leads, or on the ``index`` leads with those input channels of its weight."""
+        if index is None:
+            return self.stem(x, c_out)
+        sel = torch.tensor(index, device=x.device)
+        weight = self.stem.sliced(c_out, self.n_leads).index_select(1, sel)
+        return F.conv1d(x.index_select(1, sel), weight, None, self.stem.stride, self.stem._padding(1))
+
     def child(self, sample: dict[str, Any]) -> ECGChild:
         """A freshly initialised standalone child with exactly the sampled path (no unused candidates)."""
         w, layers = parse_architecture(self.cfg, sample)
         lay = self.layout
-        stem = self.stem.child(self.n_leads, lay.channels[0][w])
+        index = sample_leads(self.cfg, sample, self.n_leads)
+        stem = self.stem.child(self.n_leads, lay.channels[0][w]) if index is None else \
+            LeadSelect(index, self.stem.child(len(index), lay.channels[0][w]))
         children = []
         for i, choice in enumerate(layers):
             transition = self.transitions[str(i)].child(w) if str(i) in self.transitions else nn.Identity()
@@ -149,6 +190,9 @@ class ECGSupernet(nn.Module):
         w, layers = parse_architecture(self.cfg, sample)
         lay = self.layout
         state = {f"stem.{k}": v for k, v in self.stem.child_state(self.n_leads, lay.channels[0][w]).items()}
+        index = sample_leads(self.cfg, sample, self.n_leads)
+        if index is not None:
+            state = {"stem.conv.weight": state["stem.weight"][:, list(index)].clone()}
 
         def put(prefix: str, part: dict[str, torch.Tensor]) -> None:
             state.update({prefix + k: v for k, v in part.items()})

@@ -111,9 +111,12 @@ def test_hannun_pipeline_has_residual_skips():
 
 
 def test_fixed_pipelines_round_trip():
+    from search_spaces.twelve_lead import plain_cnn_12_sample, resnet_12_sample
+
     pipes = fixed_pipelines()
-    assert set(pipes) == {"hannun", "plain-cnn"}
-    for name, make in (("hannun", hannun_sample), ("plain-cnn", plain_cnn_sample)):
+    assert set(pipes) == {"hannun", "plain-cnn", "plain-cnn-12", "resnet-12"}
+    for name, make in (("hannun", hannun_sample), ("plain-cnn", plain_cnn_sample),
+                       ("plain-cnn-12", plain_cnn_12_sample), ("resnet-12", resnet_12_sample)):
         obj = pipes[name]
         space_def = get_space(obj["space"])
         pipeline = Pipeline.from_json(obj, space_def.space)

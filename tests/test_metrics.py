@@ -190,9 +190,10 @@ def test_evaluate_multilabel_adds_challenge_score_for_scored_classes():
     assert "challenge_score" not in other and other["macro_f1"] == 1.0
 
 
-def test_reward_metric_refuses_auroc():
+def test_reward_metric_refuses_auroc_but_whole_set_macro_auroc():
     probs, y = np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1])
-    for name in ("auroc", "macro_auroc", "AUC", "macro_auprc"):
+    assert reward_metric("macro_auroc", probs, y, ["a", "b"], False) == 1.0
+    for name in ("auroc", "AUC", "macro_auprc"):
         with pytest.raises(ConfigError, match="too noisy"):
             reward_metric(name, probs, y, ["a", "b"], False)
     with pytest.raises(ConfigError, match="unknown"):

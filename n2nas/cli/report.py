@@ -13,9 +13,12 @@ def register(sub) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from n2nas.searching.report import format_table, pareto_front, write_report
+    from n2nas.searching.report import format_by_choice, format_table, load_trials, pareto_front, write_report
 
     png = write_report(args.run_dir)
     print(format_table(pareto_front(args.run_dir), show_all=args.all))
+    per_leads = format_by_choice(load_trials(args.run_dir), "leads")  # 12-lead spaces only
+    if per_leads:
+        print(per_leads)
     print(f"plot: {png}")
     return 0

@@ -16,6 +16,9 @@ from n2nas.errors import DataError
 
 CINC2017_CLASSES = ("N", "A", "O", "~")
 CINC2017_FS = 300.0
+# A first row naming its columns, e.g. ``record,label`` or ``record,labels``: a header, never a record.
+_HEADER_FIRST = ("record", "records", "id", "record_id", "ecg_id", "filename")
+_HEADER_SECOND = ("label", "labels", "class", "classes", "dx", "diagnosis", "diagnoses")
 
 
 class _BadInput:
@@ -59,7 +62,8 @@ def read_label_csv(path: Path, *, known: tuple[str, ...] | None, bad: _BadInput,
     for line_no, row in enumerate(rows, start=1):
         if not row or not "".join(row).strip():
             continue
-        if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["record", "label"]:
+        if line_no == 1 and len(row) >= 2 and row[0].strip().lower() in _HEADER_FIRST \
+                and row[1].strip().lower() in _HEADER_SECOND:
             continue
         where = f"{path}:{line_no}"
         if len(row) < 2 or not row[0].strip():
@@ -89,8 +93,20 @@ def _read_listed(folder: Path, listed: list[tuple[str, tuple[str, ...]]], bad: _
         except DataError as err:
             bad(err)
             continue
-        records.append(Record(rid, raw.signal, raw.fs, raw.leads, labels, {"files": [str(f) for f in raw.files]}))
+        meta = {"files": [str(f) for f in raw.files], **header_fields(raw.comments)}
+        records.append(Record(rid, raw.signal, raw.fs, raw.leads, labels, meta))
     return records
+
+
+def header_fields(comments: tuple[str, ...]) -> dict[str, str]:
+    """``key: value`` header comments (e.g. PTB-XL's ``# fold: train``) as ``{"header": {key: value}}``, keys
+    lower-cased; empty when there are none. Kept in ``Record.meta``, never used for training."""
+    fields = {}
+    for line in comments:
+        key, sep, value = line.partition(":")
+        if sep and key.strip() and " " not in key.strip():
+            fields[key.strip().lower()] = value.strip()
+    return {"header": fields} if fields else {}
 
 
 def _finish(source: str, folder: Path, records: list[Record], classes: tuple[str, ...], multilabel: bool,
@@ -123,7 +139,10 @@ def load_physionet2017(folder: str | Path, *, skip_bad: bool = False, min_second
 
 def load_wfdb_csv(folder: str | Path, labels_csv: str | Path, *, skip_bad: bool = False,
                   min_seconds: float = 1.0, multi_sep: str = ";") -> Dataset:
-    """Any WFDB folder plus a ``record,label`` CSV; ``a;b`` in the label column makes the data multi-label."""
+    """Any WFDB folder plus a ``record,label`` CSV (an optional header row such as ``record,labels``); ``a;b`` in
+    the label column makes the data multi-label. Every listed record must exist (DataError naming the row's file
+    otherwise); records on disk without a row are listed in ``Dataset.skipped``. ``key: value`` header comments
+    (e.g. ``# fold: train``) are kept in ``Record.meta["header"]``."""
     folder = _check_folder(Path(folder))
     labels_path = Path(labels_csv)
     bad = _BadInput(skip_bad)
@@ -133,6 +152,10 @@ def load_wfdb_csv(folder: str | Path, labels_csv: str | Path, *, skip_bad: bool 
     multilabel = any(len(labs) != 1 for _, labs in listed)
     classes = tuple(sorted({lab for _, labs in listed for lab in labs}))
     records = _read_listed(folder, listed, bad, lambda stem: read_wfdb_record(stem, min_seconds=min_seconds))
+    # a record on disk without a label row is left out, but never silently: data summary lists it
+    named = {rid for rid, _ in listed}
+    bad.skipped.extend(Skipped(str(hea), f"no row for record {hea.stem} in {labels_path.name}")
+                       for hea in sorted(folder.glob("*.hea")) if hea.stem not in named)
     return _finish(f"wfdb:{folder.resolve()},{labels_path.resolve()}", folder, records, classes, multilabel,
                    bad, [labels_path])
 

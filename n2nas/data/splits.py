@@ -175,3 +175,20 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     counts = np.bincount(np.asarray(y), minlength=n_classes).astype(float)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     return w
+
+
+def split_by_header(dataset: Dataset, test_value: str, key: str = "fold") -> tuple[Dataset, Dataset]:
+    """``(rest, test)``: the records whose ``# key: value`` header comment equals ``test_value`` form the test
+    set (e.g. PTB-XL's ``# fold: val``, fold 9), every other record the rest; a record without the comment is a
+    DataError naming it, so no record changes sides silently."""
+    rest, test = [], []
+    for record in dataset.records:
+        value = (record.meta.get("header") or {}).get(key.lower())
+        if value is None:
+            where = (record.meta.get("files") or [record.id])[0]
+            raise DataError(where, f"record {record.id} has no '# {key}:' header comment to split on")
+        (test if value == test_value else rest).append(record.id)
+    if not test or not rest:
+        raise DataError(dataset.source, f"'# {key}: {test_value}' selects {len(test)} of {len(dataset)} records; "
+                                        "a split needs records on both sides")
+    return dataset.subset(rest), dataset.subset(test)

@@ -22,6 +22,7 @@ from n2nas.errors import ConfigError
 from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.reward import limits_broken
 from n2nas.measure.run import RunMeasurement, start_measurement
+from n2nas.metrics import reward_metric_name
 from n2nas.runners import make_runner
 from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
@@ -71,6 +72,7 @@ class SearchState:
     screen_s: float = 0.0
     controller: Any = None
     uniform: Any = None           # the warm-up's uniform sampler
+    metric_name: str = "metric"   # the rewarded metric, named on the progress line
     step_s: float | None = None   # measured seconds per shared step, for the finals' reserve
     full_child_s: float | None = None
 
@@ -105,7 +107,7 @@ class SearchState:
             rewards.append(logged["reward"])
         self.step += len(samples)
         self.progress.elapsed(self.budget.elapsed)
-        self.progress.scored(*score_board(self.log.records))
+        self.progress.scored(*score_board(self.log.records), metric_name=self.metric_name)
         return rewards
 
     def feasible(self, sample: dict[str, Any]) -> bool:
@@ -166,7 +168,10 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
                         measured=start_measurement(runner, space, costs, config, run_dir, log, resources),
                         reward_idx=reward_set(ctx, config.reward_records, config.seed),
                         rng=np.random.default_rng(config.seed + 1), writer=_tensorboard(run_dir), resumed=resumed,
-                        full_child_s=seconds_per_full_child(log.records, len(ctx.val_idx)))
+                        full_child_s=seconds_per_full_child(log.records, len(ctx.val_idx)),
+                        # every backend scores with the shared config's metric
+                        metric_name=reward_metric_name(config.shared.reward_metric, dataset.classes,
+                                                       dataset.multilabel))
     if resumed is not None:
         runner.load_state_dict(resumed["runner"])
         state.epoch, state.step = int(resumed["epoch"]), int(resumed["step"])

@@ -29,6 +29,7 @@ class ProgressState:
     n_failed: int = 0
     best_metric: float | None = None
     best_flops: float | None = None
+    metric_name: str | None = None  # what best_metric is (e.g. macro_auroc), shown before its value
 
 
 def format_clock(seconds: float) -> str:
@@ -53,7 +54,8 @@ def format_status(state: ProgressState, budget_s: float | None, label: str = "se
     if state.best_metric is None:
         best = "best -"
     else:
-        best = f"best {state.best_metric:.3f}"
+        named = f"{state.metric_name} " if state.metric_name else ""
+        best = f"best {named}{state.best_metric:.3f}"
         if state.best_flops is not None:
             best += f" at {state.best_flops / 1e6:.2f} MFLOPs"
     return " | ".join((label, phase, clock, children, best))
@@ -108,10 +110,12 @@ class SearchProgress:
         self._reported_at = self._clock()
         self._update(replace(self.state, elapsed_s=float(seconds)))
 
-    def scored(self, n_scored: int, n_failed: int, best_metric: float | None, best_flops: float | None) -> None:
-        """Children scored and failed so far, and the best metric with its FLOPs per input (None: none yet)."""
+    def scored(self, n_scored: int, n_failed: int, best_metric: float | None, best_flops: float | None,
+               metric_name: str | None = None) -> None:
+        """Children scored and failed so far, and the best metric (named ``metric_name``, e.g. macro_auroc) with its
+        FLOPs per input (None: none yet)."""
         self._update(replace(self.state, n_scored=int(n_scored), n_failed=int(n_failed), best_metric=best_metric,
-                             best_flops=best_flops))
+                             best_flops=best_flops, metric_name=metric_name or self.state.metric_name))
 
     def close(self) -> None:
         """Show the final state and end the line; later calls print nothing."""

@@ -111,6 +111,35 @@ def format_table(front: Front, show_all: bool = False) -> str:
     return "\n".join(head + lines + [foot])
 
 
+def best_by_choice(trials: list[dict[str, Any]], label: str = "leads") -> dict[Any, dict[str, Any]]:
+    """The best scored trial (by bare metric) for each value of decision ``label`` (e.g. the lead set), in the
+    order the values first appear; empty when no trial's sample has ``label``. Trials of every phase compete, so
+    each result carries its phase (a screen probe trained on its own weights, a child scored with shared ones)."""
+    best: dict[Any, dict[str, Any]] = {}
+    for t in trials:
+        value, metric = (t.get("sample") or {}).get(label), trial_metric(t)
+        if t.get("status") != "ok" or value is None or metric is None or "limits_waived" in t:
+            continue
+        if value not in best or metric > trial_metric(best[value]):
+            best[value] = t
+    return best
+
+
+def format_by_choice(trials: list[dict[str, Any]], label: str = "leads") -> str:
+    """One line per value of ``label`` with its best trial's metric, FLOPs per record, params and step; "" when the
+    search had no such decision."""
+    best = best_by_choice(trials, label)
+    if not best:
+        return ""
+    lines = [f"best pipeline per {label} value (every phase; metric before cost terms):"]
+    for value in sorted(best, key=lambda v: (-v, str(v)) if isinstance(v, (int, float)) else (0, str(v))):
+        t = best[value]
+        flops = t.get("flops_per_record")
+        lines.append(f"  {label} {value}: metric {trial_metric(t):.4f}  {_num(flops and flops / 1e6, '.2f')} "
+                     f"MFLOPs/record  {t.get('params')} params  {t.get('phase')} step {t.get('step')}")
+    return "\n".join(lines)
+
+
 def _num(value: Any, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
 

@@ -44,6 +44,8 @@ def describe_pipeline(sample: dict[str, Any]) -> str:
     filt = sample.get("filter", "none")
     pre = [f"{sample['fs']} Hz", str(sample.get("window", "?")), "no filter" if filt == "none" else str(filt),
            "no normalisation" if sample.get("normalise") == "none" else str(sample.get("normalise", "?"))]
+    if "leads" in sample:  # 12-lead spaces
+        pre.insert(0, f"{sample['leads']} lead{'' if sample['leads'] == 1 else 's'}")
     if sample.get("augment") not in (None, "none"):
         pre.append(f"augment {sample['augment']}")
     acts = sorted({str(sample.get(f"layer{i}/activation")) for i in layers} - {"None"})
@@ -82,6 +84,11 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     total = sum(phase_seconds.values())
     order = [p for p in PHASES if p in phase_seconds] + [p for p in phase_seconds if p not in PHASES]
     pipeline_path = run_dir / "best_pipeline.json"
+    from n2nas.searching.report import best_by_choice, trial_metric
+
+    per_leads = {str(v): {"metric": trial_metric(t), "phase": t.get("phase"), "step": t.get("step"),
+                          "flops_per_record": t.get("flops_per_record"), "params": t.get("params")}
+                 for v, t in best_by_choice(trials, "leads").items()}
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
@@ -108,6 +115,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
         "phase_seconds": {p: round(float(phase_seconds[p]), 3) for p in order},
         "phase_percent": {p: round(100.0 * phase_seconds[p] / total, 1) if total > 0 else 0.0 for p in order},
         "next_command": shlex.join(command),
+        **({"best_per_leads": per_leads} if per_leads else {}),
     }
 
 
@@ -144,8 +152,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                            f"{best.get('phase') or '?'} step {best.get('step')})"),
             ("cost", ", ".join(cost)),
             ("children", f"{children} ({summary['trials']} in all)"),
-            ("time", time_line),
-            ("next", summary["next_command"])]
+            ("time", time_line)]
+    if summary.get("best_per_leads"):  # 12-lead spaces: the best child of each lead set, whatever its phase
+        rows.append(("per leads", ", ".join(f"{k}: {best['metric_name']} {v['metric']:.3f}"
+                                            for k, v in sorted(summary["best_per_leads"].items(),
+                                                               key=lambda kv: -int(kv[0])))))
+    rows.append(("next", summary["next_command"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"search finished: {summary['run_dir']}"] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
 
