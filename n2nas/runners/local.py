@@ -21,9 +21,11 @@ from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_nam
 from n2nas.runners.base import Runner
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_records
+from n2nas.train.sandwich import sandwich_backward
 
 
 BN_MODES = ("recalibrate", "batch", "running")
+RULES = ("auto", "uniform", "sandwich")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,17 @@ class SharedTrainingConfig:
 
     Either way the supernet's own statistics are restored after scoring, so scoring never changes shared state
     (replicas of distributed runners stay identical).
+
+    ``rule`` decides what one shared-weight step trains (:meth:`LocalRunner.child_gradient`, which the Ray and
+    MPI runners call too, so every backend trains with the same rule):
+
+    - ``uniform``: the sampled child alone, one batch (SPOS / ENAS single path);
+    - ``sandwich`` (BigNAS): the largest child, the smallest and ``sandwich_random`` random children (the sampled
+      one and ``sandwich_random - 1`` drawn by the runner), all on the sampled preprocessing and one batch, the
+      largest learning from the labels and the others from its soft outputs (weight ``distill``; ``1 - distill``
+      from the labels); their gradients add up into one optimizer step. The space must offer ``largest``,
+      ``smallest`` and ``random_architecture`` (``ecg-res`` does);
+    - ``auto`` (default): the space's ``shared_rule`` when it names one (``ecg-res``: sandwich), else uniform.
     """
 
     lr: float = 2e-3
@@ -50,8 +63,31 @@ class SharedTrainingConfig:
     bn: str = "recalibrate"
     calibration_records: int = 256
     calibration_batch: int = 64
+    rule: str = "auto"
+    sandwich_random: int = 2
+    distill: float = 1.0
+
+    @staticmethod
+    def sandwich() -> "SharedTrainingConfig":
+        """BigNAS's sandwich rule: largest + smallest + 2 random children per step, in-place distillation."""
+        return SharedTrainingConfig(rule="sandwich")
+
+    @staticmethod
+    def uniform() -> "SharedTrainingConfig":
+        """One uniformly sampled single path per step (SPOS), whatever the space prefers."""
+        return SharedTrainingConfig(rule="uniform")
+
+    def rule_for(self, space_def) -> str:
+        """The rule this config trains ``space_def`` with (``auto`` resolved)."""
+        if self.rule != "auto":
+            return self.rule
+        return getattr(space_def, "shared_rule", "uniform")
 
     def __post_init__(self):
+        if self.rule not in RULES:
+            raise ConfigError("rule", f"expected one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.sandwich_random < 1 or not 0.0 <= self.distill <= 1.0:
+            raise ConfigError("sandwich_random", "sandwich_random must be >= 1 and distill in [0, 1]")
         if self.bn not in BN_MODES:
             raise ConfigError("bn", f"expected one of {', '.join(BN_MODES)}, got {self.bn!r}")
         if self.calibration_records < 1 or self.calibration_batch < 1:
@@ -85,6 +121,11 @@ class LocalRunner(Runner):
         n_cal = min(config.calibration_records, len(ctx.train_idx))
         self._calibration_idx = np.sort(pick.choice(ctx.train_idx, size=n_cal, replace=False))
         self._calibration_seed = seed + 104729
+        self.rule = config.rule_for(space_def)
+        if self.rule == "sandwich" and not all(hasattr(space_def, m) for m in
+                                               ("largest", "smallest", "random_architecture")):
+            raise ConfigError("rule", f"the sandwich rule needs a space with largest / smallest / random children; "
+                                      f"{getattr(space_def, 'name', space_def)} has none")
 
     def _data(self, sample):
         sd = self.space_def
@@ -103,10 +144,12 @@ class LocalRunner(Runner):
         return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed}
 
     def child_gradient(self, sample) -> float | None:
-        """Forward/backward of one sampled child on one training batch, gradients left in ``.grad``.
+        """Forward/backward of one shared-weight step around ``sample`` on one training batch, gradients left in
+        ``.grad``: the sampled child alone (``uniform``) or its sandwich (see ``SharedTrainingConfig.rule``).
 
-        Returns the loss, or None (and no gradients) when it is not finite. Distributed runners call this and
-        :meth:`apply_gradients` separately so they can average gradients in between.
+        Returns the loss (the sandwich's mean over its children), or None (and no gradients) when it is not
+        finite. Distributed runners call this and :meth:`apply_gradients` separately so they can average
+        gradients in between, and so train with the same rule as this runner.
         """
         from n2nas.data.augment import augment_batch
 
@@ -120,12 +163,26 @@ class LocalRunner(Runner):
         y = torch.from_numpy(y).to(self.device)
         x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
         weight = self._class_weight if settings.get("class_weighting") else None
-        loss = loss_fn(self.supernet(x, sample), y, self.multilabel, weight)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.rule == "sandwich":
+            parts = sandwich_backward(self.supernet, self.sandwich(sample), x, y, self.multilabel, weight,
+                                      self.config.distill)
+            if parts is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            return parts["loss"]
+        loss = loss_fn(self.supernet(x, sample), y, self.multilabel, weight)
         if not torch.isfinite(loss):
             return None
         loss.backward()
         return float(loss.detach())
+
+    def sandwich(self, sample) -> list[dict[str, Any]]:
+        """The children of one sandwich step around ``sample``: largest, smallest, ``sample`` and
+        ``sandwich_random - 1`` random architectures (all with ``sample``'s preprocessing and training tokens)."""
+        sd = self.space_def
+        extra = [sd.random_architecture(sample, self.rng) for _ in range(self.config.sandwich_random - 1)]
+        return [sd.largest(sample), sd.smallest(sample), sample, *extra]
 
     def apply_gradients(self) -> None:
         """Clip the gradient norm (ENAS's 5) and take one optimizer step with the gradients in ``.grad``."""
