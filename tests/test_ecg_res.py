@@ -176,3 +176,21 @@ def test_the_sandwich_rule_refuses_a_space_without_largest_and_smallest_children
     ctx, _ = parts
     with pytest.raises(ConfigError, match="sandwich"):
         LocalRunner(get_space("ecg-small"), ctx, SharedTrainingConfig.sandwich(), torch.device("cpu"), 0)
+
+
+def test_a_tiny_search_over_ecg_res_trains_sandwiches_and_writes_a_pipeline_that_builds(tmp_path):
+    import json
+
+    import n2nas
+    from n2nas.artifacts import build_model, load_pipeline
+    from tests.test_search import tiny_config
+
+    copy_sample_records(tmp_path / "d", per_class=3)
+    dataset = load_physionet2017(tmp_path / "d")
+    result = n2nas.search(dataset, tiny_config(space="ecg-res", budget_epochs=2, shared_steps=2,
+                                               children_per_step=2, derive_children=2), out=tmp_path / "run")
+    trials = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert trials and all(t["status"] == "ok" for t in trials)
+    pipeline = load_pipeline(tmp_path / "run" / "best_pipeline.json")
+    assert pipeline.space == "ecg-res" and result.best(1)[0].space == "ecg-res"
+    assert isinstance(build_model(pipeline, 1, 4), torch.nn.Module)
