@@ -148,6 +148,12 @@ def test_sandwich_training_is_deterministic_with_a_seed_and_differs_from_uniform
         states.append({k: v.clone() for k, v in runner.supernet.state_dict().items()})
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert any(not torch.equal(states[0][k], states[2][k]) for k in states[0])
+    # a step may ask for the child alone (a screen's or the finals' training): then it is the uniform step
+    runner = _runner(space_def, ctx, "sandwich")
+    for _ in range(2):
+        assert runner.child_gradient(sample, rule="uniform") is not None
+        runner.apply_gradients()
+    assert all(torch.equal(states[2][k], v) for k, v in runner.supernet.state_dict().items())
 
 
 def test_recalibration_scores_a_child_with_its_own_sliced_statistics(space_def, parts):

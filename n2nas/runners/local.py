@@ -143,13 +143,14 @@ class LocalRunner(Runner):
             losses.append(loss)
         return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed}
 
-    def child_gradient(self, sample) -> float | None:
+    def child_gradient(self, sample, rule: str | None = None) -> float | None:
         """Forward/backward of one shared-weight step around ``sample`` on one training batch, gradients left in
         ``.grad``: the sampled child alone (``uniform``) or its sandwich (see ``SharedTrainingConfig.rule``).
 
         Returns the loss (the sandwich's mean over its children), or None (and no gradients) when it is not
         finite. Distributed runners call this and :meth:`apply_gradients` separately so they can average
-        gradients in between, and so train with the same rule as this runner.
+        gradients in between, and so train with the same rule as this runner. ``rule`` overrides the runner's rule
+        for this step (e.g. ``"uniform"`` to train one child alone, as a screen or the finals mean to).
         """
         from n2nas.data.augment import augment_batch
 
@@ -164,7 +165,7 @@ class LocalRunner(Runner):
         x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
         weight = self._class_weight if settings.get("class_weighting") else None
         self.optimizer.zero_grad(set_to_none=True)
-        if self.rule == "sandwich":
+        if (rule or self.rule) == "sandwich":
             parts = sandwich_backward(self.supernet, self.sandwich(sample), x, y, self.multilabel, weight,
                                       self.config.distill)
             if parts is None:
