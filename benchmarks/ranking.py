@@ -20,7 +20,8 @@ ranked alike; ``--stratify uniform`` takes uniformly random children.
 For each ``--rule`` (comma-separated, e.g. ``uniform,sandwich``) a supernet starts from the same seed, trains for
 ``--minutes`` (of CPU time on a CPU, so that other jobs on a shared machine do not shortchange one rule;
 ``--clock``) (``SharedTrainingConfig.rule``: uniform = one single path per step, sandwich = BigNAS's largest +
-smallest + 2 random children with in-place distillation) and scores every child on the whole validation split
+smallest + 2 random children with in-place distillation, progressive = Once-for-All's shrinking, ``--shrink-steps``
+per phase) and scores every child on the whole validation split
 (CinC 2017 F1, BatchNorm statistics per ``--bn``). Each child is trained from scratch once per seed (``--seeds``,
 training seeds seed .. seed+K-1 on the same split) by the ``retrain`` recipe for ``--epochs`` (patience = epochs),
 its best-epoch validation F1 per seed; the seeds' mean is its standalone score, shared by every rule.
@@ -63,7 +64,7 @@ from search_spaces import get_space  # noqa: E402
 
 PREPROCESSING = {"fs": 100, "filter": "bandpass", "normalise": "record_z", "window": "crop:10"}
 OPS = {"conv": "c", "sep": "s", "maxpool": "mp", "avgpool": "ap"}
-RULES = ("uniform", "sandwich")
+RULES = ("uniform", "sandwich", "progressive")
 PRESETS = {"quick": {"records": 1500, "minutes": 3.0, "epochs": 4},
            "full": {"children": 12, "minutes": 30.0, "epochs": 15},
            None: {"minutes": 20.0, "epochs": 10}}
@@ -75,12 +76,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                              / "physionet2017"))
     ap.add_argument("--space", default="ecg-res", help="search space (default ecg-res)")
     ap.add_argument("--rule", default="uniform,sandwich",
-                    help="shared-training rules to compare, comma-separated: uniform, sandwich (default both)")
+                    help="shared-training rules to compare, comma-separated: uniform, sandwich, progressive "
+                         "(default uniform,sandwich)")
     ap.add_argument("--records", type=int, default=None, help="seeded stratified subset (default: all; quick: 1500)")
     ap.add_argument("--children", type=int, default=None, help="children ranked (default 8; full: 12)")
     ap.add_argument("--stratify", default="flops", choices=["flops", "uniform"],
                     help="children stratified over the space's FLOPs range (default) or uniformly random")
     ap.add_argument("--minutes", type=float, default=None, help="supernet training per rule (default 20; quick: 3)")
+    ap.add_argument("--shrink-steps", type=int, default=300,
+                    help="progressive rule: steps per phase (largest only, then kernel, depth, width+stride)")
     ap.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
                     help="what --minutes counts: this process's CPU time (fair between rules on a shared CPU) or "
                          "wall time; auto: CPU time on a CPU device, wall time on a GPU")
@@ -236,7 +240,7 @@ def train_and_score(args, rule, space_def, space, ctx, device, children, val_idx
     """One supernet trained with ``rule`` for ``--minutes`` (the same seed for every rule), then every child
     scored with it: (supernet F1 per child, one-class flags, what the training did)."""
     torch.manual_seed(args.seed)
-    runner = LocalRunner(space_def, ctx, SharedTrainingConfig(bn=args.bn, rule=rule), device, args.seed)
+    runner = LocalRunner(space_def, ctx, SharedTrainingConfig(bn=args.bn, rule=rule, shrink_steps=args.shrink_steps), device, args.seed)
     runner.set_measurement(MeasureConfig(latency=LatencyConfig(enabled=False)))  # latency: not what is ranked
     rng = np.random.default_rng(args.seed + 1)
     # on a shared CPU the wall clock gives a rule whatever the other jobs leave; CPU time gives each the same work

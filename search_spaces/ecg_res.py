@@ -112,6 +112,8 @@ class ECGResSpace(ECGSpace):
     residual stages, the OFA/BigNAS-style supernet, and the sandwich's largest / smallest / random children."""
 
     shared_rule = "sandwich"  # what SharedTrainingConfig(rule="auto") trains this supernet with
+    # progressive shrinking's order (Once-for-All: kernel, depth, width; the downsampling opens with the width)
+    shrink_phases = (("kernel",), ("depth",), ("width", "stride"))
 
     def __init__(self, name: str, config: ECGResConfig):
         super().__init__(name, config)
@@ -158,6 +160,13 @@ class ECGResSpace(ECGSpace):
     def random_architecture(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """``sample`` with a uniformly random architecture (its preprocessing and training tokens kept)."""
         return {**sample, **self._architecture(lambda name, opts: opts[int(rng.integers(len(opts)))])}
+
+    def restrict(self, sample: dict[str, Any], opened: tuple[str, ...]) -> dict[str, Any]:
+        """``sample`` with every architecture field not in ``opened`` (depth, width, kernel, stride) at its
+        largest setting."""
+        largest = self.largest(sample)
+        return {**sample, **{k: v for k, v in largest.items() if k.startswith("stage")
+                             and k.rpartition("/")[2] not in opened}}
 
     def describe_sample(self, sample: dict[str, Any]) -> str:
         """One line: preprocessing, then per stage ``depth x width k kernel s stride``."""

@@ -200,3 +200,23 @@ def test_a_tiny_search_over_ecg_res_trains_sandwiches_and_writes_a_pipeline_that
     pipeline = load_pipeline(tmp_path / "run" / "best_pipeline.json")
     assert pipeline.space == "ecg-res" and result.best(1)[0].space == "ecg-res"
     assert isinstance(build_model(pipeline, 1, 4), torch.nn.Module)
+
+
+def test_progressive_shrinking_opens_kernel_then_depth_then_width_and_counts_in_the_weights(space_def, parts):
+    ctx, sample = parts
+    torch.manual_seed(0)
+    cfg = SharedTrainingConfig(rule="progressive", shrink_steps=2, calibration_records=8, calibration_batch=4)
+    runner = LocalRunner(space_def, ctx, cfg, torch.device("cpu"), seed=0)
+    small = space_def.smallest(sample)
+    largest = space_def.largest(sample)
+    phases = [runner.shrinking(small) for _ in range(8)]
+    assert all(p == [largest] for p in phases[:2])  # phase 0: the largest child alone
+    for step, opened in ((2, {"kernel"}), (4, {"kernel", "depth"}), (6, {"kernel", "depth", "width", "stride"})):
+        teacher, student = phases[step][:2]
+        assert teacher == largest and len(phases[step]) == 3  # the largest, the sample, one random child
+        for label, value in student.items():
+            field = label.rpartition("/")[2]
+            expected = small[label] if (field in opened or not label.startswith("stage")) else largest[label]
+            assert value == expected, (step, label)
+    assert int(runner.state_dict()["supernet"]["shrink_steps_done"]) == 8  # checkpointed with the weights
+    assert np.isfinite(runner.train_shared([sample])["shared_loss"])

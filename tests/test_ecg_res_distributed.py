@@ -1,6 +1,6 @@
 """The Ray and MPI backends train the ``ecg-res`` supernet with the same rule as the local runner: two workers
-give exactly the weights of a local two-replica emulation of that rule (each replica's sandwich or single path
-on its own batch, gradients averaged, one step)."""
+give exactly the weights of a local two-replica emulation of that rule (each replica's sandwich, shrinking step
+or single path on its own batch, gradients averaged, one step)."""
 from __future__ import annotations
 
 import os
@@ -31,7 +31,7 @@ def rule_setup(folder, cache, rule):
     pinned = space_def.space.pinned({"fs": 100, "window": "crop:5", "filter": "none", "dropout": 0.0,
                                      "augment": "none", "batch_size": 32})
     samples = [pinned.random_sample(rng) for _ in range(4)]  # dropout 0: no draws from torch's global RNG
-    shared = SharedTrainingConfig(rule=rule, calibration_records=4, calibration_batch=4)
+    shared = SharedTrainingConfig(rule=rule, shrink_steps=1, calibration_records=4, calibration_batch=4)
     return space_def, ctx, shared, samples
 
 
@@ -69,18 +69,21 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def references(folder):
     cache = folder.parent / "cache"
-    return {rule: emulate(folder, cache, rule) for rule in ("sandwich", "uniform")}
+    return {rule: emulate(folder, cache, rule) for rule in ("sandwich", "uniform", "progressive")}
 
 
-def test_the_two_rules_train_different_weights(references):
+def test_the_rules_train_different_weights(references):
     assert not _same(references["sandwich"], references["uniform"])
+    assert not _same(references["sandwich"], references["progressive"])
+    assert int(references["progressive"]["shrink_steps_done"]) == 2  # one step per round, replicas averaged
 
 
-def test_two_ray_workers_train_the_sandwich_rule_like_the_local_runner(ray_session, folder, references):
+@pytest.mark.parametrize("rule", ["sandwich", "progressive"])
+def test_two_ray_workers_train_the_rule_like_the_local_runner(ray_session, folder, references, rule):
     from n2nas.runners import RunnerConfig
     from n2nas.runners.ray import RayRunner
 
-    space_def, ctx, shared, samples = rule_setup(folder, folder.parent / "cache", "sandwich")
+    space_def, ctx, shared, samples = rule_setup(folder, folder.parent / "cache", rule)
     torch.manual_seed(0)
     runner = RayRunner(RunnerConfig(backend="ray", workers=2), space_def, ctx, shared, torch.device("cpu"), 0)
     try:
@@ -88,7 +91,7 @@ def test_two_ray_workers_train_the_sandwich_rule_like_the_local_runner(ray_sessi
     finally:
         runner.close()
     assert stats["shared_failed"] == 0
-    assert _same(runner.replica.supernet.state_dict(), references["sandwich"])
+    assert _same(runner.replica.supernet.state_dict(), references[rule])
 
 
 @pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec (the mpich wheel) is not installed")

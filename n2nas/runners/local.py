@@ -25,7 +25,7 @@ from n2nas.train.sandwich import sandwich_backward
 
 
 BN_MODES = ("recalibrate", "batch", "running")
-RULES = ("auto", "uniform", "sandwich")
+RULES = ("auto", "uniform", "sandwich", "progressive")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ class SharedTrainingConfig:
       largest learning from the labels and the others from its soft outputs (weight ``distill``; ``1 - distill``
       from the labels); their gradients add up into one optimizer step. The space must offer ``largest``,
       ``smallest`` and ``random_architecture`` (``ecg-res`` does);
+    - ``progressive`` (Once-for-All's progressive shrinking): the first ``shrink_steps`` steps train the largest
+      child alone; then the space's ``shrink_phases`` open one group of elastic dimensions every ``shrink_steps``
+      steps (``ecg-res``: kernel, then depth, then width and stride). Each step trains the largest child and
+      ``sandwich_random`` children restricted to the dimensions opened so far (the others at their largest), the
+      latter distilled from the former as in the sandwich. The step count lives in the supernet (a buffer), so
+      it is checkpointed and kept identical across Ray / MPI replicas;
     - ``auto`` (default): the space's ``shared_rule`` when it names one (``ecg-res``: sandwich), else uniform.
     """
 
@@ -66,6 +72,7 @@ class SharedTrainingConfig:
     rule: str = "auto"
     sandwich_random: int = 2
     distill: float = 1.0
+    shrink_steps: int = 300
 
     @staticmethod
     def sandwich() -> "SharedTrainingConfig":
@@ -86,8 +93,8 @@ class SharedTrainingConfig:
     def __post_init__(self):
         if self.rule not in RULES:
             raise ConfigError("rule", f"expected one of {', '.join(RULES)}, got {self.rule!r}")
-        if self.sandwich_random < 1 or not 0.0 <= self.distill <= 1.0:
-            raise ConfigError("sandwich_random", "sandwich_random must be >= 1 and distill in [0, 1]")
+        if self.sandwich_random < 1 or not 0.0 <= self.distill <= 1.0 or self.shrink_steps < 1:
+            raise ConfigError("sandwich_random", "sandwich_random and shrink_steps must be >= 1, distill in [0, 1]")
         if self.bn not in BN_MODES:
             raise ConfigError("bn", f"expected one of {', '.join(BN_MODES)}, got {self.bn!r}")
         if self.calibration_records < 1 or self.calibration_batch < 1:
@@ -122,10 +129,13 @@ class LocalRunner(Runner):
         self._calibration_idx = np.sort(pick.choice(ctx.train_idx, size=n_cal, replace=False))
         self._calibration_seed = seed + 104729
         self.rule = config.rule_for(space_def)
-        if self.rule == "sandwich" and not all(hasattr(space_def, m) for m in
-                                               ("largest", "smallest", "random_architecture")):
-            raise ConfigError("rule", f"the sandwich rule needs a space with largest / smallest / random children; "
+        needs = {"sandwich": ("largest", "smallest", "random_architecture"),
+                 "progressive": ("largest", "random_architecture", "restrict", "shrink_phases")}.get(self.rule, ())
+        if not all(hasattr(space_def, m) for m in needs):
+            raise ConfigError("rule", f"the {self.rule} rule needs a space with {', '.join(needs)}; "
                                       f"{getattr(space_def, 'name', space_def)} has none")
+        if self.rule == "progressive":  # a buffer: saved with the weights, averaged (identical) across replicas
+            self.supernet.register_buffer("shrink_steps_done", torch.zeros((), dtype=torch.long, device=device))
 
     def _data(self, sample):
         sd = self.space_def
@@ -165,9 +175,10 @@ class LocalRunner(Runner):
         x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
         weight = self._class_weight if settings.get("class_weighting") else None
         self.optimizer.zero_grad(set_to_none=True)
-        if (rule or self.rule) == "sandwich":
-            parts = sandwich_backward(self.supernet, self.sandwich(sample), x, y, self.multilabel, weight,
-                                      self.config.distill)
+        rule = rule or self.rule
+        if rule in ("sandwich", "progressive"):
+            children = self.sandwich(sample) if rule == "sandwich" else self.shrinking(sample)
+            parts = sandwich_backward(self.supernet, children, x, y, self.multilabel, weight, self.config.distill)
             if parts is None:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
@@ -184,6 +195,18 @@ class LocalRunner(Runner):
         sd = self.space_def
         extra = [sd.random_architecture(sample, self.rng) for _ in range(self.config.sandwich_random - 1)]
         return [sd.largest(sample), sd.smallest(sample), sample, *extra]
+
+    def shrinking(self, sample) -> list[dict[str, Any]]:
+        """The children of one progressive-shrinking step (and the step counted): the largest alone in phase 0,
+        then the largest, ``sample`` and random architectures restricted to the dimensions opened so far."""
+        sd, done = self.space_def, self.supernet.shrink_steps_done
+        phase = min(int(done) // self.config.shrink_steps, len(sd.shrink_phases))
+        done.add_(1)
+        if phase == 0:
+            return [sd.largest(sample)]
+        opened = tuple(f for group in sd.shrink_phases[:phase] for f in group)
+        extra = [sd.random_architecture(sample, self.rng) for _ in range(self.config.sandwich_random - 1)]
+        return [sd.largest(sample), *(sd.restrict(s, opened) for s in (sample, *extra))]
 
     def apply_gradients(self) -> None:
         """Clip the gradient norm (ENAS's 5) and take one optimizer step with the gradients in ``.grad``."""
