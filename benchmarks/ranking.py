@@ -104,6 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (on an oversubscribed machine 1 can be 10x faster than 2)")
     ap.add_argument("--out", default=None, help="keep the children's model folders here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse a standalone training found in --out when it trained the same child for --epochs on "
+                         "the same split (compare another rule without training the children again)")
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="about 10-20 CPU minutes per rule (see the docstring)")
     size.add_argument("--full", action="store_true", help="every record, 12 children, 30 min per rule, 15 epochs")
@@ -277,7 +280,8 @@ def standalone(args, dataset, split, children) -> tuple[list[list[float]], list[
                                 data_workers=args.data_workers)
             folder = work / (f"child{i:02d}" + (f"-seed{args.seed + k}" if args.seeds > 1 else ""))
             try:
-                summary = retrain(Pipeline(args.space, sample), dataset, folder, cfg, log=lambda _m: None)
+                summary = reused(args, folder, sample, split) if args.reuse else None
+                summary = summary or retrain(Pipeline(args.space, sample), dataset, folder, cfg, log=lambda _m: None)
             except N2NASError as err:
                 print(f"child {i} seed {args.seed + k}: standalone training failed ({err})")
                 continue
@@ -290,6 +294,22 @@ def standalone(args, dataset, split, children) -> tuple[list[list[float]], list[
     if tmp is not None:
         tmp.cleanup()
     return per_seed, flat, runs
+
+
+def reused(args, folder: Path, sample, split) -> dict | None:
+    """The summary of a standalone training already in ``folder`` (``--reuse``) when it trained this very child
+    for ``--epochs`` on this split; None otherwise (it is trained again)."""
+    import json
+
+    try:
+        trained = Pipeline.from_json(json.loads((folder / "pipeline.json").read_text()), get_space(args.space).space)
+        summary = json.loads((folder / "metrics.json").read_text())
+        same_split = Split.load(folder / "split.json") == split
+    except (OSError, ValueError, KeyError, N2NASError):
+        return None
+    if not same_split or summary.get("epochs_run") != args.epochs or trained.sample != sample:
+        return None
+    return summary
 
 
 def summarise(args, rule, sup, alone, per_seed) -> dict:

@@ -79,13 +79,13 @@ def test_ceiling_tau_matches_simulated_rankings_against_noisy_standalone_scores(
     assert ranking.ceiling_tau(0.5, 1) < ranking.ceiling_tau(0.5, 3) < 1.0
 
 
-def test_ranking_benchmark_trains_each_child_once_per_seed_on_one_split(capsys, tmp_path):
+def test_ranking_benchmark_trains_each_child_once_per_seed_on_one_split(capsys, tmp_path, monkeypatch):
     ranking = _ranking_module()
-    out = ranking.main(["--data", "sample", "--space", "ecg-cpu", "--rule", "uniform", "--records", "60",
-                        "--children", "3", "--epochs", "1", "--seeds", "2",
-                        "--minutes", "0.02", "--device", "cpu", "--threads", "1", "--out", str(tmp_path),
-                        "--fix", "fs=100", "--fix", "filter=none", "--fix", "normalise=record_z",
-                        "--fix", "window=crop:5"])
+    argv = ["--data", "sample", "--space", "ecg-cpu", "--rule", "uniform", "--records", "60",
+            "--children", "3", "--epochs", "1", "--seeds", "2",
+            "--minutes", "0.02", "--device", "cpu", "--threads", "1", "--out", str(tmp_path),
+            "--fix", "fs=100", "--fix", "filter=none", "--fix", "normalise=record_z", "--fix", "window=crop:5"]
+    out = ranking.main(argv)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"rule=uniform kendall_tau=\S+ spearman_rho=\S+ ceiling_tau=\S+ ceiling_tau_mean=\S+ "
                         r"top1_regret=\S+ children=3 records=60 supernet_minutes=0.02 seeds=2", last), last
@@ -96,3 +96,14 @@ def test_ranking_benchmark_trains_each_child_once_per_seed_on_one_split(capsys, 
     weights = [torch.load(tmp_path / f"child00-seed{k}" / "model.pt", map_location="cpu") for k in (0, 1)]
     assert weights[0].keys() == weights[1].keys()
     assert any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])  # seeds differ
+    # --reuse: the same children found in --out are not trained again, and score the same
+    capsys.readouterr()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--reuse trained a child again")
+
+    monkeypatch.setattr(ranking, "retrain", no_training)
+    again = ranking.main(argv + ["--reuse"])
+    assert again["per_seed"] == out["per_seed"]
+    with pytest.raises(AssertionError, match="trained a child again"):  # another epoch count is another training
+        ranking.main([a if a != "1" else "2" for a in argv] + ["--reuse"])
