@@ -18,6 +18,14 @@ def _ecg(name: str, preset: str) -> Callable[[], object]:
     return make
 
 
+def _ecg_res(name: str, preset: str) -> Callable[[], object]:
+    def make():
+        from search_spaces.ecg_res import ECGResConfig, ECGResSpace
+
+        return ECGResSpace(name, getattr(ECGResConfig, preset)())
+    return make
+
+
 def _ehr(name: str, preset: str) -> Callable[[], object]:
     def make():
         from search_spaces.ehr import EHRSpace, EHRSpaceConfig
@@ -33,6 +41,7 @@ _FACTORIES: dict[str, Callable[[], object]] = {
     "ecg-hannun": _ecg("ecg-hannun", "hannun"),
     "ecg-12lead": _ecg("ecg-12lead", "twelve_lead"),
     "ecg-12lead-resnet": _ecg("ecg-12lead-resnet", "twelve_lead_resnet"),
+    "ecg-res": _ecg_res("ecg-res", "cpu"),
     "ehr-mlp": _ehr("ehr-mlp", "diagnosenet"),
     "ehr-mlp-small": _ehr("ehr-mlp-small", "small"),
 }

@@ -101,7 +101,9 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     space_def, seed = setup["space_def"], setup["seed"]
     sample = space_def.space.pinned(setup["fixed"]).decode(trial_config["index_sample"])
     settings = space_def.training_settings(sample)
-    shared = SharedTrainingConfig(lr=settings.get("lr", 2e-3), weight_decay=settings.get("weight_decay", 1e-4))
+    # rule "uniform": a trial trains its own child alone, never a sandwich of other children
+    shared = SharedTrainingConfig(lr=settings.get("lr", 2e-3), weight_decay=settings.get("weight_decay", 1e-4),
+                                  rule="uniform")
     ctx = space_def.make_context(setup["dataset"], setup["train_idx"], setup["val_idx"], setup["cache_dir"], 1)
     torch.manual_seed(seed)
     runner = LocalRunner(space_def, ctx, shared, pick_device(setup["device"]), seed)
