@@ -13,7 +13,8 @@ def register(sub) -> None:
     space = sub.add_parser("space", help="inspect search spaces")
     space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=Parser)
     p = space_sub.add_parser("show", help="print every decision of a search space and its size")
-    p.add_argument("name", metavar="NAME", help="a search space: ecg-small, ecg, ecg-hannun, ehr-mlp, ehr-mlp-small")
+    p.add_argument("name", metavar="NAME", help="a search space: ecg-small, ecg-cpu, ecg, ecg-hannun, ecg-12lead, "
+                                           "ecg-12lead-resnet, ehr-mlp, ehr-mlp-small")
     p.set_defaults(func=_cmd_space_show)
 
     p = space_sub.add_parser("params", help="parameter count of every units x layers cell (nothing is trained)")
