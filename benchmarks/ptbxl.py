@@ -182,7 +182,7 @@ def main() -> None:
     classes = list(first["test"]["per_class_auroc"])
     print(f"dev (folds 1-8) {first['n_dev']} records, test (fold 9) {first['n_test']}; retrain <= "
           f"{args.retrain_minutes:g} min, <= {args.epochs} epochs each; side by side: searches "
-          f"{max(args.parallel, 1)}, retrains {side_by_side}, {args.threads} torch thread(s) each")
+          f"{min(max(args.parallel, 1), len(searches))}, retrains {side_by_side}, {args.threads} torch thread(s) each")
     for row, found in searches.items():
         print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
               f"preset {args.preset}")

@@ -10,11 +10,12 @@ from n2nas.errors import ConfigError
 
 def register(sub) -> None:
     """Add ``n2nas space`` and its ``show`` and ``params`` subcommands to the command tree."""
+    from search_spaces import known_spaces
+
     space = sub.add_parser("space", help="inspect search spaces")
     space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=Parser)
     p = space_sub.add_parser("show", help="print every decision of a search space and its size")
-    p.add_argument("name", metavar="NAME",
-                   help="a search space: ecg-small, ecg-cpu, ecg, ecg-hannun, ecg-res, ehr-mlp, ehr-mlp-small")
+    p.add_argument("name", metavar="NAME", help="a search space: " + ", ".join(known_spaces()))
     p.set_defaults(func=_cmd_space_show)
 
     p = space_sub.add_parser("params", help="parameter count of every units x layers cell (nothing is trained)")

@@ -136,7 +136,7 @@ def format_by_choice(trials: list[dict[str, Any]], label: str = "leads") -> str:
         t = best[value]
         flops = t.get("flops_per_record")
         lines.append(f"  {label} {value}: metric {trial_metric(t):.4f}  {_num(flops and flops / 1e6, '.2f')} "
-                     f"MFLOPs/record  {t.get('params')} params  {t.get('phase')} step {t.get('step')}")
+                     f"MFLOPs per 30 s record  {t.get('params')} params  {t.get('phase')} step {t.get('step')}")
     return "\n".join(lines)
 
 
