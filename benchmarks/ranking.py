@@ -98,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="BatchNorm statistics a child is scored with (SharedTrainingConfig.bn)")
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--supernet-seed", type=int, default=None,
+                    help="seed of the supernets' weights and sampled paths (default --seed); the split, the "
+                         "children and their standalone seeds stay those of --seed")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: the GPU when there is one (supernets and standalone children alike)")
     ap.add_argument("--data-workers", type=int, default=1)
@@ -242,10 +245,12 @@ def main(argv=None) -> dict:
 def train_and_score(args, rule, space_def, space, ctx, device, children, val_idx) -> tuple[list, list, dict]:
     """One supernet trained with ``rule`` for ``--minutes`` (the same seed for every rule), then every child
     scored with it: (supernet F1 per child, one-class flags, what the training did)."""
-    torch.manual_seed(args.seed)
-    runner = LocalRunner(space_def, ctx, SharedTrainingConfig(bn=args.bn, rule=rule, shrink_steps=args.shrink_steps), device, args.seed)
+    seed = args.seed if args.supernet_seed is None else args.supernet_seed
+    torch.manual_seed(seed)
+    shared = SharedTrainingConfig(bn=args.bn, rule=rule, shrink_steps=args.shrink_steps)
+    runner = LocalRunner(space_def, ctx, shared, device, seed)
     runner.set_measurement(MeasureConfig(latency=LatencyConfig(enabled=False)))  # latency: not what is ranked
-    rng = np.random.default_rng(args.seed + 1)
+    rng = np.random.default_rng(seed + 1)
     # on a shared CPU the wall clock gives a rule whatever the other jobs leave; CPU time gives each the same work
     clock = time.process_time if (args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")) \
         else time.monotonic
