@@ -36,7 +36,18 @@ def rule_setup(folder, cache, rule):
 
 
 def emulate(folder, cache, rule, workers=2):
-    """Synchronous data-parallel training done by hand in one process: the reference for both backends."""
+    """Synchronous data-parallel training done by hand in one process: the reference for both backends. One torch
+    thread, as each Ray worker and MPI rank uses: a convolution summed over two threads rounds differently, and the
+    comparison is exact."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _emulate(folder, cache, rule, workers)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _emulate(folder, cache, rule, workers):
     space_def, ctx, shared, samples = rule_setup(folder, cache, rule)
     torch.manual_seed(0)
     runners = [LocalRunner(space_def, ctx, shared, torch.device("cpu"), worker_seed(0, k), worker=k)

@@ -167,7 +167,7 @@ def load_table(path: Path, schema: dict[str, Any], source: str, cache_root: Path
 
 def fit_on_training(dataset: EHRDataset, train_idx: np.ndarray, cache_root: Path | None = None) -> EHRDataset:
     """``dataset`` re-encoded with an encoder fitted on ``train_idx`` only (cached); other datasets unchanged."""
-    if dataset.table is None:
+    if getattr(dataset, "table", None) is None:  # ECG records and plain EHR matrices carry no table
         return dataset
     train_idx = np.sort(np.asarray(train_idx, dtype=np.int64))
     rows_key = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
@@ -190,7 +190,7 @@ def fit_on_training(dataset: EHRDataset, train_idx: np.ndarray, cache_root: Path
 def reencode(dataset: EHRDataset, encoder: dict[str, Any]) -> EHRDataset:
     """``dataset``'s rows under a model's ``encoder`` (its schema, vocabularies, count statistics and classes)."""
     check_encoder(encoder, "encoder.json")
-    if dataset.table is None:
+    if getattr(dataset, "table", None) is None:  # ECG records and plain EHR matrices carry no table
         raise DataError(dataset.source, "the model was trained on a clinical table; give it a diabetes130: or "
                                         "table: data spec")
     table = TableSource(dataset.table.path, encoder["schema"])
