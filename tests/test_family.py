@@ -18,7 +18,8 @@ TARGETS = (6e6, 20e6)  # FLOPs per 30 s record: the tiny space's children span ~
 @pytest.fixture(scope="module")
 def family_run(tiny_data, tmp_path_factory):  # noqa: F811
     run = tmp_path_factory.mktemp("family") / "run"
-    config = tiny_config(family=FamilyConfig(flops_targets=TARGETS, children=4, children_per_step=2, rescored=2))
+    config = tiny_config(budget_epochs=1, derive_children=1,
+                         family=FamilyConfig(flops_targets=TARGETS, children=2, children_per_step=2, rescored=2))
     n2nas.search(tiny_data, config, out=run)
     return run
 

@@ -79,17 +79,40 @@ def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
     return sample, least
 
 
+def _next_cheaper_option(sample: dict[str, Any], d, costs) -> dict[str, Any] | None:
+    """``sample`` with decision ``d`` one step cheaper: the most expensive of its options that cost less than the
+    current one (None when none does)."""
+    now = costs.of(sample)["flops_per_record"]
+    best, most = None, -1.0
+    for option in d.options:
+        trial = {**sample, d.label: option}
+        try:
+            flops = costs.of(trial)["flops_per_record"]
+        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others (e.g. too short)
+            continue
+        if most < flops < now:
+            best, most = trial, flops
+    return best
+
+
 def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator) -> dict[str, Any] | None:
-    """A child beyond ``reward``'s hard limits made feasible by setting its decisions, in random order, to their
-    cheapest options until it fits (OFA's search under a constraint likewise only keeps children that fit); None
-    when even all of them do not. Under a tight target most sampled children break the limit, and a controller
+    """A child beyond ``reward``'s hard limits made feasible one step at a time: rounds over its decisions in random
+    order, each moved to its next cheaper option, until it fits, so that it stays as close to the limit as the
+    steps allow (OFA's search under a constraint likewise only keeps children that fit); None when even the
+    cheapest options do not fit. Under a tight target most sampled children break the limit, and a controller
     that only saw their zero rewards would need thousands of draws to learn where the feasible children are."""
     decisions = _cost_decisions(space)
-    for i in rng.permutation(len(decisions)):
-        if not limits_broken(reward, costs.of(sample)):
-            return sample
-        sample, _ = _cheapest_option(sample, decisions[i], costs)
-    return None if limits_broken(reward, costs.of(sample)) else sample
+    while limits_broken(reward, costs.of(sample)):
+        moved = False
+        for i in rng.permutation(len(decisions)):
+            cheaper = _next_cheaper_option(sample, decisions[i], costs)
+            if cheaper is not None:
+                sample, moved = cheaper, True
+                if not limits_broken(reward, costs.of(sample)):
+                    return sample
+        if not moved:
+            return None
+    return sample
 
 
 def check_targets(targets, space, costs, space_name: str, option: str = "--flops-targets") -> None:
