@@ -54,18 +54,22 @@ def _cost_decisions(space) -> list:
             and hasattr(d, "options")]
 
 
-def _cheapest_option(sample: dict[str, Any], d, costs) -> tuple[dict[str, Any], float]:
-    """``sample`` with decision ``d`` set to its cheapest option, and that child's FLOPs per record."""
-    best, least = sample, costs.of(sample)["flops_per_record"]
+def _option_costs(sample: dict[str, Any], d, costs) -> list[tuple[dict[str, Any], float]]:
+    """``(sample with decision d set to the option, its FLOPs per record)`` for every option valid with the others."""
+    out = []
     for option in d.options:
         trial = {**sample, d.label: option}
         try:
-            flops = costs.of(trial)["flops_per_record"]
+            out.append((trial, float(costs.of(trial)["flops_per_record"])))
         except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others (e.g. too short)
             continue
-        if flops < least:
-            best, least = trial, flops
-    return best, float(least)
+    return out
+
+
+def _cheapest_option(sample: dict[str, Any], d, costs) -> tuple[dict[str, Any], float]:
+    """``sample`` with decision ``d`` set to its cheapest option, and that child's FLOPs per record."""
+    now = (sample, float(costs.of(sample)["flops_per_record"]))
+    return min([now, *_option_costs(sample, d, costs)], key=lambda pair: pair[1])
 
 
 def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
@@ -83,16 +87,8 @@ def _next_cheaper_option(sample: dict[str, Any], d, costs) -> dict[str, Any] | N
     """``sample`` with decision ``d`` one step cheaper: the most expensive of its options that cost less than the
     current one (None when none does)."""
     now = costs.of(sample)["flops_per_record"]
-    best, most = None, -1.0
-    for option in d.options:
-        trial = {**sample, d.label: option}
-        try:
-            flops = costs.of(trial)["flops_per_record"]
-        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others (e.g. too short)
-            continue
-        if most < flops < now:
-            best, most = trial, flops
-    return best
+    cheaper = [pair for pair in _option_costs(sample, d, costs) if pair[1] < now]
+    return max(cheaper, key=lambda pair: pair[1])[0] if cheaper else None
 
 
 def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator) -> dict[str, Any] | None:
