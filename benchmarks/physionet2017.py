@@ -13,7 +13,10 @@ touched once per model, at the end. Rows:
 - ``random search``: the same search with ``--controller random`` and the same budget;
 - ``plain-cnn``: the hand-designed 6-layer CNN of ``ecg-small`` (:func:`search_spaces.ecg.plain_cnn_sample`);
 - ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``);
-- ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search).
+- ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search);
+- with a family (``--preset cpu-3h``, or ``--flops-targets``): every member of each search's ``RUN/family/``, once
+  with its inherited weights as the search wrote it (no training: ``search 0.33G inherited``) and once retrained
+  from scratch with the same recipe as every other row (``search 0.33G retrained``).
 
 ``--retrain-seeds`` retrains every row once per seed (initialisation, batch order and the validation split inside
 dev; the dev / test split stays ``--seed``'s). One retraining of these nets varies by about as much as the gaps
@@ -105,8 +108,23 @@ def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: in
     t0 = time.monotonic()
     # both searches write to one stderr side by side: the label tells their lines apart
     result = n2nas.search(dev, cfg, out=out, progress=f"search[{cfg.controller}]")
+    family = Path(out) / "family" / "family.json"
     return {"minutes": (time.monotonic() - t0) / 60, "trials": result.trials,
-            "best": result.best(1)[0].to_json()}
+            "best": result.best(1)[0].to_json(),
+            "family": json.loads(family.read_text())["members"] if family.exists() else []}
+
+
+def _inherited_job(folder: str, seed: int, member: dict, threads: int) -> dict:
+    """A family member as the search wrote it (inherited weights, no training), scored once on the test records."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev, test = _dev_and_test(folder, seed)
+    pipeline = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json")
+    probs, y = predict(member["model_dir"], test)
+    return {"summary": {"epochs_run": 0, "validation": {"cinc2017_f1": member["val_metric"]}}, "minutes": 0.0,
+            "test": evaluate_predictions(probs, y, test.classes, test.multilabel), "test_pred": probs.argmax(1),
+            "test_y": y, "n_dev": len(dev), "n_test": len(test), "cost": cost(pipeline, 1)}
 
 
 def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> dict:
@@ -145,7 +163,7 @@ def print_paired_gaps(done: dict, reference: str = "plain-cnn") -> None:
     for name, row in done.items():
         if name != reference:
             gap = paired_bootstrap(seed_mean_f1, row["test_pred"], ref["test_pred"], ref["test_y"])
-            print(f"  {name:<16} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
+            print(f"  {name:<24} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
 
 
 def by_row(done: dict) -> dict:
@@ -187,6 +205,8 @@ def main() -> None:
                     help="hard FLOPs limit per 30 s record: larger children are infeasible (default: none)")
     ap.add_argument("--schedule", default=RetrainConfig.schedule, choices=["plateau", "budget"],
                     help=f"lr schedule of every retraining (RetrainConfig.schedule, default {RetrainConfig.schedule})")
+    ap.add_argument("--flops-targets", default=None, metavar="F1,F2,...",
+                    help="family targets, FLOPs per 30 s record (default: the preset's; cpu-3h: 0.05e9,0.1e9,0.33e9,1e9)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
@@ -224,6 +244,9 @@ def main() -> None:
                "fixed": parse_fixed(args.fix)}
     if args.space:
         changes["space"] = args.space
+    if args.flops_targets:
+        changes["family"] = dataclasses.replace(base.family, flops_targets=tuple(
+            float(v) for v in args.flops_targets.split(",")))
     reward_changes = {name: value for name, value in (("flops_weight", args.flops_weight),
                                                       ("flops_target", args.flops_target),
                                                       ("max_flops", args.max_flops)) if value is not None}
@@ -254,9 +277,15 @@ def main() -> None:
     def folder(name: str, seed: int) -> str:
         return str(work / (name.replace(" ", "-") + (f"-s{seed}" if len(seeds) > 1 else "")))
 
+    members = {f"{row} {m['name'].removeprefix('flops-')}": m for row, found in searches.items()
+               for m in found["family"]}
+    contenders.update({f"{name} retrained": n2nas.load_pipeline(Path(m["model_dir"]) / "pipeline.json").to_json()
+                       for name, m in members.items()})
     jobs = {(name, s): (_retrain_job, (args.folder, args.seed, pipeline, folder(name, s),
                                        dataclasses.replace(retrain_cfg, seed=s)))
             for s in seeds for name, pipeline in contenders.items()}
+    jobs.update({(f"{name} inherited", s): (_inherited_job, (args.folder, args.seed, m))
+                 for s in seeds for name, m in members.items()})
     # side by side: every row at once as before, or --parallel jobs when that is more (several seeds)
     side_by_side = 1 if args.parallel <= 1 else min(len(jobs), max(args.parallel, len(contenders)))
     done = _run_all(jobs, side_by_side, args.threads)
@@ -267,21 +296,26 @@ def main() -> None:
     for row, found in searches.items():
         print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
               f"preset {args.preset}")
-    print(f"{'pipeline':<16} {'params':>10} {'GFLOP/30s':>9} {'train min':>9} {'epochs':>6} {'val F1':>7} "
+    print(f"{'pipeline':<24} {'params':>10} {'GFLOP/30s':>9} {'train min':>9} {'epochs':>6} {'val F1':>7} "
           f"{'test F1':>8} {'F1 N':>5} {'F1 A':>5} {'F1 O':>5} {'F1 ~':>5} {'AUROC':>6}")
     for (name, seed), row in done.items():
         s, f1, (params, gflops) = row["test"], row["test"]["f1"], row["cost"]
         label = name if len(seeds) == 1 else f"{name} s{seed}"
-        print(f"{label:<16} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
+        print(f"{label:<24} {params:>10} {gflops:>9.3f} {row['minutes']:>9.1f} {row['summary']['epochs_run']:>6} "
               f"{row['summary']['validation']['cinc2017_f1']:>7.3f} {s['cinc2017_f1']:>8.3f} {f1['N']:>5.3f} "
               f"{f1['A']:>5.3f} {f1['O']:>5.3f} {(f1['~'] or 0):>5.3f} {s['macro_auroc']:>6.3f}")
     rows = by_row(done)
     if len(seeds) > 1:
         print(f"test CinC F1 over {len(seeds)} retrain seeds:")
         for name, row in rows.items():
-            print(f"  {name:<16} mean {np.mean(row['f1']):.3f}  sd {np.std(row['f1'], ddof=1):.3f}  "
+            print(f"  {name:<24} mean {np.mean(row['f1']):.3f}  sd {np.std(row['f1'], ddof=1):.3f}  "
                   f"min {min(row['f1']):.3f}  max {max(row['f1']):.3f}")
     print_paired_gaps(rows)
+    for name in members:  # the issue's aim: inherited weights within 0.01 of the same net trained from scratch
+        inherited, retrained = rows[f"{name} inherited"], rows[f"{name} retrained"]
+        gap = paired_bootstrap(seed_mean_f1, inherited["test_pred"], retrained["test_pred"], retrained["test_y"])
+        print(f"{name}: inherited minus retrained test CinC F1 {gap['difference']:+.3f} "
+              f"[{gap['low']:+.3f}, {gap['high']:+.3f}]")
     for row, found in searches.items():
         print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
         print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")

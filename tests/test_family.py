@@ -69,3 +69,31 @@ def test_bad_targets_and_run_folders_are_one_line_errors(family_run, tiny_data, 
         assert main(["derive", str(run), "--max-flops", "1e7", "--out", str(tmp_path / "m")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(run) in err
+
+
+def test_a_search_killed_while_writing_its_family_resumes_and_keeps_what_it_wrote(tiny_data, tmp_path,  # noqa: F811
+                                                                                   monkeypatch):
+    import n2nas.searching.family as family
+
+    config = tiny_config(budget_epochs=1, derive_children=1,
+                         family=FamilyConfig(flops_targets=TARGETS, children=2, children_per_step=2, rescored=2))
+    run, written = tmp_path / "run", []
+    original = family.write_member
+
+    def dies_on_the_second(*args, **kw):
+        if written:
+            raise KeyboardInterrupt  # as a kill between two members
+        written.append(original(*args, **kw))
+        return written[-1]
+
+    monkeypatch.setattr(family, "write_member", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        n2nas.search(tiny_data, config, out=run)
+    first = json.loads((run / "family" / "family.json").read_text())["members"]
+    assert first == written
+    monkeypatch.setattr(family, "write_member", original)
+    n2nas.search(tiny_data, config, out=run, resume=True)
+    members = json.loads((run / "family" / "family.json").read_text())["members"]
+    assert [m["flops_target"] for m in members] == list(TARGETS) and first[0] in members  # kept as written
+    steps = [json.loads(x)["step"] for x in (run / "trials.jsonl").read_text().splitlines()]
+    assert steps == list(range(len(steps)))  # no trial lost or scored twice
