@@ -186,7 +186,7 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
     import importlib.util
     from pathlib import Path
 
-    from n2nas.metrics import macro_auroc
+    from n2nas.metrics import macro_auroc, macro_auroc_ranks
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "ptbxl.py"
     spec = importlib.util.spec_from_file_location("ptbxl_benchmark", script)
@@ -200,6 +200,9 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
         return {"probs": probs, "y": y, "test": {"macro_auroc": macro_auroc(y, probs)}}
 
     done = {"n2nas search": row(0.9), "plain-cnn-12": row(0.2), "resnet-12": row(0.6)}
+    tied = np.round(done["resnet-12"]["probs"], 1)  # the bootstrap's rank-based AUROC equals scikit-learn's, ties too
+    assert macro_auroc_ranks(y, tied) == pytest.approx(macro_auroc(y, tied))
+    assert macro_auroc_ranks(y[:, :1] * 0, tied[:, :1]) != macro_auroc_ranks(y[:, :1] * 0, tied[:, :1])  # NaN
     bench.print_gaps(done)
     out = capsys.readouterr().out
     assert "minus resnet-12's" in out
