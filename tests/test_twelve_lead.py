@@ -175,6 +175,19 @@ def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp
         evaluate(out, load_wfdb_csv(tmp_path / "one", one))
 
 
+def test_the_residual_12lead_space_defaults_to_resnet_12s_network_and_still_searches_it():
+    from search_spaces.ecg import fixed_pipelines
+
+    space = get_space("ecg-12lead-resnet").space
+    default, resnet = space.default_sample(), fixed_pipelines()["resnet-12"]["sample"]
+    layers = [k for k in resnet if k.startswith("layer")]
+    assert {k: tuple(default[k]) if k.endswith("skip") else default[k] for k in layers} == \
+        {k: tuple(resnet[k]) if k.endswith("skip") else resnet[k] for k in layers}
+    assert "layer3/skip" in {t.label for t in space.tokens}  # a default, not a pin
+    assert space.pinned({"fs": 50}).default_sample()["layer3/skip"] == (0, 1, 0)
+    assert get_space("ecg-12lead").space.default_sample()["layer3/skip"] == (0, 0, 0)
+
+
 def test_the_progress_line_names_the_metric():
     from n2nas.searching.progress import ProgressState, format_status
 
