@@ -37,7 +37,8 @@ from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, q
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.artifacts import NORM_FILE, stats_from_json  # noqa: E402
-from n2nas.retrain import RetrainConfig, evaluate, retrain  # noqa: E402
+from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.evaluation import evaluate  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402

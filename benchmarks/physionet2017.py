@@ -50,7 +50,8 @@ from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.measure.cost import RECORD_SECONDS, pipeline_cost  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  # noqa: E402
-from n2nas.retrain import RetrainConfig, predict, retrain  # noqa: E402
+from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.evaluation import predict  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
 from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
 from n2nas.searching.screen import ScreenConfig  # noqa: E402

@@ -42,7 +42,8 @@ from n2nas.data.splits import split_by_header  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.measure.cost import pipeline_cost  # noqa: E402
 from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
-from n2nas.retrain import RetrainConfig, load_thresholds, predict, retrain  # noqa: E402
+from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.evaluation import load_thresholds, predict  # noqa: E402
 from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402

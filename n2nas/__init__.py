@@ -1,7 +1,8 @@
 """n2nas: pipeline and architecture search for medical signals.
 
 Python API: :func:`search`, :class:`SearchConfig`, :func:`load_dataset`, :func:`load_pipeline`, :func:`build_model`;
-retraining and evaluation live in :mod:`n2nas.retrain` (``retrain``, ``evaluate``, ``RetrainConfig``). The search
+retraining lives in :mod:`n2nas.retrain` (``retrain``, ``RetrainConfig``), scoring a model folder in
+:mod:`n2nas.evaluation` (``evaluate``, ``predict``). The search
 stage is the package ``n2nas.searching`` (not ``n2nas.search``) so that ``n2nas.search`` stays this function; for the
 same reason there is no ``n2nas.retrain`` function: importing the ``n2nas.retrain`` module would replace it. This
 facade is the top layer (ARCHITECTURE.md): it imports lazily, and no module of the library imports it.

@@ -101,6 +101,8 @@ def load_model_dir(folder: str | Path) -> tuple[Pipeline, nn.Module]:
 
 
 NORM_FILE = "normalisation.json"  # a model folder's global normalisation statistics (null: per-record norms)
+ENCODER_FILE = "encoder.json"  # a clinical table's encoder, fitted on the training rows (n2nas.data.table)
+THRESHOLDS_FILE = "thresholds.json"  # multi-label: per-class decision thresholds chosen on the validation split
 
 
 def stats_json(stats) -> dict[str, Any] | None:

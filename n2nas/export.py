@@ -51,7 +51,7 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     pre = space_def.preprocess_config(pipeline.sample)
     window = space_def.window_config(pipeline.sample)
     norm_file = model_dir / "normalisation.json"
-    from n2nas.retrain import THRESHOLDS_FILE
+    from n2nas.artifacts import THRESHOLDS_FILE
 
     thresholds_file = model_dir / THRESHOLDS_FILE
     thresholds = json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else None

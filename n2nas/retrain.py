@@ -13,22 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import (MODEL_WEIGHTS, NORM_FILE, build_model, load_model_dir, save_model_dir, stats_from_json,
+from n2nas.artifacts import (ENCODER_FILE, MODEL_WEIGHTS, NORM_FILE, THRESHOLDS_FILE, build_model, save_model_dir,
                              stats_json)
 from n2nas.compress.prune import Pruner, PruneConfig, pack_state, state_bytes
-from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, is_quantized, prepare_qat, set_qat_phase
+from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, prepare_qat, set_qat_phase
 from n2nas.data.record import Dataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.errors import ConfigError, DataError
+from n2nas.evaluation import check_classes, check_leads
 from n2nas.metrics import choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 from n2nas.train.averaging import check_ema_decay, weight_average
 from n2nas.train.parallel import DistContext, scaled_lr
-from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records, targets_of
+from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records
 
-ENCODER_FILE = "encoder.json"  # a clinical table's encoder, fitted on the training rows (n2nas.data.table)
-THRESHOLDS_FILE = "thresholds.json"  # multi-label: per-class decision thresholds chosen on the validation split
 
 
 SCHEDULES = ("plateau", "budget")
@@ -116,8 +115,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     out = Path(out)
     space_def = get_space(pipeline.space)
     sample = pipeline.sample
-    _check_classes(pipeline, dataset)
-    _check_leads(pipeline, dataset, space_def)
+    check_classes(pipeline, dataset)
+    check_leads(pipeline, dataset, space_def)
     split = stratified_split(dataset, val=config.val_fraction,
                              seed=config.seed if config.split_seed is None else config.split_seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
@@ -259,7 +258,7 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
 
     if config.workers > 1 or config.prune is not None or config.qat is not None or config.norm != "batch":
         raise ConfigError("--workers", "EHR pipelines retrain in one process without pruning, QAT or --norm")
-    _check_classes(pipeline, dataset)
+    check_classes(pipeline, dataset)
     split = stratified_split(dataset, val=config.val_fraction,
                              seed=config.seed if config.split_seed is None else config.split_seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
@@ -328,89 +327,6 @@ def _size_report(out: Path, model, pruned: bool) -> dict[str, Any]:
                                                 "nonzero_weights", "params", "per_layer")})
         report["dense_bytes"] = state_bytes({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return report
-
-
-def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", model=None) -> dict[str, Any]:
-    """Score a trained model on every record of ``dataset`` (multi-crop over whole records); ``model``
-    replaces the folder's network (e.g. a post-training quantized copy) while its pipeline and
-    normalisation still come from ``model_dir``."""
-    p, y = predict(model_dir, dataset, device, model)
-    return evaluate_predictions(p, y, dataset.classes, dataset.multilabel, load_thresholds(model_dir))
-
-
-def load_thresholds(model_dir: str | Path):
-    """The per-class decision thresholds kept in a multi-label model folder (0.5 for folders without them)."""
-    path = Path(model_dir) / THRESHOLDS_FILE
-    if not path.is_file():
-        return 0.5
-    try:
-        return np.asarray(json.loads(path.read_text())["thresholds"], dtype=np.float64)
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(path, f"not a thresholds file ({err})") from None
-
-
-def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
-            model=None) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities, targets)`` of a trained model on every record of ``dataset``, as :func:`evaluate` scores
-    them (targets: class indices, or 0/1 rows for multi-label data)."""
-    from n2nas.data.cache import prepare
-    from n2nas.data.spec import default_cache_root
-    from n2nas.train.primitives import PipelineData
-    from search_spaces import get_space
-
-    pipeline, loaded = load_model_dir(model_dir)
-    model = loaded if model is None else model
-    if not hasattr(dataset, "records"):
-        return _predict_ehr(Path(model_dir), pipeline, model, dataset, device)
-    _check_classes(pipeline, dataset)
-    space_def = get_space(pipeline.space)
-    _check_leads(pipeline, dataset, space_def)
-    prepared = prepare(dataset, space_def.preprocess_config(pipeline.sample),
-                       cache_dir=default_cache_root() / "prepared")
-    stats = stats_from_json(json.loads((Path(model_dir) / NORM_FILE).read_text()))
-    data = PipelineData(prepared, targets_of(dataset), space_def.window_config(pipeline.sample), stats)
-    dev = torch.device("cpu") if is_quantized(model) else pick_device(device)  # int8 kernels: CPU only
-    probs = predict_records(model.to(dev), data, np.arange(len(dataset)), dataset.multilabel, dev)
-    return metric_inputs(probs, data.targets, dataset.multilabel)
-
-
-def _predict_ehr(model_dir: Path, pipeline: Pipeline, model, dataset, device: str):
-    """EHR rows: a clinical table is re-encoded with the model folder's ``encoder.json`` first."""
-    from n2nas.data.table import reencode
-    from n2nas.train.ehr import predict_rows
-
-    encoder_path = model_dir / ENCODER_FILE
-    if encoder_path.is_file():
-        dataset = reencode(dataset, json.loads(encoder_path.read_text()))
-    _check_classes(pipeline, dataset)
-    if dataset.n_features != int(pipeline.data.get("n_inputs", dataset.n_features)):
-        raise DataError(dataset.source, f"{dataset.n_features} feature columns, the model takes "
-                                        f"{pipeline.data['n_inputs']}")
-    dev = pick_device(device)
-    probs = predict_rows(model.to(dev), dataset, np.arange(len(dataset)), dataset.multilabel, dev)
-    return metric_inputs(probs, dataset.label_matrix().astype(np.float32), dataset.multilabel)
-
-
-def _check_classes(pipeline: Pipeline, dataset: Dataset) -> None:
-    trained = pipeline.data.get("classes")
-    if trained is not None and list(trained) != list(dataset.classes):
-        raise DataError(dataset.source, f"classes {list(dataset.classes)} differ from the model's {list(trained)}")
-
-
-def _check_leads(pipeline: Pipeline, dataset: Dataset, space_def) -> None:
-    """Records must carry the leads the model reads: a missing lead is an error naming the record, never a
-    silent zero channel."""
-    if not hasattr(dataset, "records"):
-        return
-    need = int(pipeline.data.get("n_leads") or 0)
-    for record in dataset.records:
-        if need and record.signal.shape[0] != need:
-            where = (record.meta.get("files") or [record.id])[0] if record.meta else record.id
-            raise DataError(where, f"record {record.id} has {record.signal.shape[0]} lead(s) "
-                                   f"({', '.join(record.leads)}); this model takes {need}")
-    check = getattr(space_def, "check_records", None)
-    if check is not None:
-        check(dataset)
 
 
 def _metric_name(dataset: Dataset) -> str:

@@ -19,11 +19,11 @@ def main() -> int:
     if MPI.COMM_WORLD.Get_rank() == fail_rank and fail_after >= 0:
         original, calls = LocalRunner.child_gradient, []
 
-        def failing(self, sample):
+        def failing(self, sample, rule=None):
             calls.append(1)
             if len(calls) > fail_after:
                 raise RuntimeError(f"injected failure on rank {fail_rank}")
-            return original(self, sample)
+            return original(self, sample, rule)
 
         LocalRunner.child_gradient = failing
     runner = RunnerConfig(backend="mpi", workers=MPI.COMM_WORLD.Get_size(), mpi_mode=mode, weighting=2.0)

@@ -13,7 +13,8 @@ from n2nas.compress.prune import (PruneConfig, Pruner, layer_amounts, pack_state
                                   state_bytes, unpack_state)
 from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static
 from n2nas.data.readers import load_physionet2017
-from n2nas.retrain import RetrainConfig, evaluate, retrain
+from n2nas.retrain import RetrainConfig, retrain
+from n2nas.evaluation import evaluate
 from n2nas.space import Pipeline
 from search_spaces import get_space
 from tests.conftest import copy_sample_records

@@ -89,8 +89,9 @@ def test_the_rules_train_different_weights(references):
     assert int(references["progressive"]["shrink_steps_done"]) == 2  # one step per round, replicas averaged
 
 
-@pytest.mark.parametrize("rule", ["sandwich", "progressive"])
-def test_two_ray_workers_train_the_rule_like_the_local_runner(ray_session, folder, references, rule):
+@pytest.mark.parametrize("rule, override", [("sandwich", None), ("progressive", None), ("sandwich", "uniform")])
+def test_two_ray_workers_train_the_rule_like_the_local_runner(ray_session, folder, references, rule, override):
+    """The configured rule, or the rule a call asks for (a screen or the finals train their child alone)."""
     from n2nas.runners import RunnerConfig
     from n2nas.runners.ray import RayRunner
 
@@ -98,11 +99,11 @@ def test_two_ray_workers_train_the_rule_like_the_local_runner(ray_session, folde
     torch.manual_seed(0)
     runner = RayRunner(RunnerConfig(backend="ray", workers=2), space_def, ctx, shared, torch.device("cpu"), 0)
     try:
-        stats = runner.train_shared(samples)
+        stats = runner.train_shared(samples, override)
     finally:
         runner.close()
     assert stats["shared_failed"] == 0
-    assert _same(runner.replica.supernet.state_dict(), references[rule])
+    assert _same(runner.replica.supernet.state_dict(), references[override or rule])
 
 
 @pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec (the mpich wheel) is not installed")

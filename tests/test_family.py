@@ -25,7 +25,7 @@ def family_run(tiny_data, tmp_path_factory):  # noqa: F811
 
 
 def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, tiny_data):  # noqa: F811
-    from n2nas.retrain import evaluate
+    from n2nas.evaluation import evaluate
 
     members = json.loads((family_run / "family" / "family.json").read_text())["members"]
     assert [m["flops_target"] for m in members] == list(TARGETS)

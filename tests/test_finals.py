@@ -70,9 +70,9 @@ def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=Non
     monkeypatch.setattr("n2nas.searching.screen.time", SimpleNamespace(monotonic=lambda: clock["t"]))
 
     class TimedRunner(CountingRunner):
-        def train_shared(self, samples):
+        def train_shared(self, samples, rule=None):
             clock["t"] += sum((step_s or {}).get(s["window"], 1.0) for s in samples)
-            return super().train_shared(samples)
+            return super().train_shared(samples, rule)
 
     runner = TimedRunner()
     scores = {"a": 0.4, "b": 0.7, "c": 0.5}

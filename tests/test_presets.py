@@ -42,3 +42,19 @@ def test_the_help_names_every_preset_with_its_budget(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for name in SEARCH_PRESETS:
         assert f"{name} = " in out, name
+
+
+def test_finals_option_turns_the_scratch_finals_on_or_off():
+    trained = cli_config("--preset", "cpu-3h", "--finals", "2").finals
+    assert (trained.children, trained.reference) == (2, True)
+    off = cli_config("--preset", "demo", "--finals", "0").finals
+    assert (off.children, off.reference) == (0, False)
+    assert cli_config("--preset", "demo").finals == SearchConfig.named("demo").finals
+
+
+def test_train_once_presets_search_the_residual_space_for_the_issue_budgets():
+    for name in ("cpu-3h", "gpu"):
+        config = SearchConfig.named(name)
+        assert config.space == "ecg-res"
+        assert {0.05e9, 0.1e9, 0.33e9} <= set(config.family.flops_targets)
+    assert SearchConfig.named("cpu-3h").budget_minutes <= 180

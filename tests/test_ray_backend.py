@@ -56,11 +56,11 @@ def test_killing_a_ray_worker_mid_search_loses_nothing(undisturbed, tiny_data, t
     calls, revived = [], []
     original = RayRunner.train_shared
 
-    def train_shared_with_a_casualty(self, samples):
+    def train_shared_with_a_casualty(self, samples, rule=None):
         calls.append(1)
         if len(calls) == 2:  # second epoch: worker 1 dies before the shared phase
             ray.kill(self.actors[1])
-        stats = original(self, samples)
+        stats = original(self, samples, rule)
         revived.append(stats["workers_revived"])
         return stats
 

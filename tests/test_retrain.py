@@ -14,7 +14,8 @@ import torch
 from n2nas.artifacts import build_model, load_model_dir, load_pipeline
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import ConfigError, DataError
-from n2nas.retrain import RetrainConfig, evaluate, retrain
+from n2nas.retrain import RetrainConfig, retrain
+from n2nas.evaluation import evaluate
 from n2nas.space import Pipeline
 from search_spaces import get_space
 from tests.conftest import copy_sample_records

@@ -74,8 +74,9 @@ class CountingRunner:
     def load_state_dict(self, state):
         self.current = dict(state["steps"])
 
-    def train_shared(self, samples):
+    def train_shared(self, samples, rule=None):
         assert not self.fail_on_train, "a resumed screen retrained a finished candidate"
+        assert rule == "uniform", "a screen candidate trains its own child alone, never a sandwich"
         key = samples[0]["window"]
         self.current[key] = self.current.get(key, 0) + len(samples)
         self.steps[key] += len(samples)
@@ -131,7 +132,7 @@ class DriftingRunner:
     def load_state_dict(self, state):
         self.w = state["supernet"]["w"].clone()
 
-    def train_shared(self, samples):
+    def train_shared(self, samples, rule=None):
         self.w += len(samples)
         return {"shared_loss": 1.0, "shared_failed": 0}
 

@@ -147,7 +147,8 @@ def test_records_without_the_leads_a_pipeline_needs_fail_by_name(tmp_path):
 
 def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp_path):
     from n2nas.export import preprocessing_spec
-    from n2nas.retrain import RetrainConfig, evaluate, retrain
+    from n2nas.retrain import RetrainConfig, retrain
+    from n2nas.evaluation import evaluate
     from search_spaces.ecg import fixed_pipelines
 
     folder, labels = twelve

@@ -58,6 +58,9 @@ def register(sub) -> None:
     p.add_argument("--screen", type=int, default=None, metavar="N",
                    help="stage one: N preprocessing candidates, each trained on its own weights, narrowed by "
                         "successive halving before weight sharing starts; 0 = off (default: the preset's, 9)")
+    p.add_argument("--finals", type=int, default=None, metavar="N",
+                   help="train the N best derived children and the space's default net from scratch to pick "
+                        "best_pipeline.json; 0 = the shared weights pick (default: the preset's; cpu-3h: 0)")
     p.add_argument("--quiet", action="store_true", help="no live progress line on stderr (the summary still prints)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object (run_dir, trials, best_reward, best_pipeline, best, "
@@ -90,6 +93,10 @@ def search_config(args: argparse.Namespace):
         if args.screen < 0:
             raise ConfigError("--screen", f"expected 0 (off) or a number of candidates, got {args.screen}")
         changes["screen"] = dataclasses.replace(base.screen, candidates=args.screen)
+    if args.finals is not None:
+        if args.finals < 0:
+            raise ConfigError("--finals", f"expected 0 (off) or a number of children, got {args.finals}")
+        changes["finals"] = dataclasses.replace(base.finals, children=args.finals, reference=args.finals > 0)
     if args.budget_minutes is not None:
         changes.update(budget_minutes=args.budget_minutes, budget_epochs=args.budget_epochs)
     elif args.budget_epochs is not None:

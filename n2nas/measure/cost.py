@@ -106,14 +106,15 @@ class ArchitectureCosts:
         """The architecture-and-input part of ``sample`` as a memo key."""
         return json.dumps({k: v for k, v in sample.items() if k not in self._training}, sort_keys=True, default=str)
 
-    def child(self, sample: dict[str, Any]):
-        """A fresh standalone child on the CPU and its batch-1 input shape (from the data when the space cannot
-        declare it). Its initialisation must not consume the global torch RNG: costs are memoised, so a resumed
-        search would otherwise draw different dropout masks."""
+    def child(self, sample: dict[str, Any], device: str = "cpu"):
+        """A fresh standalone child on ``device`` (``meta``: shapes only, nothing allocated or initialised) and its
+        batch-1 input shape (from the data when the space cannot declare it). Its initialisation must not consume
+        the global torch RNG: costs are memoised, so a resumed search would otherwise draw different dropout
+        masks."""
         import torch
 
         ds, sd = self.ctx.dataset, self.space_def
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.device(device):
             child = sd.build_child(sample, sd.input_size(ds), len(ds.classes))
         try:  # the shape the space declares needs no preprocessing run
             return child, (1,) + model_input_shape(sd, sample, sd.input_size(ds))
@@ -127,7 +128,8 @@ class ArchitectureCosts:
         key = self.key(sample)
         entry = self._memo.get(key)
         if entry is None:
-            child, shape = built or self.child(sample)
+            # counted on a meta child: building and initialising real weights cost more than the count itself
+            child, shape = built or self.child(sample, device="meta")
             entry = architecture_cost(self.space_def, sample, child, shape, self.space_def.input_size(self.ctx.dataset))
             self._memo[key] = entry
         return entry

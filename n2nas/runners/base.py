@@ -11,8 +11,10 @@ class Runner(abc.ABC):
     """Trains the shared weights and scores children; knows nothing of controllers or run folders."""
 
     @abc.abstractmethod
-    def train_shared(self, samples: list[dict[str, Any]]) -> dict[str, float]:
-        """One shared-weight step per sample (one sampled child per batch); returns loss statistics."""
+    def train_shared(self, samples: list[dict[str, Any]], rule: str | None = None) -> dict[str, float]:
+        """One shared-weight step per sample (one sampled child per batch); returns loss statistics. ``rule``
+        overrides the configured shared-training rule for these steps (``"uniform"``: each child trains alone,
+        as a screen candidate or a finalist on its own weights should)."""
 
     @abc.abstractmethod
     def score(self, samples: list[dict[str, Any]], records: np.ndarray, limits: bool = True) -> list[dict[str, Any]]:

@@ -142,11 +142,12 @@ class LocalRunner(Runner):
         sd = self.space_def
         return self.ctx.pipeline_data(sd.preprocess_config(sample), sd.window_config(sample))
 
-    def train_shared(self, samples):
-        """One optimizer step per sampled child; steps whose loss is not finite are skipped and counted."""
+    def train_shared(self, samples, rule=None):
+        """One optimizer step per sampled child (``rule`` overrides the configured one); steps whose loss is not
+        finite are skipped and counted."""
         losses, failed = [], 0
         for sample in samples:
-            loss = self.child_gradient(sample)
+            loss = self.child_gradient(sample, rule)
             if loss is None:
                 failed += 1
                 continue

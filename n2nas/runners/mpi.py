@@ -81,10 +81,10 @@ def _poll_recv(comm, source: int | None, tag: int) -> tuple[Any, int]:
     return comm.recv(source=src, tag=tag), src
 
 
-def _train_steps(replica, samples) -> tuple[list[float], int]:
+def _train_steps(replica, samples, rule=None) -> tuple[list[float], int]:
     losses, failed = [], 0
     for sample in samples:
-        loss = replica.child_gradient(sample)
+        loss = replica.child_gradient(sample, rule)
         if loss is None:
             failed += 1
         else:
@@ -93,7 +93,7 @@ def _train_steps(replica, samples) -> tuple[list[float], int]:
     return losses, failed
 
 
-def _sync_rounds(comm, replica, layout: FlatLayout, samples) -> tuple[list[float], int]:
+def _sync_rounds(comm, replica, layout: FlatLayout, samples, rule=None) -> tuple[list[float], int]:
     """Every rank runs this with the same ``samples``: one Allreduce per step, the same update everywhere."""
     from mpi4py import MPI
 
@@ -101,7 +101,7 @@ def _sync_rounds(comm, replica, layout: FlatLayout, samples) -> tuple[list[float
     losses, failed = [], 0
     for start in range(0, len(samples), size):
         chunk = samples[start:start + size]
-        loss = replica.child_gradient(chunk[rank]) if rank < len(chunk) else None
+        loss = replica.child_gradient(chunk[rank], rule) if rank < len(chunk) else None
         packed = layout.pack_step(loss)
         total = np.empty_like(packed)
         comm.Allreduce(packed, total, op=MPI.SUM)
@@ -126,9 +126,9 @@ def _async_worker(comm, replica, layout: FlatLayout, config) -> None:
         if msg[0] == "stop":
             layout.load_state_vector(msg[1])
             return
-        _, version, master, work = msg
+        _, version, master, work, rule = msg
         layout.load_state_vector(master)
-        losses, failed = _train_steps(replica, work)
+        losses, failed = _train_steps(replica, work, rule)
         converged = tracker.update(float(np.mean(losses)) if losses else None)
         comm.send((version, layout.state_vector(), losses, failed, converged), dest=0, tag=_RESULT)
 
@@ -180,15 +180,15 @@ class MpiRunner(Runner):
         self.replica.set_measurement(measure, reward, meter)
         self._send("measure", (measure, reward))
 
-    def train_shared(self, samples):
-        """One shared phase in the configured mode."""
+    def train_shared(self, samples, rule=None):
+        """One shared phase in the configured mode, every step trained with ``rule`` (None: the configured one)."""
         if self.config.mpi_mode == "async":
-            return self._train_async(samples)
-        self._send("train_sync", samples)
-        losses, failed = _sync_rounds(self.comm, self.replica, self.layout, samples)
+            return self._train_async(samples, rule)
+        self._send("train_sync", (samples, rule))
+        losses, failed = _sync_rounds(self.comm, self.replica, self.layout, samples, rule)
         return {"shared_loss": float(np.mean(losses)) if losses else math.nan, "shared_failed": failed}
 
-    def _train_async(self, samples):
+    def _train_async(self, samples, rule=None):
         c = self.config
         self._send("train_async")
         master = self.layout.state_vector()
@@ -198,7 +198,7 @@ class MpiRunner(Runner):
 
         def hand_out(k: int) -> None:
             work = [queue.popleft() for _ in range(min(c.async_steps, len(queue)))]
-            self.comm.send(("work", self.version, master, work), dest=k, tag=_WORK)
+            self.comm.send(("work", self.version, master, work, rule), dest=k, tag=_WORK)
             busy.add(k)
 
         for k in converged:
@@ -281,7 +281,7 @@ def serve(data) -> None:
             if command == "sync":
                 load_weights_and_optimizer(replica, payload)
             elif command == "train_sync":
-                _sync_rounds(comm, replica, layout, payload)
+                _sync_rounds(comm, replica, layout, *payload)
             elif command == "train_async":
                 _async_worker(comm, replica, layout, config)
             elif command == "score":

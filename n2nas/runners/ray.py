@@ -63,13 +63,14 @@ class RayWorker:
         self.synced = True
         return rng_state(self.runner)
 
-    def step(self, total: np.ndarray | None, sample: dict[str, Any] | None):
-        """Apply the previous round's summed step (if any), then this worker's contribution for ``sample``."""
+    def step(self, total: np.ndarray | None, sample: dict[str, Any] | None, rule: str | None = None):
+        """Apply the previous round's summed step (if any), then this worker's contribution for ``sample``
+        (trained with ``rule``, or the configured rule when None)."""
         if not self.synced:
             return _UNSYNCED
         if total is not None:
             self.layout.apply_step(self.runner, total)
-        loss = self.runner.child_gradient(sample) if sample is not None else None
+        loss = self.runner.child_gradient(sample, rule) if sample is not None else None
         return self.layout.pack_step(loss), rng_state(self.runner)
 
     def finish(self, total: np.ndarray | None):
@@ -173,15 +174,15 @@ class RayRunner(Runner):
         self._setup = {**self._setup, "measure": (measure, reward)}
         ray.get([a.set_measurement.remote(measure, reward) for a in self._actors])
 
-    def train_shared(self, samples):
-        """Synchronous data-parallel steps, ``W`` children per step (one per worker)."""
+    def train_shared(self, samples, rule=None):
+        """Synchronous data-parallel steps, ``W`` children per step (one per worker), each with ``rule``."""
         import ray
 
         w = len(self._actors)
         total_ref, losses, failed = None, [], 0
         for start in range(0, len(samples), w):
             chunk = samples[start:start + w]
-            out = self._run("step", {k: (total_ref, chunk[k] if k < len(chunk) else None) for k in range(w)})
+            out = self._run("step", {k: (total_ref, chunk[k] if k < len(chunk) else None, rule) for k in range(w)})
             total = np.sum(np.stack([out[k][0] for k in range(w)]), axis=0, dtype=np.float32)
             loss, n_ok = self.layout.apply_step(self.replica, total)
             failed += len(chunk) - n_ok

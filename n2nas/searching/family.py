@@ -66,46 +66,78 @@ def _option_costs(sample: dict[str, Any], d, costs) -> list[tuple[dict[str, Any]
     return out
 
 
-def _cheapest_option(sample: dict[str, Any], d, costs) -> tuple[dict[str, Any], float]:
-    """``sample`` with decision ``d`` set to its cheapest option, and that child's FLOPs per record."""
-    now = (sample, float(costs.of(sample)["flops_per_record"]))
-    return min([now, *_option_costs(sample, d, costs)], key=lambda pair: pair[1])
-
-
 def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
     """The cheapest child of the (pinned) ``space`` by FLOPs per record and those FLOPs: from the default sample,
-    each decision in turn takes its cheapest option (one pass; the FLOPs of these spaces grow with every width,
-    kernel, depth and rate, so the pass reaches the minimum)."""
+    each decision in turn takes the cheapest option of its ladder (:func:`option_ladders`) that is valid and no
+    dearer here (one pass; the FLOPs of these spaces grow with every width, kernel, depth and rate, so the pass
+    reaches the minimum)."""
     sample = space.default_sample()
     least = float(costs.of(sample)["flops_per_record"])
-    for d in _cost_decisions(space):
-        sample, least = _cheapest_option(sample, d, costs)
+    for label, ladder in option_ladders(space, costs).items():
+        for option, _ in ladder:
+            trial = {**sample, label: option}
+            try:
+                cost = float(costs.of(trial)["flops_per_record"])
+            except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others
+                continue
+            if cost <= least:
+                sample, least = trial, cost
+                break
     return sample, least
 
 
-def _next_cheaper_option(sample: dict[str, Any], d, costs) -> dict[str, Any] | None:
-    """``sample`` with decision ``d`` one step cheaper: the most expensive of its options that cost less than the
-    current one (None when none does)."""
-    now = costs.of(sample)["flops_per_record"]
-    cheaper = [pair for pair in _option_costs(sample, d, costs) if pair[1] < now]
-    return max(cheaper, key=lambda pair: pair[1])[0] if cheaper else None
+def option_ladders(space, costs) -> dict[str, list[tuple[Any, float]]]:
+    """Per cost decision, its options with the FLOPs per record of the default child taking each (cheapest first):
+    the order in which :func:`shrink_to_limit` steps a decision down. One count per option, memoised by ``costs``,
+    so that a shrink step costs one count instead of one per option."""
+    base = space.default_sample()
+    return {d.label: sorted(((option, cost) for trial, cost in _option_costs(base, d, costs)
+                             for option in [trial[d.label]]), key=lambda pair: pair[1])
+            for d in _cost_decisions(space)}
 
 
-def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator) -> dict[str, Any] | None:
+def _cheaper_options(sample: dict[str, Any], label: str, ladder: list[tuple[Any, float]]) -> list[Any]:
+    """The options of decision ``label`` below ``sample``'s on its ladder, dearest first (none at the bottom, or for
+    an option off the ladder)."""
+    now = next((cost for option, cost in ladder if option == sample.get(label)), None)
+    return [option for option, cost in reversed(ladder) if now is not None and cost < now]
+
+
+def _step_down(sample: dict[str, Any], cost: dict[str, Any], label: str, ladder, costs):
+    """``(sample, cost)`` with decision ``label`` at the dearest option below its own that makes *this* child
+    cheaper (the ladder's order holds for the default child; a step that does not pay here tries the next one
+    down), or None when none does."""
+    for option in _cheaper_options(sample, label, ladder):
+        trial = {**sample, label: option}
+        try:
+            trial_cost = costs.of(trial)
+        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others
+            continue
+        if trial_cost["flops_per_record"] < cost["flops_per_record"]:
+            return trial, trial_cost
+    return None
+
+
+def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator,
+                    ladders: dict[str, list[tuple[Any, float]]] | None = None) -> dict[str, Any] | None:
     """A child beyond ``reward``'s hard limits made feasible one step at a time: rounds over its decisions in random
-    order, each moved to its next cheaper option, until it fits, so that it stays as close to the limit as the
-    steps allow (OFA's search under a constraint likewise only keeps children that fit); None when even the
-    cheapest options do not fit. Under a tight target most sampled children break the limit, and a controller
-    that only saw their zero rewards would need thousands of draws to learn where the feasible children are."""
-    decisions = _cost_decisions(space)
-    while limits_broken(reward, costs.of(sample)):
+    order, each moved to its next cheaper option (:func:`option_ladders`), until it fits, so that it stays as close
+    to the limit as the steps allow (OFA's search under a constraint likewise only keeps children that fit); None
+    when no step is left and it still does not fit. Under a tight target most sampled children break the limit, and
+    a controller that only saw their zero rewards would need thousands of draws to learn where the feasible
+    children are."""
+    ladders = ladders if ladders is not None else option_ladders(space, costs)
+    labels = list(ladders)
+    cost = costs.of(sample)
+    while limits_broken(reward, cost):
         moved = False
-        for i in rng.permutation(len(decisions)):
-            cheaper = _next_cheaper_option(sample, decisions[i], costs)
-            if cheaper is not None:
-                sample, moved = cheaper, True
-                if not limits_broken(reward, costs.of(sample)):
-                    return sample
+        for i in rng.permutation(len(labels)):
+            step = _step_down(sample, cost, labels[i], ladders[labels[i]], costs)
+            if step is None:
+                continue
+            (sample, cost), moved = step, True
+            if not limits_broken(reward, cost):
+                return sample
         if not moved:
             return None
     return sample
@@ -130,12 +162,13 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
     the best rescored sample, or None when no feasible child was found."""
     limited = replace(reward, max_flops=target)
     rng = np.random.default_rng(int(target) % (2 ** 32))
+    ladders = option_ladders(space, costs)
     scored: list[tuple[float, int, dict[str, Any]]] = []
     draws = 0
     while len(scored) < family.children and draws < 4 * family.children:
         drawn = [space.decode(s) for s in controller.sample(family.children_per_step)]
         draws += len(drawn)
-        samples = [s for s in (shrink_to_limit(s, space, costs, limited, rng) for s in drawn) if s is not None]
+        samples = [s for s in (shrink_to_limit(s, space, costs, limited, rng, ladders) for s in drawn) if s is not None]
         if not samples:
             continue
         rewards = score(samples, "family", limited)

@@ -21,6 +21,11 @@ from n2nas.searching.screen import ScreenConfig
 from n2nas.space import Pipeline
 
 
+# the deployment budgets of the train-once presets, FLOPs per 30 s record: a wearable, a phone, a fifth of the
+# hand-designed residual net (1.63 GFLOPs), and the residual net's regime
+FAMILY_TARGETS = (0.05e9, 0.1e9, 0.33e9, 1.0e9)
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """What to search and how long. Budget: whichever of ``budget_minutes`` / ``budget_epochs`` ends first.
@@ -112,7 +117,9 @@ class SearchConfig:
         minutes, in which resnet-12 ran only 22 epochs beside three other retrains; a 10-min dev search without the
         limit picked a width-1.5 child of 2.8 GFLOPs (0.911 against the default child's 0.909 after 3 passes, a
         tie) that would train a fifth as many epochs there. 9 screen candidates: on this space one pass costs
-        ~15-25 s on a shared core, and 15 candidates filled the screen's share with the first rung alone."""
+        ~15-25 s on a shared core, and 15 candidates filled the screen's share with the first rung alone.
+        Measured (docs/12-lead.md, run 2, load 6-10): 0.912 fold-9 AUROC, below resnet-12's 0.934; the screen chose 6
+        limb leads and 10 s crops, so the result trained 7 epochs in its 15-min retrain."""
         return SearchConfig(space="ecg-12lead-resnet", budget_minutes=30.0, budget_epochs=None, reward_records=None,
                             controller_steps=2, children_per_step=1, warmup_scoring_every=4, derive_children=12,
                             derive_top=4, screen=ScreenConfig(candidates=9, keep=1 / 3),
@@ -120,10 +127,31 @@ class SearchConfig:
                             reward=RewardConfig(flops_weight=0.0, max_flops=1.0e9))
 
     @staticmethod
+    def cpu_3h() -> "SearchConfig":
+        """Train once, deploy many: a full PhysioNet-2017-sized data set, 3 hours on 2 CPU cores, space ecg-res, a
+        family of four members (0.05, 0.1, 0.33 and 1 GFLOP per 30 s record). The residual supernet trains with
+        the sandwich rule (largest, smallest and two random children a step, in-place distillation) for 165
+        minutes after the preprocessing screen (12 -> 4 -> 1 candidates, each training ecg-res's default net on
+        its own weights, alone); each member is then searched under its FLOPs limit on the shared weights alone
+        (48 children, the best 4 rescored on the whole validation split) and written with inherited,
+        BatchNorm-recalibrated weights, about 3-4 minutes per member. No finals: the shared weights rank the
+        children (``--finals 2`` trains the two best from scratch to decide ``best_pipeline.json``)."""
+        return SearchConfig(space="ecg-res", budget_minutes=165.0, budget_epochs=None, reward_records=400,
+                            controller_steps=2, children_per_step=2, warmup_scoring_every=4, derive_children=12,
+                            derive_top=4, screen=ScreenConfig(candidates=12, keep=1 / 3),
+                            finals=FinalsConfig(children=0, reference=False),
+                            family=FamilyConfig(flops_targets=FAMILY_TARGETS),
+                            reward=RewardConfig.accuracy_only())
+
+    @staticmethod
     def gpu() -> "SearchConfig":
-        """A full data set on one GPU, 60 minutes, the larger N2NAS-sized space ecg."""
-        return SearchConfig(space="ecg", budget_minutes=60.0, budget_epochs=None, reward_records=None,
-                            controller_steps=4, children_per_step=8, derive_children=24, derive_top=6, top_k=10)
+        """A full data set on one GPU, 60 minutes, space ecg-res with the same four-member family as cpu-3h. The
+        GPU trains the sandwich rule's four children a step fast enough to score 8 children per controller update;
+        the finals train the 3 best and ecg-res's default net from scratch."""
+        return SearchConfig(space="ecg-res", budget_minutes=60.0, budget_epochs=None, reward_records=None,
+                            controller_steps=4, children_per_step=8, derive_children=24, derive_top=6, top_k=10,
+                            family=FamilyConfig(flops_targets=FAMILY_TARGETS, children=96, children_per_step=8),
+                            device="cuda")
 
     @staticmethod
     def ehr_cpu() -> "SearchConfig":
@@ -151,8 +179,8 @@ def _no_budget() -> SearchConfig:
 
 
 # --preset name -> SearchConfig; the CLI's choices and help (each preset's first docstring line) read it
-SEARCH_PRESETS = {"demo": SearchConfig.demo, "cpu-hour": SearchConfig.cpu_hour, "12-lead": SearchConfig.twelve_lead,
-                  "gpu": SearchConfig.gpu, "ehr-cpu": SearchConfig.ehr_cpu, "default": _no_budget}
+SEARCH_PRESETS = {"demo": SearchConfig.demo, "cpu-hour": SearchConfig.cpu_hour, "cpu-3h": SearchConfig.cpu_3h,
+                  "12-lead": SearchConfig.twelve_lead, "gpu": SearchConfig.gpu, "ehr-cpu": SearchConfig.ehr_cpu, "default": _no_budget}
 
 
 def preset_summary(name: str) -> str:

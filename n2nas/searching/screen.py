@@ -206,7 +206,8 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
         begun = time.monotonic()
         for start in range(0, max(0, steps), 8):
             chunk = min(8, steps - start)
-            runner.train_shared([sample] * chunk)
+            # uniform: a candidate trains its own child alone (a sandwich would also train other children, ~4x cost)
+            runner.train_shared([sample] * chunk, rule="uniform")
             if i in averages:
                 latest = runner.state_dict()
                 averages[i].update(latest["supernet"], chunk)
