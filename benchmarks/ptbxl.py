@@ -41,7 +41,7 @@ from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import split_by_header  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.measure.cost import pipeline_cost  # noqa: E402
-from n2nas.metrics import evaluate_predictions, macro_auroc, paired_bootstrap  # noqa: E402
+from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
 from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.evaluation import load_thresholds, predict  # noqa: E402
 from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
@@ -118,7 +118,7 @@ def print_gaps(done: dict) -> None:
           f"(paired bootstrap over records, 95% interval):")
     for name, row in done.items():
         if name != best:
-            gap = paired_bootstrap(lambda p, y: macro_auroc(y, p), row["probs"], ref["probs"], ref["y"])
+            gap = paired_bootstrap(lambda p, y: macro_auroc_ranks(y, p), row["probs"], ref["probs"], ref["y"])
             print(f"  {name:<14} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
 
 

@@ -97,11 +97,14 @@ def _flatten(decisions: tuple[Decision, ...]) -> list[Union[Choice, Skips]]:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """An ordered list of decisions. ``fixed`` pins some labels (e.g. a hand-designed pipeline)."""
+    """An ordered list of decisions. ``fixed`` pins some labels (e.g. a hand-designed pipeline); ``defaults`` gives
+    the default child values its decisions' own defaults cannot express (per-layer ops, skip flags: a residual
+    default child), still searched."""
 
     name: str
     decisions: tuple[Decision, ...]
     fixed: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def flat(self) -> list[Union[Choice, Skips]]:
@@ -173,13 +176,15 @@ class SearchSpace:
         return self.decode(idx)
 
     def default_sample(self) -> dict[str, Any]:
-        """Every choice at its default (or first option), no skips; pinned labels as pinned."""
+        """Every choice at its default (or first option), no skips, unless ``defaults`` says otherwise; pinned
+        labels as pinned."""
         idx = {}
         for d in self.flat:
             if isinstance(d, Skips):
-                idx[d.label] = (0,) * d.n_inputs
+                idx[d.label] = tuple(int(b) for b in self.defaults.get(d.label, (0,) * d.n_inputs))
             else:
-                idx[d.label] = _index_of(d, d.default) if d.default is not None else 0
+                default = self.defaults.get(d.label, d.default)
+                idx[d.label] = _index_of(d, default) if default is not None else 0
         return {**self.decode({k: v for k, v in idx.items() if k not in self.fixed}), **self.fixed}
 
     def pinned(self, fixed: dict[str, Any]) -> "SearchSpace":

@@ -23,6 +23,7 @@ from torch import nn
 from n2nas.errors import ConfigError
 from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
+from search_spaces.twelve_lead import residual_layers
 
 __all__ = ["ECGSpaceConfig", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space", "hannun_sample",
            "fixed_pipelines", "plain_cnn_sample", "BAND_HZ"]
@@ -73,6 +74,10 @@ class ECGSpaceConfig:
     # as much as normal rhythm.
     default_batch_size: int = 64
     default_class_weighting: bool = True
+    default_weight_decay: float = 1e-4
+    # The default child (the screen's network, the finals' reference): plain layers of ``default_op``, or
+    # two-conv residual blocks (:func:`search_spaces.twelve_lead.residual_layers`).
+    residual_default: bool = False
     # Preprocessing options (the module's constants by default). ``lead_sets`` (leads per pipeline, keys of
     # search_spaces.leads.LEAD_SETS) adds a ``leads`` token; only 12-lead spaces have one.
     fs_options: tuple[int, ...] = FS_OPTIONS
@@ -99,6 +104,8 @@ class ECGSpaceConfig:
             raise ConfigError("ECGSpaceConfig.dilations", f"dilations must be among {DILATIONS} and include 1")
         if self.default_batch_size not in self.batch_sizes:
             raise ConfigError("ECGSpaceConfig.default_batch_size", f"must be one of {self.batch_sizes}")
+        if self.default_weight_decay not in WEIGHT_DECAYS:
+            raise ConfigError("ECGSpaceConfig.default_weight_decay", f"must be one of {WEIGHT_DECAYS}")
         for name, options, default, allowed in (("fs_options", self.fs_options, self.default_fs, None),
                                                 ("filters", self.filters, self.default_filter, FILTERS),
                                                 ("normalisations", self.normalisations, "record_z", NORMALISE),
@@ -135,15 +142,18 @@ class ECGSpaceConfig:
         (12, 6 limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops."""
         return replace(ECGSpaceConfig.cpu(), fs_options=(50, 100), default_fs=100, filters=("none", "bandpass"),
                        default_filter="none", normalisations=("none", "record_z"),
-                       windows=("crop:3", "crop:5", "crop:10"), default_window="crop:10", lead_sets=(12, 6, 3, 2, 1))
+                       windows=("crop:3", "crop:5", "crop:10"), default_window="crop:10", lead_sets=(12, 6, 3, 2, 1),
+                       default_weight_decay=1e-3)
 
     @staticmethod
     def twelve_lead_resnet() -> "ECGSpaceConfig":
-        """The 12-lead space's options around a deeper, residual-friendly layout: 8 layers (4 two-conv blocks),
+        """The 12-lead space's options around a deeper, residual layout: 8 layers (4 two-conv blocks),
         64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
-        :func:`search_spaces.twelve_lead.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang)."""
+        :func:`search_spaces.twelve_lead.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang). Its default
+        child is resnet-12's network (kernels 5 and 3, residual blocks), so the screen ranks the preprocessing on it
+        and the finals train it as the reference a searched child has to beat."""
         return replace(ECGSpaceConfig.twelve_lead(), n_layers=8, base_width=64, stem_stride=2,
-                       stride_at=(2, 4, 6), widen_at=(4,))
+                       stride_at=(2, 4, 6), widen_at=(4,), residual_default=True)
 
     @staticmethod
     def n2nas() -> "ECGSpaceConfig":
@@ -180,9 +190,9 @@ def ecg_search_space(cfg: ECGSpaceConfig = ECGSpaceConfig(), name: str = "ecg") 
         Choice("lr", cfg.lrs, "training", default=1e-3),
         Choice("batch_size", cfg.batch_sizes, "training", default=cfg.default_batch_size),
         Choice("dropout", DROPOUTS, "training", default=0.2),
-        Choice("weight_decay", WEIGHT_DECAYS, "training", default=1e-4),
+        Choice("weight_decay", WEIGHT_DECAYS, "training", default=cfg.default_weight_decay),
         Choice("class_weighting", (False, True), "training", default=cfg.default_class_weighting),
-    ))
+    ), defaults=residual_layers(cfg.n_layers) if cfg.residual_default else {})
 
 
 def parse_window(token: str) -> tuple[str, int]:

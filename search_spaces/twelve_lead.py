@@ -11,13 +11,27 @@ def _n_layers(ss: SearchSpace) -> int:
     return sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
 
 
+def residual_layers(n_layers: int) -> dict[str, Any]:
+    """Layer tokens of two-conv residual blocks: kernel 5 then 3, ReLU, and from the second block on the block's
+    second layer adds the block input (skip i -> i-2 on odd layers, as in :func:`search_spaces.ecg.hannun_sample`)."""
+    layers: dict[str, Any] = {}
+    for i in range(n_layers):
+        flags = [0] * i
+        if i % 2 == 1 and i >= 3:
+            flags[i - 2] = 1
+        layers.update({f"layer{i}/op": "conv5" if i % 2 == 0 else "conv3", f"layer{i}/dilation": 1,
+                       f"layer{i}/activation": "relu", f"layer{i}/skip": tuple(flags)})
+    return layers
+
+
 def plain_cnn_12_sample(space) -> dict[str, Any]:
     """A plain 1-D CNN on all 12 leads (meant for ``ecg-12lead``: 6 conv7 + ReLU layers, 32-64-128 channels, no
-    skips): 100 Hz, no filter, per-record z-score, 10 s crops, lr 1e-3, batch 32, dropout 0.2, weight decay 1e-4
-    (the recipe of ``plain-cnn``, the PhysioNet 2017 reference)."""
+    skips): 100 Hz, no filter, per-record z-score, 10 s crops, lr 1e-3, batch 32, dropout 0.2, weight decay 1e-3
+    (the recipe of ``resnet-12`` and of a ``12-lead`` search's pinned training tokens: one recipe for every
+    row)."""
     ss: SearchSpace = getattr(space, "space", space)
     sample = {"leads": 12, "fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:10",
-              "augment": "none", "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 1e-4,
+              "augment": "none", "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 1e-3,
               "class_weighting": True}
     for i in range(_n_layers(ss)):
         sample.update({f"layer{i}/op": "conv7", f"layer{i}/dilation": 1, f"layer{i}/activation": "relu",
@@ -38,11 +52,6 @@ def resnet_12_sample(space) -> dict[str, Any]:
     sample = {"leads": 12, "fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:3",
               "augment": "none", "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 1e-3,
               "class_weighting": True}
-    for i in range(_n_layers(ss)):
-        flags = [0] * i
-        if i % 2 == 1 and i >= 3:
-            flags[i - 2] = 1
-        sample.update({f"layer{i}/op": "conv5" if i % 2 == 0 else "conv3", f"layer{i}/dilation": 1,
-                       f"layer{i}/activation": "relu", f"layer{i}/skip": tuple(flags)})
+    sample.update(residual_layers(_n_layers(ss)))
     ss.validate(sample)
     return sample

@@ -41,6 +41,19 @@ def test_balanced_candidates_show_every_option_and_never_repeat():
     assert len(balanced_candidates(small, screened_labels(small), 9, np.random.default_rng(0))) == 5  # whole grid
 
 
+def test_balanced_candidates_do_not_pair_same_size_tokens_in_lockstep():
+    space = get_space("ecg-12lead").space  # fs, filter and normalise have two options each
+    labels = screened_labels(space)
+    for seed in range(3):
+        picks = balanced_candidates(space, labels, 15, np.random.default_rng(seed))
+        assert len({json.dumps(p, sort_keys=True) for p in picks}) == 15
+        pairs = {(p["fs"], p["filter"], p["normalise"]) for p in picks}
+        assert len(pairs) > 2, pairs  # cycled in step they only ever met as two combinations
+        for label in labels:
+            counts = Counter(str(p[label]) for p in picks)
+            assert max(counts.values()) - min(counts.values()) <= 1, (label, counts)
+
+
 def test_rung_sizes_narrow_to_one():
     assert rung_sizes(9, 1 / 3) == [9, 3, 1]
     assert rung_sizes(4, 0.5) == [4, 2, 1]

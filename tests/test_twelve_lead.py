@@ -176,6 +176,19 @@ def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp
         evaluate(out, load_wfdb_csv(tmp_path / "one", one))
 
 
+def test_the_residual_12lead_space_defaults_to_resnet_12s_network_and_still_searches_it():
+    from search_spaces.ecg import fixed_pipelines
+
+    space = get_space("ecg-12lead-resnet").space
+    default, resnet = space.default_sample(), fixed_pipelines()["resnet-12"]["sample"]
+    layers = [k for k in resnet if k.startswith("layer")]
+    assert {k: tuple(default[k]) if k.endswith("skip") else default[k] for k in layers} == \
+        {k: tuple(resnet[k]) if k.endswith("skip") else resnet[k] for k in layers}
+    assert "layer3/skip" in {t.label for t in space.tokens}  # a default, not a pin
+    assert space.pinned({"fs": 50}).default_sample()["layer3/skip"] == (0, 1, 0)
+    assert get_space("ecg-12lead").space.default_sample()["layer3/skip"] == (0, 0, 0)
+
+
 def test_the_progress_line_names_the_metric():
     from n2nas.searching.progress import ProgressState, format_status
 
@@ -187,7 +200,7 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
     import importlib.util
     from pathlib import Path
 
-    from n2nas.metrics import macro_auroc
+    from n2nas.metrics import macro_auroc, macro_auroc_ranks
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "ptbxl.py"
     spec = importlib.util.spec_from_file_location("ptbxl_benchmark", script)
@@ -201,6 +214,9 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
         return {"probs": probs, "y": y, "test": {"macro_auroc": macro_auroc(y, probs)}}
 
     done = {"n2nas search": row(0.9), "plain-cnn-12": row(0.2), "resnet-12": row(0.6)}
+    tied = np.round(done["resnet-12"]["probs"], 1)  # the bootstrap's rank-based AUROC equals scikit-learn's, ties too
+    assert macro_auroc_ranks(y, tied) == pytest.approx(macro_auroc(y, tied))
+    assert macro_auroc_ranks(y[:, :1] * 0, tied[:, :1]) != macro_auroc_ranks(y[:, :1] * 0, tied[:, :1])  # NaN
     bench.print_gaps(done)
     out = capsys.readouterr().out
     assert "minus resnet-12's" in out

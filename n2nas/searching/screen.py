@@ -68,23 +68,31 @@ def screened_labels(space) -> list[str]:
             and d.label not in space.fixed and d.label not in NOT_SCREENED and hasattr(d, "options")]
 
 
-def balanced_candidates(space, labels: list[str], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+def balanced_candidates(space, labels: list[str], n: int, rng: np.random.Generator,
+                        tries: int = 100) -> list[dict[str, Any]]:
     """Up to ``n`` distinct preprocessing settings in which every option of every label appears about equally
-    often (each label cycles through a shuffled copy of its options), or the whole grid when it is smaller."""
+    often, or the whole grid when it is smaller. Each label's column is its options repeated to length ``n`` and
+    shuffled on its own: cycling every label through its options in step would pair labels with the same number
+    of options the same way in every candidate (fs 100 Hz always with no filter, say), so their effects could
+    never be told apart. A design with a repeated setting is redrawn (up to ``tries`` times), then its repeats are
+    replaced by random distinct settings."""
     options = {d.label: list(d.options) for d in space.flat if d.label in labels}
     size = math.prod(len(o) for o in options.values())
     if size <= n:
         return [{k: s[k] for k in labels} for s in space.grid(labels)]
-    orders = {k: [o[i] for i in rng.permutation(len(o))] for k, o in options.items()}
-    chosen: list[dict[str, Any]] = []
+    for _ in range(tries):
+        # options in a random order (which get one extra appearance when n is not a multiple), rows shuffled
+        columns = {k: [o[j] for j in rng.permutation(len(o))[rng.permutation(n) % len(o)]]
+                   for k, o in options.items()}
+        chosen = [{k: columns[k][j] for k in labels} for j in range(n)]
+        if len({tuple(map(str, c.values())) for c in chosen}) == n:
+            return chosen
     seen: set[tuple] = set()
-    while len(chosen) < n:
-        j = len(chosen)
-        pick = {k: orders[k][j % len(orders[k])] for k in labels}
-        while tuple(map(str, pick.values())) in seen:  # the cycles met again: a random distinct setting
+    for j, pick in enumerate(chosen):
+        while tuple(map(str, pick.values())) in seen:  # still repeated: a random distinct setting
             pick = {k: options[k][rng.integers(len(options[k]))] for k in labels}
         seen.add(tuple(map(str, pick.values())))
-        chosen.append(pick)
+        chosen[j] = pick
     return chosen
 
 
