@@ -133,8 +133,8 @@ class SearchConfig:
                             controller_steps=2, children_per_step=4, derive_children=12, derive_top=4,
                             screen=ScreenConfig.off(), reward=RewardConfig.accuracy_only(),
                             shared=SharedTrainingConfig(reward_metric="macro_auroc"),
-                            finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0, capacity_tie=0.005,
-                                                spread="activation"))
+                            finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0, capacity_tie=0.005),
+                            fixed={"activation": "relu"})
 
     @staticmethod
     def named(name: str) -> "SearchConfig":
