@@ -116,19 +116,19 @@ class SearchConfig:
     @staticmethod
     def ehr_cpu() -> "SearchConfig":
         """A clinical table such as diabetes130:DIR (~80k encounters x ~850 sparse features), 20 minutes on 2 CPU
-        cores, space ehr-mlp-small. ``ehr-mlp-small`` (2-8 layers x 16-512 units, activation; lr, batch and
-        dropout pinned to the space's defaults), reward macro AUROC on the whole validation split (no FLOPs term:
-        these MLPs cost 0.03-4 MFLOPs a row). No preprocessing screen (an EHR space has no preprocessing tokens).
+        cores, space ehr-mlp-small. ``ehr-mlp-small`` (2-8 layers x 16-512 units; activation pinned to relu, lr,
+        batch and dropout to the space's defaults), reward macro AUROC on the whole validation split (no FLOPs
+        term: these MLPs cost 0.03-4 MFLOPs a row). No preprocessing screen (an EHR space has no preprocessing
+        tokens).
 
-        Why AUROC and these finals: with macro F1 and 3-pass finals both a 12- and a 20-minute diabetes130 search
-        returned a 2 x 256 *linear* MLP (test macro AUROC 0.854, below the grid's 2 x 512 relu at 0.864). Trained
-        alone on the training patients, the linear net's validation macro AUROC was 0.839 after 3 passes and
-        stopped near 0.855 by pass 9, while 2 x 512 relu was level at pass 3 (0.840) and still climbing at
-        pass 10 (0.874): short finals cannot see the difference, and argmax F1 hides it. Finals of 5 passes, the
-        best two then trained to 15 (the retrain's length), rank what the retrain will produce; AUROC differences
-        are small, so the capacity tie is 0.005 instead of the F1-sized 0.02. Even so a 20-min search with these
-        finals returned the 2 x 256 linear net again: the shared weights ranked linear children above every relu
-        one, so no relu child reached the finals; they now take the best derived child of each activation."""
+        Why (docs/ehr.md, measured on diabetes130 training/validation patients): with macro F1 and 3-pass finals
+        the searches returned a 2 x 256 *linear* MLP (test macro AUROC 0.854, grid's 2 x 512 relu 0.864). Trained
+        alone, the linear net's validation AUROC was 0.839 after 3 passes and peaked at 0.855, while 2 x 512 relu
+        was level at pass 3 (0.840) and still climbing at pass 10 (0.874): finals of 5 passes, the best three
+        then trained to 15 (the retrain's length), rank closer to the retrain. AUROC differences are small, so the
+        capacity tie is 0.005, not the F1-sized 0.02. The shared weights ranked every linear child above every relu
+        one (so no relu net reached the finals) but, with activation pinned, ranked 2 x 512 and 2 x 256 relu
+        first, as standalone training does: activation is pinned like the other tokens they cannot score."""
         return SearchConfig(space="ehr-mlp-small", budget_minutes=20.0, budget_epochs=None, reward_records=None,
                             controller_steps=2, children_per_step=4, derive_children=12, derive_top=4,
                             screen=ScreenConfig.off(), reward=RewardConfig.accuracy_only(),
