@@ -21,7 +21,8 @@ from n2nas.data.record import Dataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.errors import ConfigError, DataError
 from n2nas.evaluation import check_classes, check_leads
-from n2nas.metrics import choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
+from n2nas.metrics import (REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric,
+                           reward_metric_name)
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 from n2nas.train.averaging import check_ema_decay, weight_average
@@ -253,7 +254,7 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
     """An EHR MLP from scratch (:func:`n2nas.train.ehr.train_rows`, budget lr schedule). The split is by patient
     for clinical tables, whose encoder is refitted on the training rows and kept as ``encoder.json``."""
     from n2nas.data.table import fit_on_training
-    from n2nas.train.ehr import predict_rows, train_rows
+    from n2nas.train.ehr import metric_scorer, predict_rows, train_rows
     from search_spaces import get_space
 
     if config.workers > 1 or config.prune is not None or config.qat is not None or config.norm != "batch":
@@ -268,14 +269,9 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
                                                    "n_inputs": dataset.n_features, "source": dataset.source})
     device = pick_device(config.device)
     model = build_model(pipeline).to(device)
-    metric = _metric_name(dataset)
-
-    def score(probs, targets):
-        return reward_metric(metric, *metric_inputs(probs, targets, dataset.multilabel), dataset.classes,
-                             dataset.multilabel)
-
+    metric = _searched_metric(pipeline, dataset)
     result = train_rows(model, dataset, train_idx, val_idx, get_space(pipeline.space).training_settings(
-        pipeline.sample), score, epochs=config.epochs, max_minutes=config.max_minutes, seed=config.seed,
+        pipeline.sample), metric_scorer(metric, dataset), epochs=config.epochs, max_minutes=config.max_minutes, seed=config.seed,
         device=device, log=log)
     probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
     p, y = metric_inputs(probs, dataset.label_matrix()[val_idx].astype(np.float32), dataset.multilabel)
@@ -331,3 +327,10 @@ def _size_report(out: Path, model, pruned: bool) -> dict[str, Any]:
 
 def _metric_name(dataset: Dataset) -> str:
     return reward_metric_name("auto", dataset.classes, dataset.multilabel)
+
+
+def _searched_metric(pipeline: Pipeline, dataset) -> str:
+    """The metric the search rewarded (``scores["metric_name"]``), so that an EHR retrain keeps the epoch that is
+    best on it (``ehr-cpu`` rewards macro AUROC); the data's default when the pipeline names none."""
+    name = pipeline.scores.get("metric_name")
+    return name if name in REWARD_METRICS else _metric_name(dataset)

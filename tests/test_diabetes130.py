@@ -179,10 +179,11 @@ def test_retrain_and_evaluate_encode_new_encounters_with_the_model_encoder(tmp_p
     pipe = tmp_path / "pipe.json"
     pipe.write_text(json.dumps({"space": "ehr-mlp-small", "sample": {
         "layers": 2, "units": 16, "activation": "relu", "dropout": 0.0, "lr": 0.005, "batch_size": 768,
-        "workers": 4}}))
+        "workers": 4}, "scores": {"metric_name": "macro_auroc"}}))
     model = tmp_path / "model"
     assert main(["retrain", str(pipe), "--data", f"diabetes130:{folder},readmitted", "--epochs", "2",
                  "--out", str(model), "--quiet"]) == 0
+    assert json.loads((model / "metrics.json").read_text())["metric"] == "macro_auroc"  # the search's reward
     encoder = json.loads((model / "encoder.json").read_text())
     assert encoder["fitted_on"] == "training rows"
     split = json.loads((model / "split.json").read_text())

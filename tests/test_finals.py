@@ -26,6 +26,13 @@ def test_finalists_are_the_best_derived_children_then_the_reference():
     assert finalists(trials, {"window": "ref"}, 2) == [{"window": "b"}, {"window": "c"}, {"window": "ref"}]
     assert finalists(trials, {"window": "b"}, 2) == [{"window": "b"}, {"window": "c"}]  # no repeats
     assert finalists(trials, None, 5) == [{"window": "b"}, {"window": "c"}, {"window": "a"}]
+    # spread: the best of each value of a token first, then the rest by reward
+    kinds = [{**t, "sample": {**t["sample"], "act": act}} for t, act in zip(trials, "xxxyy")]
+    assert [s["window"] for s in finalists(kinds, None, 2, spread="act")] == ["b", "c"]
+    kinds[3]["sample"]["act"] = "x"  # one value only: plain reward order
+    assert [s["window"] for s in finalists(kinds, None, 2, spread="act")] == ["b", "c"]
+    kinds[1]["sample"]["act"] = "y"
+    assert [s["window"] for s in finalists(kinds, None, 2, spread="act")] == ["b", "a"]
 
 
 def test_finals_train_from_the_initial_weights_for_equal_passes_and_restore_the_runner(tmp_path):

@@ -41,7 +41,13 @@ class FinalsConfig:
     far longer training, and the reward (with any cost terms it has) already rates them equal.
 
     ``stretch``: with a time budget, the survivors' rung may train up to this many times its added steps to use
-    what the reserve's safety margin (:data:`RESERVE_MARGIN`) left over (see :func:`successive_halving`)."""
+    what the reserve's safety margin (:data:`RESERVE_MARGIN`) left over (see :func:`successive_halving`).
+
+    ``spread``: a token label (None: off); the finalists are first the best derived child of each value of that
+    token, then the best of the rest. Why: shared weights can mis-rank whole families. In a 20-min diabetes130
+    search every one of the 12 derived MLPs' top three was *linear* (shared-weight macro AUROC 0.835-0.837 against
+    0.829 for the best relu child), so the finals never trained a relu MLP, which alone reached 0.874 validation
+    AUROC after 10 passes against 0.855 for the linear one."""
 
     children: int = 3
     passes: float = 3.0
@@ -52,6 +58,7 @@ class FinalsConfig:
     ema_decay: float | None = 0.998
     capacity_tie: float = 0.02
     stretch: float = 2.0
+    spread: str | None = None
 
     def __post_init__(self):
         if self.children < 0 or self.passes <= 0 or self.min_steps < 1 or self.survivors < 0 or self.growth < 1:
@@ -73,16 +80,24 @@ class FinalsConfig:
         return FinalsConfig(children=0, reference=False)
 
 
-def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int) -> list[dict[str, Any]]:
-    """The ``n`` best derive-phase samples by reward, then ``reference`` (when given, not among them, and not
-    known from the screen to break the reward's hard limits)."""
+def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int,
+              spread: str | None = None) -> list[dict[str, Any]]:
+    """The ``n`` best derive-phase samples by reward (with ``spread``, the best of each value of that token first),
+    then ``reference`` (when given, not among them, and not known from the screen to break the reward's hard
+    limits)."""
     derived = sorted((t for t in trials if t["phase"] == "derive" and t["status"] == "ok" and t["reward"] is not None),
                      key=lambda t: (-t["reward"], t["step"]))
     beyond = {json.dumps(t["sample"], sort_keys=True, default=list) for t in trials if t.get("limits_waived")}
     if reference and json.dumps(reference, sort_keys=True, default=list) in beyond:
         reference = None  # training it would only end in an infeasible score
+    samples = [t["sample"] for t in derived]
+    if spread:  # the best of each value first (derived is best-first), in reward order, then the rest
+        firsts = {}
+        for sample in samples:
+            firsts.setdefault(json.dumps(sample.get(spread), default=list), sample)
+        samples = list(firsts.values()) + [s for s in samples if s not in firsts.values()]
     chosen, seen = [], set()
-    for sample in [t["sample"] for t in derived][:n] + ([reference] if reference else []):
+    for sample in samples[:n] + ([reference] if reference else []):
         key = json.dumps(sample, sort_keys=True, default=list)
         if key not in seen:
             seen.add(key)
@@ -143,7 +158,7 @@ def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], spa
     reference = space.default_sample() if config.reference else None
     if reference is not None and not feasible(reference):
         reference = None
-    candidates = finalists(trials, reference, config.children) if config.children else []
+    candidates = finalists(trials, reference, config.children, config.spread) if config.children else []
     if len(candidates) < 2:
         return None
     base = space.default_sample()

@@ -103,28 +103,21 @@ class SearchConfig:
     @staticmethod
     def twelve_lead() -> "SearchConfig":
         """12-lead, multi-label records of PTB-XL size (~1,600 records at 100 Hz), 30 minutes on 2 CPU cores, space
-        ecg-12lead-resnet, reward macro AUROC. ``ecg-12lead-resnet``: 8 layers in resnet-12's layout (64-128
-        channels, kernels 3-15, widths 0.5-1.5, ENAS skips), whose default child is resnet-12's residual net. The
-        lead set (12, 6, 3, 2, 1), rate, filter, normalisation and crop length are screened on that default child's
-        own weights (9 candidates, best third goes on), then the architecture is searched through shared weights
-        and the finals train the best derived children next to the default child from scratch; the best trained
-        score wins (no capacity tie-break). The reward is macro AUROC over the whole validation split
-        (``reward_records=None``), no FLOPs term (``--flops-weight`` adds one to trade leads and size against
-        AUROC), and a hard limit of 1 GFLOP per 30 s record (1.5x resnet-12's 0.65).
+        ecg-12lead, reward macro AUROC. ``ecg-12lead``: the lead set (12, 6, 3, 2, 1), rate, filter, normalisation
+        and crop length are screened on own weights (15 candidates, best third goes on), then the architecture is
+        searched through shared weights. The reward is macro AUROC over the whole validation split
+        (``reward_records=None``); accuracy first, no FLOPs term (``--flops-weight`` adds one to trade leads and size
+        against AUROC).
 
-        Why: the narrower ``ecg-12lead`` (6 layers, 32-128 channels) could not hold a net of resnet-12's class (its
-        30-min search: 0.925 PTB-XL fold-9 macro AUROC, resnet-12 0.932). The retrain that follows is capped at 15
-        minutes, in which resnet-12 ran only 22 epochs beside three other retrains; a 10-min dev search without the
-        limit picked a width-1.5 child of 2.8 GFLOPs (0.911 against the default child's 0.909 after 3 passes, a
-        tie) that would train a fifth as many epochs there. 9 screen candidates: on this space one pass costs
-        ~15-25 s on a shared core, and 15 candidates filled the screen's share with the first rung alone.
-        Measured (docs/12-lead.md, run 2, load 6-10): 0.912 fold-9 AUROC, below resnet-12's 0.934; the screen chose 6
-        limb leads and 10 s crops, so the result trained 7 epochs in its 15-min retrain."""
-        return SearchConfig(space="ecg-12lead-resnet", budget_minutes=30.0, budget_epochs=None, reward_records=None,
+        Why this space and not ``ecg-12lead-resnet`` (whose default child is resnet-12's net): on PTB-XL fold 9,
+        each a single 30-min search and 15-min retrain on a loaded machine, this preset's pick scored 0.925 macro
+        AUROC and a 9-candidate ``ecg-12lead-resnet`` search with a 1 GFLOP limit scored 0.912 (its screen chose 6
+        limb leads and 10 s crops, and its pick trained 7 epochs in 15 minutes); resnet-12 scored 0.932 and 0.934
+        (docs/12-lead.md)."""
+        return SearchConfig(space="ecg-12lead", budget_minutes=30.0, budget_epochs=None, reward_records=None,
                             controller_steps=2, children_per_step=1, warmup_scoring_every=4, derive_children=12,
-                            derive_top=4, screen=ScreenConfig(candidates=9, keep=1 / 3),
-                            finals=FinalsConfig(capacity_tie=0.0),
-                            reward=RewardConfig(flops_weight=0.0, max_flops=1.0e9))
+                            derive_top=4, screen=ScreenConfig(candidates=15, keep=1 / 3),
+                            reward=RewardConfig.accuracy_only())
 
     @staticmethod
     def cpu_3h() -> "SearchConfig":
@@ -157,13 +150,25 @@ class SearchConfig:
     @staticmethod
     def ehr_cpu() -> "SearchConfig":
         """A clinical table such as diabetes130:DIR (~80k encounters x ~850 sparse features), 20 minutes on 2 CPU
-        cores, space ehr-mlp-small. ``ehr-mlp-small`` (2-8 layers x 16-512 units, activation, dropout; lr and batch pinned to the
-        space's defaults), reward macro F1 on the whole validation split (no FLOPs term: these MLPs cost
-        0.03-4 MFLOPs a row). No preprocessing screen (an EHR space has no preprocessing tokens)."""
+        cores, space ehr-mlp-small. ``ehr-mlp-small`` (2-8 layers x 16-512 units; activation pinned to relu, lr,
+        batch and dropout to the space's defaults), reward macro AUROC on the whole validation split (no FLOPs
+        term: these MLPs cost 0.03-4 MFLOPs a row). No preprocessing screen (an EHR space has no preprocessing
+        tokens).
+
+        Why (docs/ehr.md, measured on diabetes130 training/validation patients): with macro F1 and 3-pass finals
+        the searches returned a 2 x 256 *linear* MLP (test macro AUROC 0.854, grid's 2 x 512 relu 0.864). Trained
+        alone, the linear net's validation AUROC was 0.839 after 3 passes and peaked at 0.855, while 2 x 512 relu
+        was level at pass 3 (0.840) and still climbing at pass 10 (0.874): finals of 5 passes, the best three
+        then trained to 15 (the retrain's length), rank closer to the retrain. AUROC differences are small, so the
+        capacity tie is 0.005, not the F1-sized 0.02. The shared weights ranked every linear child above every relu
+        one (so no relu net reached the finals) but, with activation pinned, ranked 2 x 512 and 2 x 256 relu
+        first, as standalone training does: activation is pinned like the other tokens they cannot score."""
         return SearchConfig(space="ehr-mlp-small", budget_minutes=20.0, budget_epochs=None, reward_records=None,
                             controller_steps=2, children_per_step=4, derive_children=12, derive_top=4,
                             screen=ScreenConfig.off(), reward=RewardConfig.accuracy_only(),
-                            shared=SharedTrainingConfig(reward_metric="macro_f1"))
+                            shared=SharedTrainingConfig(reward_metric="macro_auroc"),
+                            finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0, capacity_tie=0.005),
+                            fixed={"activation": "relu"})
 
     @staticmethod
     def named(name: str) -> "SearchConfig":

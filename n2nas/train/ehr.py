@@ -20,7 +20,7 @@ from sklearn.metrics import f1_score
 from n2nas.data.ehr import EHRDataset
 from n2nas.data.splits import micro_batches, stratified_split
 from n2nas.data.table import fit_on_training
-from n2nas.metrics import evaluate_predictions
+from n2nas.metrics import evaluate_predictions, reward_metric
 from n2nas.train.primitives import loss_fn, metric_inputs, pick_device, probabilities
 
 
@@ -173,6 +173,16 @@ def train_mlp(space_def, sample: dict[str, Any], dataset: EHRDataset, config: ML
     result["metrics"] = score_rows(probs, targets[test_idx], dataset)
     result["metrics"]["val_macro_f1"] = best
     return result
+
+
+def metric_scorer(name: str, dataset: EHRDataset):
+    """``score(probs, targets)``: reward metric ``name`` over every given row at once (what :func:`train_rows`
+    keeps the best epoch by)."""
+    def score(probs: np.ndarray, targets: np.ndarray) -> float:
+        return reward_metric(name, *metric_inputs(probs, targets, dataset.multilabel), dataset.classes,
+                             dataset.multilabel)
+
+    return score
 
 
 def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.ndarray, settings: dict[str, Any],
