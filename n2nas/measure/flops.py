@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from n2nas.artifacts import strip_batch_norm
+
 
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
@@ -39,7 +41,8 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], device: str = "m
 
 
 def _count(model: nn.Module, input_shape: tuple[int, ...], device: str) -> int:
-    probe = _without_batchnorm(copy.deepcopy(model).to(device).eval())
+    # BatchNorm is not counted anyway, and under FlopCounterMode on meta it runs as a slow Python decomposition
+    probe = strip_batch_norm(copy.deepcopy(model).to(device).eval())
     x = torch.zeros(input_shape, device=device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
@@ -47,13 +50,3 @@ def _count(model: nn.Module, input_shape: tuple[int, ...], device: str) -> int:
             probe(x)
     return int(counter.get_total_flops())
 
-
-def _without_batchnorm(model: nn.Module) -> nn.Module:
-    """``model`` with every BatchNorm replaced by identity: its FLOPs are not counted anyway, the shapes stay, and
-    under FlopCounterMode on ``meta`` BatchNorm runs as a slow Python decomposition (a quarter of a count's time)."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(model, name, nn.Identity())
-        else:
-            _without_batchnorm(child)
-    return model
