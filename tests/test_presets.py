@@ -58,3 +58,16 @@ def test_train_once_presets_search_the_residual_space_for_the_issue_budgets():
         assert config.space == "ecg-res"
         assert {0.05e9, 0.1e9, 0.33e9} <= set(config.family.flops_targets)
     assert SearchConfig.named("cpu-3h").budget_minutes <= 180
+
+
+def test_the_gpu_preset_on_a_machine_without_cuda_is_one_line_and_writes_nothing(tmp_path, capsys):
+    import torch
+
+    from n2nas.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["search", "--preset", "gpu", "--data", "sample", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device" in err and "CUDA" in err
+    assert not (tmp_path / "run").exists()

@@ -21,13 +21,15 @@ class RunMeasurement:
 
 
 def preflight(config) -> None:
-    """Refuse an energy-weighted reward on a machine without an energy source before anything is written."""
+    """Refuse, before anything is written, a device this machine lacks (``--device cuda`` without CUDA) and an
+    energy-weighted reward on a machine without an energy source."""
     from n2nas.measure.energy import pick_meter
     from n2nas.measure.reward import check_measurable
     from n2nas.train.primitives import pick_device
 
+    device = pick_device(config.device)
     if config.reward.uses_energy:
-        meter = pick_meter(pick_device(config.device), config.measure.joules_per_flop)
+        meter = pick_meter(device, config.measure.joules_per_flop)
         meter.close()
         check_measurable(config.reward, meter.source, latency_enabled=True)
 
