@@ -38,6 +38,11 @@ def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, t
         assert member["val_metric"] == pytest.approx(rescored[json.dumps(pipeline.sample, sort_keys=True)]["metric"])
         scores = evaluate(member["model_dir"], tiny_data)  # a model folder `n2nas evaluate` reads as it is
         assert scores["n_records"] == len(tiny_data)
+    from n2nas.searching.summary import format_summary, load_summary
+
+    summary = load_summary(family_run)  # the summary is written after the family, and lists it
+    assert [m["name"] for m in summary["family"]] == [m["name"] for m in members]
+    assert summary["phase_seconds"]["family"] > 0 and "flops-0.006G" in format_summary(summary)
 
 
 def test_derive_adds_a_member_for_a_new_budget_without_training(family_run, tiny_data, tmp_path, capsys):  # noqa: F811

@@ -240,8 +240,8 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
         phases.search_epoch(state)              # warm-up, or shared training + controller updates; checkpoint
     phases.derive(state)                        # the best children rescored on the whole validation split
     phases.finals(state)                        # the best derived children trained from scratch
-    pipelines = phases.finish(state)            # best_pipeline.json, report.png, summary.json
     phases.family(state)                        # one member per FLOPs target, cut from the shared weights
+    pipelines = phases.finish(state)            # best_pipeline.json, report.png, summary.json (family included)
     return SearchResult(state.run_dir, list(state.log.records), pipelines)
 
 

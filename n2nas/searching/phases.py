@@ -337,7 +337,6 @@ def family(state: SearchState) -> None:
             add_to_family(state.run_dir, write_member(state.run_dir / FAMILY_DIR / member_name(target), state.runner,
                                                       state.space_def, state.dataset, sample, config.space, target,
                                                       state.costs.of(sample)))
-    state.writer.close()
 
 
 def finish(state: SearchState) -> list[Pipeline]:
@@ -348,6 +347,7 @@ def finish(state: SearchState) -> list[Pipeline]:
     write_best(state.run_dir, pipelines)
     write_report(state.run_dir)
     write_run_summary(state.run_dir, state.log.records, state.clock, state.data, state.config, state.budget)
+    state.writer.close()
     return pipelines
 
 

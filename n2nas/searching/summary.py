@@ -89,6 +89,9 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     per_leads = {str(v): {"metric": trial_metric(t), "phase": t.get("phase"), "step": t.get("step"),
                           "flops_per_record": t.get("flops_per_record"), "params": t.get("params")}
                  for v, t in best_by_choice(trials, "leads").items()}
+    family_file = run_dir / "family" / "family.json"  # train once, deploy many: the members cut from the supernet
+    family = [{k: m.get(k) for k in ("name", "flops_per_record", "params", "metric_name", "val_metric", "model_dir")}
+              for m in json.loads(family_file.read_text())["members"]] if family_file.exists() else []
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
@@ -116,6 +119,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
         "phase_percent": {p: round(100.0 * phase_seconds[p] / total, 1) if total > 0 else 0.0 for p in order},
         "next_command": shlex.join(command),
         **({"best_per_leads": per_leads} if per_leads else {}),
+        **({"family": family} if family else {}),
     }
 
 
@@ -157,6 +161,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(("per leads", ", ".join(f"{k}: {best['metric_name']} {v['metric']:.3f}"
                                             for k, v in sorted(summary["best_per_leads"].items(),
                                                                key=lambda kv: -int(kv[0])))))
+    if summary.get("family"):  # one model folder per FLOPs target, inherited weights
+        rows.append(("family", "; ".join(f"{m['name']} {m['flops_per_record'] / 1e6:.1f} MFLOPs "
+                                         f"{m['metric_name']} {m['val_metric']:.3f}" for m in summary["family"])))
     rows.append(("next", summary["next_command"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"search finished: {summary['run_dir']}"] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
