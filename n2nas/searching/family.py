@@ -54,16 +54,12 @@ def _cost_decisions(space) -> list:
             and hasattr(d, "options")]
 
 
-def _option_costs(sample: dict[str, Any], d, costs) -> list[tuple[dict[str, Any], float]]:
-    """``(sample with decision d set to the option, its FLOPs per record)`` for every option valid with the others."""
-    out = []
-    for option in d.options:
-        trial = {**sample, d.label: option}
-        try:
-            out.append((trial, float(costs.of(trial)["flops_per_record"])))
-        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others (e.g. too short)
-            continue
-    return out
+def _cost_of(trial: dict[str, Any], costs) -> dict[str, Any] | None:
+    """``costs.of(trial)``, or None when an option of ``trial`` is invalid with the others (e.g. too short)."""
+    try:
+        return costs.of(trial)
+    except (ConfigError, ValueError, RuntimeError):
+        return None
 
 
 def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
@@ -76,12 +72,9 @@ def smallest_child(space, costs) -> tuple[dict[str, Any], float]:
     for label, ladder in option_ladders(space, costs).items():
         for option, _ in ladder:
             trial = {**sample, label: option}
-            try:
-                cost = float(costs.of(trial)["flops_per_record"])
-            except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others
-                continue
-            if cost <= least:
-                sample, least = trial, cost
+            cost = _cost_of(trial, costs)
+            if cost is not None and cost["flops_per_record"] <= least:
+                sample, least = trial, float(cost["flops_per_record"])
                 break
     return sample, least
 
@@ -90,10 +83,12 @@ def option_ladders(space, costs) -> dict[str, list[tuple[Any, float]]]:
     """Per cost decision, its options with the FLOPs per record of the default child taking each (cheapest first):
     the order in which :func:`shrink_to_limit` steps a decision down. One count per option, memoised by ``costs``,
     so that a shrink step costs one count instead of one per option."""
-    base = space.default_sample()
-    return {d.label: sorted(((option, cost) for trial, cost in _option_costs(base, d, costs)
-                             for option in [trial[d.label]]), key=lambda pair: pair[1])
-            for d in _cost_decisions(space)}
+    base, ladders = space.default_sample(), {}
+    for d in _cost_decisions(space):
+        valid = [(option, _cost_of({**base, d.label: option}, costs)) for option in d.options]
+        ladders[d.label] = sorted(((option, float(cost["flops_per_record"])) for option, cost in valid
+                                   if cost is not None), key=lambda pair: pair[1])
+    return ladders
 
 
 def _cheaper_options(sample: dict[str, Any], label: str, ladder: list[tuple[Any, float]]) -> list[Any]:
@@ -109,11 +104,8 @@ def _step_down(sample: dict[str, Any], cost: dict[str, Any], label: str, ladder,
     down), or None when none does."""
     for option in _cheaper_options(sample, label, ladder):
         trial = {**sample, label: option}
-        try:
-            trial_cost = costs.of(trial)
-        except (ConfigError, ValueError, RuntimeError):  # an option invalid with the others
-            continue
-        if trial_cost["flops_per_record"] < cost["flops_per_record"]:
+        trial_cost = _cost_of(trial, costs)
+        if trial_cost is not None and trial_cost["flops_per_record"] < cost["flops_per_record"]:
             return trial, trial_cost
     return None
 
