@@ -102,3 +102,28 @@ def test_a_search_killed_while_writing_its_family_resumes_and_keeps_what_it_wrot
     assert [m["flops_target"] for m in members] == list(TARGETS) and first[0] in members  # kept as written
     steps = [json.loads(x)["step"] for x in (run / "trials.jsonl").read_text().splitlines()]
     assert steps == list(range(len(steps)))  # no trial lost or scored twice
+
+
+def test_a_larger_budget_never_gets_a_worse_member(family_run):
+    members = json.loads((family_run / "family" / "family.json").read_text())["members"]
+    small, large = sorted((m for m in members if m["flops_target"] in TARGETS), key=lambda m: m["flops_target"])
+    trials = [json.loads(x) for x in (family_run / "trials.jsonl").read_text().splitlines()]
+    small_sample = n2nas.load_pipeline(f"{small['model_dir']}/pipeline.json").sample
+    key = json.dumps(small_sample, sort_keys=True, default=list)
+    # the smaller budget's member was rescored again under the larger limit, so it competed there
+    again = [t for t in trials if t["phase"] == "family-derive" and json.dumps(t["sample"], sort_keys=True) == key]
+    assert len(again) >= 2 and large["val_metric"] >= small["val_metric"]
+
+
+def test_the_derive_phase_leaves_the_family_its_time():
+    from n2nas.searching.budget import Budget
+    from n2nas.searching.family import family_seconds
+    from n2nas.searching.plan import derive_stops
+
+    family = FamilyConfig(flops_targets=(1e6, 1e7), children=32, rescored=4)
+    after = family_seconds(family, 2.0, reward_share=0.5)  # 2 s to score a child on the whole validation split
+    assert after > family_seconds(family, 2.0, reward_share=0.25) > 2 * 32 * 0.25 * 2.0
+    assert family_seconds(FamilyConfig(), 2.0, 0.5) == 0 and family_seconds(family, None, 0.5) == 0
+    budget = Budget(minutes=10, epochs=None, warmup=0.0, elapsed=600 - after)  # what is left is the family's time
+    assert not derive_stops(budget, 3, 2.0, 0.0, finalists=0)  # without the family: derive on
+    assert derive_stops(budget, 3, 2.0, after, finalists=0)    # with it: stop, it needs the rest

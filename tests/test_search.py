@@ -49,9 +49,15 @@ def test_warm_up_children_are_scored_every_nth_warm_up_epoch(tiny_data, tmp_path
         tiny_config(warmup_scoring_every=0)
 
 
-def test_search_leaves_a_complete_run_folder(tiny_data, tmp_path):
-    result = n2nas.search(tiny_data, tiny_config(), out=tmp_path / "run")
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    """One search with ``tiny_config()``: the run-folder and determinism tests share it."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    return run, n2nas.search(tiny_data, tiny_config(), out=run)
+
+
+def test_search_leaves_a_complete_run_folder(tiny_run):
+    run, result = tiny_run
     for name in ("best_pipeline.json", "trials.jsonl", "checkpoint", "tensorboard", "report.png", "split.json"):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
@@ -74,8 +80,8 @@ def test_search_leaves_a_complete_run_folder(tiny_data, tmp_path):
     assert pipeline.sample == best.sample
 
 
-def test_same_seed_same_pipelines(tiny_data, tmp_path):
-    a = n2nas.search(tiny_data, tiny_config(), out=tmp_path / "a")
+def test_same_seed_same_pipelines(tiny_data, tiny_run, tmp_path):
+    a = tiny_run[1]
     b = n2nas.search(tiny_data, tiny_config(), out=tmp_path / "b")
     c = n2nas.search(tiny_data, tiny_config(seed=1), out=tmp_path / "c")
     assert [t["sample"] for t in a.trials] == [t["sample"] for t in b.trials]
@@ -111,7 +117,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tiny_data, tmp_path):
     folder = tiny_data.records[0].meta["files"][0].rsplit("/", 1)[0]
     run = tmp_path / "killed"
     fix = sum((["--fix", f"{k}={v}"] for k, v in FIXED.items()), [])
-    args = ["search", "--data", f"physionet2017:{folder}", "--preset", "default", "--budget-epochs", "3",
+    args = ["search", "--data", f"physionet2017:{folder}", "--preset", "default", "--budget-epochs", "2",
             "--device", "cpu", "--out", str(run), "--quiet", "--screen", "0", "--finals", "0", *fix]
     proc = _cli(*args, env={**os.environ})
     trials = run / "trials.jsonl"

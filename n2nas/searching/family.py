@@ -9,9 +9,10 @@ BatchNorm statistics recalibrated on training records (Once-for-All, BigNAS). ``
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -135,6 +136,17 @@ def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random
     return sample
 
 
+def family_seconds(family: FamilyConfig, full_child_s: float | None, reward_share: float) -> float:
+    """Estimated wall seconds of a search's family phase: per target, ``children`` scorings on the reward set
+    (``reward_share`` of the validation split) and, on the whole split, the ``rescored`` best, the members
+    carried from smaller targets, and the written member's own evaluation (0 until a scoring has been timed)."""
+    if not family.flops_targets or not full_child_s:
+        return 0.0
+    targets = len(family.flops_targets)
+    whole = targets * (family.rescored + 1) + targets * (targets - 1) / 2
+    return full_child_s * (targets * family.children * reward_share + whole)
+
+
 def check_targets(targets, space, costs, space_name: str, option: str = "--flops-targets") -> None:
     """Refuse a target below the space's smallest child, naming that child's FLOPs (and ``option``)."""
     if not targets:
@@ -147,11 +159,14 @@ def check_targets(targets, space, costs, space_name: str, option: str = "--flops
 
 
 def search_member(target: float, family: FamilyConfig, controller, space, costs, reward,
-                  score: Callable[[list[dict[str, Any]], str, Any], list[float | None]]) -> dict[str, Any] | None:
+                  score: Callable[[list[dict[str, Any]], str, Any], list[float | None]],
+                  carried: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
     """The controller's search under the hard limit ``target``: a child beyond it is shrunk until it fits
-    (:func:`shrink_to_limit`) and the controller learns from the child it scored; ``score(samples, phase, reward)`` scores and logs feasible ones on the reward set
-    (``phase="family"``) or the whole validation split (``"family-derive"``) and returns their rewards. Returns
-    the best rescored sample, or None when no feasible child was found."""
+    (:func:`shrink_to_limit`) and the controller learns from the child it scored; ``score(samples, phase,
+    reward)`` scores and logs feasible ones on the reward set (``phase="family"``) or the whole validation split
+    (``"family-derive"``) and returns their rewards. ``carried``: members already chosen under smaller limits;
+    those that fit are rescored beside this search's best, so a larger budget never gets a worse member than a
+    smaller one. Returns the best rescored sample, or None when no feasible child was found."""
     limited = replace(reward, max_flops=target)
     rng = np.random.default_rng(int(target) % (2 ** 32))
     ladders = option_ladders(space, costs)
@@ -166,15 +181,23 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
         rewards = score(samples, "family", limited)
         controller.update([space.encode(s) for s in samples], nan_rewards(rewards))
         scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
-    if not scored:
-        return None
     unique: dict[str, dict[str, Any]] = {}
     for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
-        unique.setdefault(json.dumps(s, sort_keys=True, default=list), s)
+        unique.setdefault(_key(s), s)
     best = list(unique.values())[:family.rescored]
+    seen = {_key(s) for s in best}
+    best += [s for s in carried if _key(s) not in seen and (_cost_of(s, costs) or {}).get(
+        "flops_per_record", math.inf) <= target]
+    if not best:
+        return None
     rewards = score(best, "family-derive", limited)
     ranked = sorted(((r, i) for i, r in enumerate(rewards) if r is not None), key=lambda t: (-t[0], t[1]))
     return best[ranked[0][1]] if ranked else None
+
+
+def _key(sample: dict[str, Any]) -> str:
+    """A sample as a hashable key (its sorted JSON)."""
+    return json.dumps(sample, sort_keys=True, default=list)
 
 
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
@@ -224,3 +247,14 @@ def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"members": members}, indent=2))
     return members
+
+
+def family_samples(run_dir: Path) -> list[dict[str, Any]]:
+    """The samples of the members already in ``RUN/family/family.json`` (none when there is no family yet)."""
+    path = run_dir / FAMILY_DIR / FAMILY_FILE
+    if not path.exists():
+        return []
+    from n2nas.artifacts import load_pipeline
+
+    folders = [Path(m["model_dir"]) for m in json.loads(path.read_text())["members"]]
+    return [load_pipeline(f / "pipeline.json").sample for f in folders if (f / "pipeline.json").exists()]

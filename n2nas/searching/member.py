@@ -18,7 +18,8 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
 
     from n2nas.searching import phases
     from n2nas.searching.checkpoint import load_checkpoint
-    from n2nas.searching.family import add_to_family, check_targets, search_member, write_member
+    from n2nas.searching.family import (add_to_family, check_targets, family_samples, search_member,
+                                        write_member)
     from n2nas.searching.loop import SearchConfig, _progress
     from n2nas.storage import dataclass_from_json
 
@@ -53,7 +54,7 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
                                search.measured.reward,
                                lambda samples, phase, reward: search.score(
                                    samples, search.reward_idx if phase == "family" else search.ctx.val_idx, phase,
-                                   reward))
+                                   reward), family_samples(run_dir))
         if sample is None:
             raise ConfigError("--max-flops", f"no child of {config.space} under {max_flops:.4g} FLOPs was scored")
         entry = write_member(out, search.runner, search.space_def, search.dataset, sample, config.space, max_flops,

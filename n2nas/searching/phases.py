@@ -26,6 +26,7 @@ from n2nas.metrics import reward_metric_name
 from n2nas.runners import make_runner
 from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
+from n2nas.searching.family import family_seconds
 from n2nas.searching.finals import RESERVE_MARGIN, finals_seconds, run_search_finals
 from n2nas.searching.plan import (check_budget, derive_candidates, derive_stops, pins, prepare_everything,
                                   reward_set, score_board, seconds_per_full_child)
@@ -77,10 +78,16 @@ class SearchState:
     full_child_s: float | None = None
 
     def plan_derive(self) -> float:
-        """Reserve the derive and finals time (the finals with a margin); returns the finals' bare estimate."""
+        """Reserve the time of the derive phase and of what follows it, the finals and the family (each with a
+        margin); returns the bare estimate of what follows."""
         finals_s = finals_seconds(self.config.finals, self.space_def, self.ctx, self.step_s, self.full_child_s)
-        self.budget.plan_derive(self.full_child_s or 0.0, self.config.derive_children, RESERVE_MARGIN * finals_s)
-        return finals_s
+        after_s = finals_s + self.family_s()
+        self.budget.plan_derive(self.full_child_s or 0.0, self.config.derive_children, RESERVE_MARGIN * after_s)
+        return after_s
+
+    def family_s(self) -> float:
+        """Estimated seconds of the family phase (0 without a family or before a child was timed)."""
+        return family_seconds(self.config.family, self.full_child_s, len(self.reward_idx) / len(self.ctx.val_idx))
 
     def score(self, samples: list[dict[str, Any]], records, phase: str, reward=None) -> list[float | None]:
         """Score children unless a resumed log already holds them, log each trial line; returns their rewards
@@ -284,14 +291,14 @@ def derive(state: SearchState) -> None:
     ``derive_children`` were scored ok or the budget leaves only the finals' time."""
     config = state.config
     state.progress.phase("derive")
-    finals_s = state.plan_derive()
+    after_s = state.plan_derive()  # the finals' and the family's time
     for sample in derive_candidates(state.log.records, state.controller, state.space, config):
         # only children scored ok count: an infeasible or failed one gives the finals nothing to train
         statuses = [t["status"] for t in state.log.records if t["phase"] == "derive"]
         derived = statuses.count("ok")
         if derived >= config.derive_children or (
                 state.log.get(state.step) is None and
-                derive_stops(state.budget, derived, state.full_child_s or 0.0, finals_s, config.finals.children,
+                derive_stops(state.budget, derived, state.full_child_s or 0.0, after_s, config.finals.children,
                              derived + statuses.count("failed"))):
             break
         state.score([sample], state.ctx.val_idx, "derive")
@@ -305,7 +312,8 @@ def finals(state: SearchState) -> None:
         run_search_finals(state.config.finals, state.runner, state.initial, state.space_def, state.space, state.ctx,
                           state.log.records, lambda sample: state.score([sample], state.ctx.val_idx, "final")[0],
                           state.run_dir / "checkpoint" / "final",
-                          lambda: budget.total_s and budget.total_s - budget.elapsed, feasible=state.feasible)
+                          lambda: budget.total_s and budget.total_s - budget.elapsed - state.family_s(),
+                          feasible=state.feasible)
 
 
 def family(state: SearchState) -> None:
@@ -319,7 +327,8 @@ def family(state: SearchState) -> None:
     config = state.config
     done_path = state.run_dir / FAMILY_DIR / FAMILY_FILE
     done = {m["name"] for m in json.loads(done_path.read_text())["members"]} if done_path.exists() else set()
-    for i, target in enumerate(config.family.flops_targets):
+    chosen: list[dict] = []  # smaller budgets first: their members compete again under every larger one
+    for i, target in enumerate(sorted(config.family.flops_targets)):
         state.progress.phase(f"family {member_name(target)}")
         # a controller of its own per target, seeded by its position: a resumed search replays it from the log
         controller = make_controller(config.controller, state.space.tokens, seed=config.seed + 1000 + i,
@@ -328,10 +337,11 @@ def family(state: SearchState) -> None:
             sample = search_member(
                 target, config.family, controller, state.space, state.costs, state.measured.reward,
                 lambda samples, phase, reward: state.score(
-                    samples, state.reward_idx if phase == "family" else state.ctx.val_idx, phase, reward))
+                    samples, state.reward_idx if phase == "family" else state.ctx.val_idx, phase, reward), chosen)
             if sample is None:
                 raise ConfigError("--flops-targets", f"no child under {target:.4g} FLOPs per record was scored ok; "
                                                      "the run folder is complete without this member")
+            chosen.append(sample)
             if member_name(target) in done:
                 continue
             add_to_family(state.run_dir, write_member(state.run_dir / FAMILY_DIR / member_name(target), state.runner,

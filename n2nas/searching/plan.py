@@ -73,15 +73,16 @@ def seconds_per_full_child(trials: list[dict], n_val: int) -> float | None:
     return float(np.median([t["wall_s"] * max(1.0, n_val / t["records"]) for t in timed]))
 
 
-def derive_stops(budget: Budget, derived: int, full_child_s: float, finals_s: float, finalists: int,
+def derive_stops(budget: Budget, derived: int, full_child_s: float, after_s: float, finalists: int,
                  tried: int | None = None) -> bool:
     """Whether the derive phase stops before scoring another child, given ``derived`` children scored ok and
-    ``tried`` scorings in all (ok or failed; default ``derived``). It leaves the finals their time once it has
+    ``tried`` scorings in all (ok or failed; default ``derived``). It leaves what follows it (the finals and the
+    family, ``after_s`` seconds) their time once it has
     ``finalists`` children (at least one) to hand them; before that it stops only when one more scoring would
     overrun the budget: finals over too few children cannot choose. (A 20-min search on a busy machine had its
     derive phase cut after one child by an over-estimated finals reserve, and the finals then used 118 of 480 s.)"""
     if derived >= max(1, finalists):
-        return budget.derive_over(full_child_s + finals_s)
+        return budget.derive_over(full_child_s + after_s)
     return (derived if tried is None else tried) > 0 and budget.derive_over(full_child_s)
 
 
