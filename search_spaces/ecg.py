@@ -139,10 +139,14 @@ class ECGSpaceConfig:
     @staticmethod
     def twelve_lead() -> "ECGSpaceConfig":
         """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched
-        (12, 6 limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops."""
+        (12, 6 limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops. Default
+        preprocessing (the screen's first candidate in the ``12-lead`` preset): 12 leads, 100 Hz, no filter,
+        per-record z-score, 5 s crops. Why 5 s, not 10: a retrain is wall-capped, and a 10 s crop costs twice the
+        training FLOPs per epoch (run 2's 10 s pick trained 7 epochs in 15 min, resnet-12's 3 s crops 19); run 1's
+        search chose 5 s on validation (docs/12-lead.md)."""
         return replace(ECGSpaceConfig.cpu(), fs_options=(50, 100), default_fs=100, filters=("none", "bandpass"),
                        default_filter="none", normalisations=("none", "record_z"),
-                       windows=("crop:3", "crop:5", "crop:10"), default_window="crop:10", lead_sets=(12, 6, 3, 2, 1),
+                       windows=("crop:3", "crop:5", "crop:10"), default_window="crop:5", lead_sets=(12, 6, 3, 2, 1),
                        default_weight_decay=1e-3)
 
     @staticmethod
@@ -151,9 +155,10 @@ class ECGSpaceConfig:
         64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
         :func:`search_spaces.twelve_lead.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang). Its default
         child is resnet-12's network (kernels 5 and 3, residual blocks), so the screen ranks the preprocessing on it
-        and the finals train it as the reference a searched child has to beat."""
+        and the finals train it as the reference a searched child has to beat; its default preprocessing is
+        resnet-12's too (3 s crops)."""
         return replace(ECGSpaceConfig.twelve_lead(), n_layers=8, base_width=64, stem_stride=2,
-                       stride_at=(2, 4, 6), widen_at=(4,), residual_default=True)
+                       stride_at=(2, 4, 6), widen_at=(4,), residual_default=True, default_window="crop:3")
 
     @staticmethod
     def n2nas() -> "ECGSpaceConfig":

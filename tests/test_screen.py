@@ -15,7 +15,7 @@ from n2nas.data.readers import load_physionet2017
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import (HalvingPlan, ScreenConfig, balanced_candidates, rung_sizes, run_screen,
-                                    screened_labels, successive_halving)
+                                    screen_candidates, screened_labels, successive_halving)
 from search_spaces import get_space
 from tests.conftest import copy_sample_records, default_child_flops
 
@@ -52,6 +52,21 @@ def test_balanced_candidates_do_not_pair_same_size_tokens_in_lockstep():
         for label in labels:
             counts = Counter(str(p[label]) for p in picks)
             assert max(counts.values()) - min(counts.values()) <= 1, (label, counts)
+
+
+def test_the_default_preprocessing_leads_the_candidates_when_asked():
+    space = get_space("ecg-12lead").space
+    labels, base = screened_labels(space), space.default_sample()
+    default = {k: base[k] for k in labels}
+    assert default == {"leads": 12, "fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:5"}
+    for seed in range(3):
+        plain = screen_candidates(ScreenConfig(candidates=9), space, labels, base, np.random.default_rng(seed))
+        led = screen_candidates(ScreenConfig(candidates=9, default_candidate=True), space, labels, base,
+                                np.random.default_rng(seed))
+        assert len(plain) == 9 and led[0] == default and led.count(default) == 1 and len(led) in (8, 9)
+        assert len({json.dumps(p, sort_keys=True) for p in led}) == len(led)
+    assert SearchConfig.named("12-lead").screen.default_candidate
+    assert not SearchConfig.named("cpu-hour").screen.default_candidate
 
 
 def test_rung_sizes_narrow_to_one():
