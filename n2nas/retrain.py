@@ -251,8 +251,10 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
 
 
 def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, log) -> dict[str, Any]:
-    """An EHR MLP from scratch (:func:`n2nas.train.ehr.train_rows`, budget lr schedule). The split is by patient
-    for clinical tables, whose encoder is refitted on the training rows and kept as ``encoder.json``."""
+    """An EHR MLP from scratch (:func:`n2nas.train.ehr.train_rows`, budget lr schedule over ``epochs``, stopped
+    after ``patience`` epochs without a better validation score: these MLPs overfit once the lr is still high,
+    so, unlike the ECG nets, the last epochs rarely give the best score). The split is by patient for clinical
+    tables, whose encoder is refitted on the training rows and kept as ``encoder.json``."""
     from n2nas.data.table import fit_on_training
     from n2nas.train.ehr import metric_scorer, predict_rows, train_rows
     from search_spaces import get_space
@@ -271,8 +273,8 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
     model = build_model(pipeline).to(device)
     metric = _searched_metric(pipeline, dataset)
     result = train_rows(model, dataset, train_idx, val_idx, get_space(pipeline.space).training_settings(
-        pipeline.sample), metric_scorer(metric, dataset), epochs=config.epochs, max_minutes=config.max_minutes, seed=config.seed,
-        device=device, log=log)
+        pipeline.sample), metric_scorer(metric, dataset), epochs=config.epochs, max_minutes=config.max_minutes,
+        seed=config.seed, device=device, patience=config.patience, log=log)
     probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
     p, y = metric_inputs(probs, dataset.label_matrix()[val_idx].astype(np.float32), dataset.multilabel)
     summary = {"best_epoch": result["best_epoch"], "epochs_run": len(result["history"]), "metric": metric,
