@@ -133,3 +133,28 @@ def test_sparse_batches_never_densify_the_matrix():
     tracemalloc.stop()
     assert peak < dense_bytes / 50, (peak, dense_bytes)
     assert ds.X.nnz < ds.X.shape[0] * ds.X.shape[1] * 0.01
+
+
+def test_train_rows_patience_stops_early_and_keeps_the_best_epoch():
+    """With ``patience`` the epoch-budget trainer stops that many epochs after the best score; without, it runs out
+    its epochs. The lr schedule stays the one over ``epochs`` (no wall clock involved)."""
+    from n2nas.train.ehr import train_rows
+    from search_spaces import get_space
+
+    ds = load_dataset("synthetic-ehr:400,300")
+    space = get_space("ehr-mlp-small")
+    sample = {**space.space.default_sample(), "units": 16, "layers": 2}
+    idx = np.arange(len(ds))
+    scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])  # best at epoch 2, then never better
+
+    def run(patience):
+        model = space.build_child(sample, ds.n_features, len(ds.classes))
+        return train_rows(model, ds, idx[:300], idx[300:], {**space.training_settings(sample), "batch_size": 100},
+                          lambda p, t: next(scores), epochs=8, max_minutes=None, seed=0, device=torch.device("cpu"),
+                          patience=patience, log=lambda m: None)
+
+    stopped = run(patience=2)
+    assert stopped["best_epoch"] == 2 and stopped["best_score"] == 0.7 and len(stopped["history"]) == 4
+    assert all(h["steps"] == 3 for h in stopped["history"])
+    scores = iter([0.5] * 8)
+    assert len(run(patience=None)["history"]) == 8

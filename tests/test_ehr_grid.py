@@ -100,14 +100,20 @@ def test_enas_search_over_ehr_mlp_finishes(tmp_path):
     # a loaded machine): the wiring is under test here, not the finals' length
     config = replace(SearchConfig(), space="ehr-mlp-small", budget_epochs=3, budget_minutes=None, shared_steps=3,
                      controller_steps=1, children_per_step=3, reward_records=40, derive_children=3, top_k=2,
-                     device="cpu", finals=FinalsConfig(passes=0.5, min_steps=10))
+                     device="cpu", finals=FinalsConfig(passes=0.5, min_steps=10, vary="dropout"))
     result = n2nas.search("synthetic-ehr:400,300", config, out=tmp_path / "run")
     # one warm-up epoch (one child scored), two controller epochs of 3 children, 3 derived, then the finals: the
-    # 3 derived children and the default MLP (unless it was one of them) trained from scratch, the best two of
-    # them trained on and scored again (no preprocessing tokens, so no screen)
+    # 3 derived children, the default MLP (unless it was one of them) and the best derived child with dropout 0
+    # and 0.5 (the search pins it to 0.2; vary="dropout") trained from scratch, the best two of them trained on and
+    # scored again (no preprocessing tokens, so no screen)
     phases = [t["phase"] for t in result.trials]
     assert phases[:10] == ["warmup"] + ["controller"] * 6 + ["derive"] * 3
-    assert phases[10:] in (["final"] * 5, ["final"] * 6)
+    assert phases[10:] in (["final"] * 7, ["final"] * 8)
+    assert all(t["sample"]["dropout"] == 0.2 for t in result.trials if t["phase"] != "final")
+    best_derived = max((t for t in result.trials if t["phase"] == "derive"), key=lambda t: (t["reward"], -t["step"]))
+    variants = [t["sample"] for t in result.trials if t["phase"] == "final" and t["sample"]["dropout"] != 0.2]
+    assert {s["dropout"] for s in variants} == {0.0, 0.5}
+    assert all({**s, "dropout": 0.2} == best_derived["sample"] for s in variants)
     assert all(t["flops"] > 0 for t in result.trials)
     best = n2nas.load_pipeline(tmp_path / "run" / "best_pipeline.json")
     model = n2nas.build_model(best)

@@ -162,6 +162,24 @@ def test_the_finals_estimate_covers_both_rungs():
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128 + 124)
     assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128)
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, None, 2.0) == 0.0  # no step timed yet
+    # vary="dropout" on ehr-mlp-small (options 0, 0.2, 0.5): two more finalists in the first rung
+    ehr = SimpleNamespace(train_idx=list(range(7680)))  # batch 768: 10 steps a pass, the 90-step minimum applies
+    plain = finals_seconds(FinalsConfig(survivors=0), get_space("ehr-mlp-small"), ehr, 0.1, 2.0)
+    assert plain == pytest.approx(4 * 11)
+    assert finals_seconds(FinalsConfig(survivors=0, vary="dropout"), get_space("ehr-mlp-small"), ehr, 0.1,
+                          2.0) == pytest.approx(6 * 11)
+
+
+def test_vary_adds_the_best_finalist_with_each_other_option_once():
+    from n2nas.searching.finals import options_of, varied
+    from search_spaces import get_space
+
+    best, other = {"units": 256, "dropout": 0.2}, {"units": 64, "dropout": 0.2}
+    out = varied([best, other, {"units": 256, "dropout": 0.5}], "dropout", (0.0, 0.2, 0.5))
+    assert out == [best, other, {"units": 256, "dropout": 0.5}, {"units": 256, "dropout": 0.0}]
+    assert options_of(get_space("ehr-mlp-small").space.pinned({"dropout": 0.2}), "dropout") == (0.0, 0.2, 0.5)
+    with pytest.raises(ConfigError, match="finals.vary"):
+        options_of(get_space("ehr-mlp-small").space, "nope")
 
 
 @pytest.mark.parametrize("make,name", [(lambda d: ScreenConfig(ema_decay=d), "screen.ema_decay"),

@@ -17,14 +17,14 @@ def register(sub) -> None:
                    help="a pipeline file, e.g. RUN_DIR/best_pipeline.json from `n2nas search`")
     p.add_argument("--data", required=True, help=f"data SPEC: {SPEC_HELP}")
     p.add_argument("--epochs", type=positive(int), default=40, metavar="E",
-                   help="maximum training epochs; under --schedule plateau early stopping may end sooner "
-                        "(default 40)")
+                   help="maximum training epochs; under --schedule plateau, and for EHR pipelines, early stopping "
+                        "after 8 epochs without a better validation score may end sooner (default 40)")
     p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
                    help="stop training after M minutes of wall time (default: no limit)")
     p.add_argument("--schedule", default="budget", choices=["plateau", "budget"],
                    help="lr schedule: plateau (cut by 0.3 after 3 epochs without a better validation score, stop "
                         "after 8) or budget (linear decay to zero over --epochs or --max-minutes, whichever ends "
-                        "first; no early stop) (default budget)")
+                        "first; no early stop, except for EHR pipelines) (default budget)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the split, weights and batches (default 0)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")

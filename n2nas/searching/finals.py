@@ -47,7 +47,12 @@ class FinalsConfig:
     token, then the best of the rest. Why: shared weights can mis-rank whole families. In a 20-min diabetes130
     search every one of the 12 derived MLPs' top three was *linear* (shared-weight macro AUROC 0.835-0.837 against
     0.829 for the best relu child), so the finals never trained a relu MLP, which alone reached 0.874 validation
-    AUROC after 10 passes against 0.855 for the linear one."""
+    AUROC after 10 passes against 0.855 for the linear one.
+
+    ``vary``: a token label (None: off), typically one the supernet cannot score and the search pins (dropout):
+    the finals also train the best finalist with each other option of that token, so a decision that only
+    training alone can judge is still made on validation. Why: the shared weights rank architectures, but their
+    own optimizer makes them blind to regularisation; the finals train each candidate alone and can see it."""
 
     children: int = 3
     passes: float = 3.0
@@ -59,6 +64,7 @@ class FinalsConfig:
     capacity_tie: float = 0.02
     stretch: float = 2.0
     spread: str | None = None
+    vary: str | None = None
 
     def __post_init__(self):
         if self.children < 0 or self.passes <= 0 or self.min_steps < 1 or self.survivors < 0 or self.growth < 1:
@@ -105,6 +111,27 @@ def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int,
     return chosen
 
 
+def options_of(space, label: str) -> tuple:
+    """The options of decision ``label`` of ``space`` (pinned or not)."""
+    for d in space.flat:
+        if d.label == label and hasattr(d, "options"):
+            return tuple(d.options)
+    raise ConfigError("finals.vary", f"{label!r} is not a choice of search space {space.name!r}")
+
+
+def varied(candidates: list[dict[str, Any]], label: str, options: tuple) -> list[dict[str, Any]]:
+    """``candidates`` and then the first (best) of them with each other option of ``label``, without duplicates."""
+    keys = {json.dumps(c, sort_keys=True, default=list) for c in candidates}
+    out = list(candidates)
+    for option in options:
+        variant = {**candidates[0], label: option}
+        key = json.dumps(variant, sort_keys=True, default=list)
+        if key not in keys:
+            keys.add(key)
+            out.append(variant)
+    return out
+
+
 def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates: list[dict[str, Any]],
                steps_per_pass: int, score: Callable[[dict[str, Any]], float | None], folder: Path,
                time_left: Callable[[], float | None], scale: list[float] | None = None) -> ScreenResult | None:
@@ -138,7 +165,8 @@ def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, f
         return 0.0
     steps = max(config.passes * steps_per_pass(space_def, space_def.space.default_sample(), ctx), config.min_steps)
     seconds, trained = 0.0, 0.0
-    for rung, size in enumerate(config.rungs(config.children + int(config.reference))):
+    extra = len(options_of(space_def.space, config.vary)) - 1 if config.vary else 0
+    for rung, size in enumerate(config.rungs(config.children + int(config.reference) + extra)):
         target = steps * config.growth ** rung
         seconds += size * ((target - trained) * step_s + (full_child_s or 0.0))
         trained = target
@@ -159,6 +187,8 @@ def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], spa
     if reference is not None and not feasible(reference):
         reference = None
     candidates = finalists(trials, reference, config.children, config.spread) if config.children else []
+    if config.vary and candidates:
+        candidates = varied(candidates, config.vary, options_of(space, config.vary))
     if len(candidates) < 2:
         return None
     base = space.default_sample()

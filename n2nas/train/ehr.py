@@ -187,11 +187,13 @@ def metric_scorer(name: str, dataset: EHRDataset):
 
 def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.ndarray, settings: dict[str, Any],
                score, *, epochs: int, max_minutes: float | None, seed: int, device: torch.device,
-               log=print) -> dict[str, Any]:
+               patience: int | None = None, log=print) -> dict[str, Any]:
     """Train ``model`` on sparse rows with Adam and an lr decayed linearly to zero over whichever budget ends first,
     ``epochs`` or ``max_minutes`` (as ``n2nas retrain``'s "budget" schedule); keeps the weights of the epoch with
     the best ``score(probs, targets)`` on ``val_idx``. Returns ``{"history", "best_epoch", "best_score"}``; a
-    loss that stops being finite ends training at the last good epoch."""
+    loss that stops being finite ends training at the last good epoch. ``patience`` (None: off) stops after that
+    many epochs without a better score: the schedule stays the one over ``epochs``, so a given epoch's weights do
+    not depend on it, and without a wall cap the result does not depend on the machine's load."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     targets = dataset.label_matrix().astype(np.float32)
@@ -230,7 +232,8 @@ def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.nd
         if value > best:
             best, best_state, best_epoch = value, copy.deepcopy(model.state_dict()), epoch
         if not losses or not math.isfinite(history[-1]["loss"]) or steps >= total or (
-                max_minutes is not None and time.monotonic() - start > 60 * max_minutes):
+                max_minutes is not None and time.monotonic() - start > 60 * max_minutes) or (
+                patience is not None and epoch - best_epoch >= patience):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
