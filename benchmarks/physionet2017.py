@@ -99,12 +99,12 @@ def _dev_and_test(folder: str, seed: int):
     return data.subset(list(split.train)), data.subset(list(split.val))
 
 
-def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: int) -> dict:
-    """One search on the dev records (in its own process when rows run side by side)."""
+def run_search(dev, cfg: SearchConfig, out: str, threads: int) -> dict:
+    """One search on ``dev`` with ``threads`` torch threads: its minutes, trials, best pipeline and family members
+    (every benchmark that runs searches as rows shares this)."""
     import torch
 
     torch.set_num_threads(threads)
-    dev, _ = _dev_and_test(folder, seed)
     t0 = time.monotonic()
     # both searches write to one stderr side by side: the label tells their lines apart
     result = n2nas.search(dev, cfg, out=out, progress=f"search[{cfg.controller}]")
@@ -112,6 +112,26 @@ def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: in
     return {"minutes": (time.monotonic() - t0) / 60, "trials": result.trials,
             "best": result.best(1)[0].to_json(),
             "family": json.loads(family.read_text())["members"] if family.exists() else []}
+
+
+def retrain_and_predict(dev, test, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> tuple:
+    """Retrain a pipeline JSON on ``dev`` into ``out`` as ``n2nas retrain`` does, then predict ``test`` once.
+    Returns ``(retrain summary, minutes, probabilities, targets, pipeline)``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    pipeline = Pipeline.from_json(pipeline_json, get_space(pipeline_json["space"]).space)
+    t0 = time.monotonic()
+    summary = retrain(Pipeline(pipeline.space, pipeline.sample), dev, out, cfg,
+                      log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
+    minutes = (time.monotonic() - t0) / 60
+    probs, y = predict(out, test)
+    return summary, minutes, probs, y, pipeline
+
+
+def _search_job(folder: str, seed: int, cfg: SearchConfig, out: str, threads: int) -> dict:
+    """One search on the dev records (in its own process when rows run side by side)."""
+    return run_search(_dev_and_test(folder, seed)[0], cfg, out, threads)
 
 
 def _inherited_job(folder: str, seed: int, member: dict, threads: int) -> dict:
@@ -129,16 +149,8 @@ def _inherited_job(folder: str, seed: int, member: dict, threads: int) -> dict:
 
 def _retrain_job(folder: str, seed: int, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> dict:
     """Retrain one pipeline on the dev records and score it once on the held-out test records."""
-    import torch
-
-    torch.set_num_threads(threads)
     dev, test = _dev_and_test(folder, seed)
-    pipeline = Pipeline.from_json(pipeline_json, get_space(pipeline_json["space"]).space)
-    t0 = time.monotonic()
-    summary = retrain(Pipeline(pipeline.space, pipeline.sample), dev, out, cfg,
-                      log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
-    minutes = (time.monotonic() - t0) / 60
-    probs, y = predict(out, test)
+    summary, minutes, probs, y, pipeline = retrain_and_predict(dev, test, pipeline_json, out, cfg, threads)
     return {"summary": summary, "minutes": minutes, "test": evaluate_predictions(probs, y, test.classes, test.multilabel),
             "test_pred": probs.argmax(1), "test_y": y, "n_dev": len(dev), "n_test": len(test),
             "cost": cost(pipeline, 1)}

@@ -27,26 +27,23 @@ import dataclasses
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
-from benchmarks.physionet2017 import _run_all, search_behaviour  # noqa: E402
+from benchmarks.physionet2017 import _run_all, retrain_and_predict, run_search, search_behaviour  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import split_by_header  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.measure.cost import pipeline_cost  # noqa: E402
 from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
-from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
-from n2nas.evaluation import load_thresholds, predict  # noqa: E402
+from n2nas.retrain import RetrainConfig  # noqa: E402
+from n2nas.evaluation import load_thresholds  # noqa: E402
 from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
-from search_spaces import get_space  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"
@@ -68,27 +65,13 @@ def cost(pipeline: Pipeline, n_classes: int) -> tuple[int, float]:
 
 def _search_job(folder: str, cfg: SearchConfig, out: str, threads: int) -> dict:
     """One search on the dev records (in its own process when rows run side by side)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    dev, _ = dev_and_test(folder)
-    t0 = time.monotonic()
-    result = n2nas.search(dev, cfg, out=out, progress=f"search[{cfg.controller}]")
-    return {"minutes": (time.monotonic() - t0) / 60, "trials": result.trials, "best": result.best(1)[0].to_json()}
+    return run_search(dev_and_test(folder)[0], cfg, out, threads)
 
 
 def _retrain_job(folder: str, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> dict:
     """Retrain one pipeline on the dev records and score it once on fold 9 with its kept thresholds."""
-    import torch
-
-    torch.set_num_threads(threads)
     dev, test = dev_and_test(folder)
-    pipeline = Pipeline.from_json(pipeline_json, get_space(pipeline_json["space"]).space)
-    t0 = time.monotonic()
-    summary = retrain(Pipeline(pipeline.space, pipeline.sample), dev, out, cfg,
-                      log=lambda m: print(f"[{Path(out).name}] {m}", file=sys.stderr))
-    minutes = (time.monotonic() - t0) / 60
-    probs, y = predict(out, test)
+    summary, minutes, probs, y, pipeline = retrain_and_predict(dev, test, pipeline_json, out, cfg, threads)
     scores = evaluate_predictions(probs, y, test.classes, True, load_thresholds(out))
     return {"summary": summary, "minutes": minutes, "test": scores, "probs": probs, "y": y, "n_dev": len(dev),
             "n_test": len(test), "cost": cost(pipeline, len(dev.classes)), "sample": pipeline.sample}
