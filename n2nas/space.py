@@ -239,6 +239,11 @@ def _show(v: Any) -> str:
     return "none" if v is None else str(v)
 
 
+def sample_key(sample: dict[str, Any]) -> str:
+    """A sample as a hashable key, equal for equal samples (sorted JSON; a skip tuple and its list agree)."""
+    return json.dumps(sample, sort_keys=True, default=list)
+
+
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 

@@ -19,7 +19,7 @@ import numpy as np
 from n2nas.errors import ConfigError
 from n2nas.measure.reward import limits_broken
 from n2nas.searching.run_folder import nan_rewards
-from n2nas.space import Pipeline
+from n2nas.space import Pipeline, sample_key
 from n2nas.storage import atomic_write_text
 
 FAMILY_DIR = "family"
@@ -183,21 +183,16 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
         scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
     unique: dict[str, dict[str, Any]] = {}
     for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
-        unique.setdefault(_key(s), s)
+        unique.setdefault(sample_key(s), s)
     best = list(unique.values())[:family.rescored]
-    seen = {_key(s) for s in best}
-    best += [s for s in carried if _key(s) not in seen and (_cost_of(s, costs) or {}).get(
+    seen = {sample_key(s) for s in best}
+    best += [s for s in carried if sample_key(s) not in seen and (_cost_of(s, costs) or {}).get(
         "flops_per_record", math.inf) <= target]
     if not best:
         return None
     rewards = score(best, "family-derive", limited)
     ranked = sorted(((r, i) for i, r in enumerate(rewards) if r is not None), key=lambda t: (-t[0], t[1]))
     return best[ranked[0][1]] if ranked else None
-
-
-def _key(sample: dict[str, Any]) -> str:
-    """A sample as a hashable key (its sorted JSON)."""
-    return json.dumps(sample, sort_keys=True, default=list)
 
 
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,

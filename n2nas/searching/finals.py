@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from n2nas.errors import ConfigError
 from n2nas.searching.screen import HalvingPlan, ScreenResult, steps_per_pass, successive_halving
+from n2nas.space import sample_key
 from n2nas.train.averaging import check_ema_decay
 
 
@@ -93,8 +94,8 @@ def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int,
     limits)."""
     derived = sorted((t for t in trials if t["phase"] == "derive" and t["status"] == "ok" and t["reward"] is not None),
                      key=lambda t: (-t["reward"], t["step"]))
-    beyond = {json.dumps(t["sample"], sort_keys=True, default=list) for t in trials if t.get("limits_waived")}
-    if reference and json.dumps(reference, sort_keys=True, default=list) in beyond:
+    beyond = {sample_key(t["sample"]) for t in trials if t.get("limits_waived")}
+    if reference and sample_key(reference) in beyond:
         reference = None  # training it would only end in an infeasible score
     samples = [t["sample"] for t in derived]
     if spread:  # the best of each value first (derived is best-first), in reward order, then the rest
@@ -104,7 +105,7 @@ def finalists(trials: list[dict], reference: dict[str, Any] | None, n: int,
         samples = list(firsts.values()) + [s for s in samples if s not in firsts.values()]
     chosen, seen = [], set()
     for sample in samples[:n] + ([reference] if reference else []):
-        key = json.dumps(sample, sort_keys=True, default=list)
+        key = sample_key(sample)
         if key not in seen:
             seen.add(key)
             chosen.append(sample)
@@ -121,11 +122,11 @@ def options_of(space, label: str) -> tuple:
 
 def varied(candidates: list[dict[str, Any]], label: str, options: tuple) -> list[dict[str, Any]]:
     """``candidates`` and then the first (best) of them with each other option of ``label``, without duplicates."""
-    keys = {json.dumps(c, sort_keys=True, default=list) for c in candidates}
+    keys = {sample_key(c) for c in candidates}
     out = list(candidates)
     for option in options:
         variant = {**candidates[0], label: option}
-        key = json.dumps(variant, sort_keys=True, default=list)
+        key = sample_key(variant)
         if key not in keys:
             keys.add(key)
             out.append(variant)

@@ -51,10 +51,7 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
         controller = make_controller(config.controller, search.space.tokens, seed=controller_seed,
                                      preset=config.controller_preset)
         sample = search_member(max_flops, config.family, controller, search.space, search.costs,
-                               search.measured.reward,
-                               lambda samples, phase, reward: search.score(
-                                   samples, search.reward_idx if phase == "family" else search.ctx.val_idx, phase,
-                                   reward), family_samples(run_dir))
+                               search.measured.reward, search.score_family, family_samples(run_dir))
         if sample is None:
             raise ConfigError("--max-flops", f"no child of {config.space} under {max_flops:.4g} FLOPs was scored")
         entry = write_member(out, search.runner, search.space_def, search.dataset, sample, config.space, max_flops,

@@ -89,6 +89,11 @@ class SearchState:
         """Estimated seconds of the family phase (0 without a family or before a child was timed)."""
         return family_seconds(self.config.family, self.full_child_s, len(self.reward_idx) / len(self.ctx.val_idx))
 
+    def score_family(self, samples: list[dict[str, Any]], phase: str, reward) -> list[float | None]:
+        """A family search's scoring: on the reward set (``phase="family"``) or the whole validation split
+        (``"family-derive"``), under ``reward`` (the search's, with the member's FLOPs limit)."""
+        return self.score(samples, self.reward_idx if phase == "family" else self.ctx.val_idx, phase, reward)
+
     def score(self, samples: list[dict[str, Any]], records, phase: str, reward=None) -> list[float | None]:
         """Score children unless a resumed log already holds them, log each trial line; returns their rewards
         (under ``reward``, a RewardConfig, instead of the search's own when given)."""
@@ -288,7 +293,7 @@ def shared_pass(state: SearchState, sampler, phase: str) -> dict[str, float]:
 
 def derive(state: SearchState) -> None:
     """The best controller-phase children and fresh samples, each scored on the whole validation split, until
-    ``derive_children`` were scored ok or the budget leaves only the finals' time."""
+    ``derive_children`` were scored ok or the budget leaves only the time of the finals and the family."""
     config = state.config
     state.progress.phase("derive")
     after_s = state.plan_derive()  # the finals' and the family's time
@@ -334,10 +339,8 @@ def family(state: SearchState) -> None:
         controller = make_controller(config.controller, state.space.tokens, seed=config.seed + 1000 + i,
                                      preset=config.controller_preset)
         with state.clock("family"):
-            sample = search_member(
-                target, config.family, controller, state.space, state.costs, state.measured.reward,
-                lambda samples, phase, reward: state.score(
-                    samples, state.reward_idx if phase == "family" else state.ctx.val_idx, phase, reward), chosen)
+            sample = search_member(target, config.family, controller, state.space, state.costs,
+                                   state.measured.reward, state.score_family, chosen)
             if sample is None:
                 raise ConfigError("--flops-targets", f"no child under {target:.4g} FLOPs per record was scored ok; "
                                                      "the run folder is complete without this member")

@@ -2,14 +2,13 @@
 prepared up front, the fixed reward set, which children the derive phase rescores, and the scoreboard."""
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator
 
 import numpy as np
 
 from n2nas.errors import ConfigError
 from n2nas.searching.budget import Budget, minimum_budget_minutes
-from n2nas.space import Pipeline
+from n2nas.space import Pipeline, sample_key
 
 DERIVE_DRAW_ROUNDS = 8  # fresh controller draws of derive_children each, at most, to replace unscored children
 
@@ -97,7 +96,7 @@ def derive_candidates(trials: list[dict], controller, space, config) -> Iterator
     seen: set[str] = set()
 
     def new(sample: dict[str, Any]) -> bool:
-        key = json.dumps(sample, sort_keys=True, default=list)
+        key = sample_key(sample)
         if key in seen:
             return False
         seen.add(key)
