@@ -62,3 +62,21 @@ def test_search_preset_help_states_each_budget(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for words in ("demo", "4 minutes", "cpu-hour", "60 minutes", "gpu", "no time budget", "10 epochs"):
         assert words in out, words
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["search", "--budget-epochs", "2.5"], "must be a whole number, got 2.5"),
+    (["retrain", "x.json", "--epochs", "0"], "must be positive, got 0"),
+    (["grid", "--max-minutes", "soon"], "not a number: soon"),
+])
+def test_a_bad_number_is_one_line_naming_the_option_and_exit_2(argv, problem, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err and argv[-2] in err, err
+
+
+def test_an_int_option_takes_a_whole_number_written_in_any_form():
+    args = build_parser().parse_args(["search", "--budget-epochs", "1e1"])
+    assert args.budget_epochs == 10 and isinstance(args.budget_epochs, int)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from n2nas.cli.options import DEVICE_HELP, parse_fixed, positive
+from n2nas.cli.options import DEVICE_HELP, number, parse_fixed
 
 
 def register(sub) -> None:
@@ -27,12 +27,12 @@ def register(sub) -> None:
                    help="value every cell shares, e.g. --fix activation=tanh (repeatable; default: the preset's "
                         "values)")
     p.add_argument("--data", default=None, help=f"data SPEC: {SPEC_HELP} (default: the preset's, else sample)")
-    p.add_argument("--epochs", type=positive(int), default=None, metavar="E",
+    p.add_argument("--epochs", type=number(int), default=None, metavar="E",
                    help="maximum training epochs per cell (default: the preset's, else 40)")
-    p.add_argument("--patience", type=positive(int), default=None, metavar="E",
+    p.add_argument("--patience", type=number(int), default=None, metavar="E",
                    help="stop a cell after E epochs without a better validation score (default: the preset's, "
                         "else 5)")
-    p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
+    p.add_argument("--max-minutes", type=number(float), default=None, metavar="M",
                    help="stop training a cell after M minutes of wall time (default: no limit)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the split and of every cell (default 0)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -11,27 +11,25 @@ import json
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (not usage + message) and still exits 2."""
 
-    def error(self, message: str):  # noqa: D401 - argparse hook
+    def error(self, message: str):
+        """Print ``message`` as one line and exit 2 (argparse calls this on every usage error)."""
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive(kind):
-    """An argparse ``type`` that reads ``kind`` and refuses values <= 0."""
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def number(kind, positive: bool = True, nonpositive: bool = False):
-    """An argparse ``type`` for numbers written any way (``1e6`` for an int too), optionally > 0 or <= 0."""
+    """An argparse ``type`` for numbers written any way (``1e6`` for an int too), optionally > 0 or <= 0.
+
+    An int option refuses a fraction (``2.5``) rather than truncating it to a value the user did not write.
+    """
     def parse(text: str):
         try:
-            value = kind(float(text)) if kind is int else kind(text)
+            value = float(text) if kind is int else kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+        if kind is int:
+            if not float(value).is_integer():
+                raise argparse.ArgumentTypeError(f"must be a whole number, got {text}")
+            value = int(value)
         if positive and not value > 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         if nonpositive and value > 0:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from n2nas.cli.options import DEVICE_HELP, positive
+from n2nas.cli.options import DEVICE_HELP, number
 
 
 def register(sub) -> None:
@@ -16,10 +16,10 @@ def register(sub) -> None:
     p.add_argument("pipeline", metavar="PIPELINE.json",
                    help="a pipeline file, e.g. RUN_DIR/best_pipeline.json from `n2nas search`")
     p.add_argument("--data", required=True, help=f"data SPEC: {SPEC_HELP}")
-    p.add_argument("--epochs", type=positive(int), default=40, metavar="E",
+    p.add_argument("--epochs", type=number(int), default=40, metavar="E",
                    help="maximum training epochs; under --schedule plateau, and for EHR pipelines, early stopping "
                         "after 8 epochs without a better validation score may end sooner (default 40)")
-    p.add_argument("--max-minutes", type=positive(float), default=None, metavar="M",
+    p.add_argument("--max-minutes", type=number(float), default=None, metavar="M",
                    help="stop training after M minutes of wall time (default: no limit)")
     p.add_argument("--schedule", default="budget", choices=["plateau", "budget"],
                    help="lr schedule: plateau (cut by 0.3 after 3 epochs without a better validation score, stop "
@@ -29,10 +29,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-bad", action="store_true", help="leave bad records out instead of failing")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
-    p.add_argument("--workers", type=positive(int), default=1, metavar="N",
+    p.add_argument("--workers", type=number(int), default=1, metavar="N",
                    help="data-parallel processes (DDP: gloo on CPU, NCCL on GPUs); same global batch as 1 worker "
                         "(default 1)")
-    p.add_argument("--global-batch", type=positive(int), default=None, metavar="G",
+    p.add_argument("--global-batch", type=number(int), default=None, metavar="G",
                    help="global batch size in windows; the learning rate is scaled by G / the pipeline's batch "
                         "(default: the pipeline's batch_size)")
     p.add_argument("--norm", default="batch", choices=["batch", "none"],

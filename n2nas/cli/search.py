@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import json
 
-from n2nas.cli.options import DEVICE_HELP, number, parse_fixed, positive
+from n2nas.cli.options import DEVICE_HELP, number, parse_fixed
 from n2nas.errors import ConfigError
 
 def register(sub) -> None:
@@ -32,18 +32,18 @@ def register(sub) -> None:
                    metavar="{" + ",".join(SEARCH_PRESETS) + "}",
                    help="search size, every option left unset keeps the preset's value: " + "; ".join(
                        f"{name} = {preset_summary(name)}" for name in SEARCH_PRESETS) + " (default: demo)")
-    p.add_argument("--budget-minutes", type=positive(float), default=None, metavar="M",
+    p.add_argument("--budget-minutes", type=number(float), default=None, metavar="M",
                    help="end the whole search within M minutes of wall time, data preparation and derive phase "
                         "included: 30%% warm-up, then ENAS epochs, then a derive reserve of 5-25%% sized from the "
                         "measured scoring time (default: the preset's)")
-    p.add_argument("--budget-epochs", type=positive(int), default=None, metavar="E",
+    p.add_argument("--budget-epochs", type=number(int), default=None, metavar="E",
                    help="stop after E search epochs (one pass of shared training, then controller steps; the first "
                         "30%% are warm-up); with --budget-minutes, "
                         "whichever ends first (default: the preset's)")
     p.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="local (one process), ray (actors), mpi (launch with mpiexec -n N python -m mpi4py -m "
                         "n2nas.cli search --backend mpi ...) (default: the preset's, local)")
-    p.add_argument("--workers", type=positive(int), default=None, metavar="N",
+    p.add_argument("--workers", type=number(int), default=None, metavar="N",
                    help="Ray actors, or MPI ranks (default: 1; for mpi the number of ranks mpiexec started)")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed of the split, controller and weights (default: the preset's, 0)")

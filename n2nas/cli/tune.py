@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from n2nas.cli.options import DEVICE_HELP, parse_fixed, positive
+from n2nas.cli.options import DEVICE_HELP, number, parse_fixed
 
 
 def register(sub) -> None:
@@ -20,13 +20,13 @@ def register(sub) -> None:
     p.add_argument("--preset", default="default", choices=["default", "smoke"],
                    help="default: 8 trials x 3 epochs x 20 steps; smoke: 2 trials of 1 epoch x 2 steps, to try the "
                         "command out (default: default)")
-    p.add_argument("--trials", type=positive(int), default=None, metavar="N",
+    p.add_argument("--trials", type=number(int), default=None, metavar="N",
                    help="children to train (default: the preset's, 8)")
-    p.add_argument("--epochs", type=positive(int), default=None, metavar="E",
+    p.add_argument("--epochs", type=number(int), default=None, metavar="E",
                    help="epochs (reports and checkpoints) per trial (default: the preset's, 3)")
-    p.add_argument("--steps-per-epoch", type=positive(int), default=None, metavar="N",
+    p.add_argument("--steps-per-epoch", type=number(int), default=None, metavar="N",
                    help="training batches per epoch (default: the preset's, 20)")
-    p.add_argument("--concurrent", type=positive(int), default=None, metavar="N",
+    p.add_argument("--concurrent", type=number(int), default=None, metavar="N",
                    help="trials running at once (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores Ray reserves per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, e.g. 1 or 0.5 (default 0)")
