@@ -71,6 +71,7 @@ PRESETS = {"quick": {"records": 1500, "minutes": 3.0, "epochs": 4},
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The benchmark's options; ``--full`` widens the defaults to the issue's protocol."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="physionet2017:" + str(Path(__file__).resolve().parents[2] / "shared" / "data"
                                                              / "physionet2017"))

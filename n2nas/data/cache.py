@@ -44,6 +44,7 @@ class _Tally:
     progress: Progress | None
 
     def report(self, label: str, step: int = 0) -> None:
+        """Count ``step`` more products done and pass the tally to ``progress`` with ``label``."""
         self.done += step
         if self.progress is not None:
             self.progress(self.done, self.total, label)
