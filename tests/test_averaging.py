@@ -22,9 +22,9 @@ def test_weight_average_is_an_ema_whose_decay_warms_up():
         else:
             d = min(0.5, (1.0 + step) / (10.0 + step))  # n_averaged == step before this update
             expected = d * expected + (1 - d) * value
-        assert float(averaged.module.weight) == pytest.approx(expected)
+        assert float(averaged.module.weight.detach()) == pytest.approx(expected)
         assert float(averaged.module.running_mean) == pytest.approx(-expected)  # batch-norm statistics too
-    assert float(averaged.module.weight) < 15.0  # not the last weights
+    assert float(averaged.module.weight.detach()) < 15.0  # not the last weights
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.1])
