@@ -79,7 +79,9 @@ def write_plot(rows: list[dict[str, Any]], labels: list[str], path: Path, title:
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if not np.isnan(grid[i, j]):
-                    left.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
+                    bright = im.norm(grid[i, j]) > 0.6  # viridis turns yellow: dark text stays legible there
+                    left.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                              color="k" if bright else "w")
         fig.colorbar(im, ax=left, label=main)
     else:
         names = [" ".join(f"{r[k]}" for k in labels) for r in rows]
@@ -92,12 +94,13 @@ def write_plot(rows: list[dict[str, Any]], labels: list[str], path: Path, title:
     sc = right.scatter(params, score, c=times, cmap="plasma")
     for r, x, y in zip(rows, params, score):
         if np.isfinite(x) and np.isfinite(y):
-            right.annotate(" x ".join(str(r[k]) for k in labels), (x, y), fontsize=6)
+            right.annotate(" x ".join(str(r[k]) for k in labels), (x, y), xytext=(4, 4), textcoords="offset points",
+                           fontsize=7)
     if np.nanmin(params) > 0:
         right.set_xscale("log")
     right.set_xlabel("parameters")
     right.set_ylabel(main)
-    right.set_title(f"{main} vs model size (colour: wall time, s)")
+    right.set_title(f"{main} vs model size (points: {' x '.join(labels)}; colour: wall time, s)")
     fig.colorbar(sc, ax=right, label="time_s")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
