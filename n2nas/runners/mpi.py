@@ -63,6 +63,9 @@ def abort_on_error():
         comm, rank, size = world()
         if size > 1:
             print(f"n2nas: error on MPI rank {rank}: {err}", file=sys.stderr, flush=True)
+            # mpiexec forwards each rank's stderr asynchronously and Abort tears its proxies down: under load
+            # the line above was lost (empty stderr, exit 1). A moment lets the proxy pass it on.
+            time.sleep(1.0)
             comm.Abort(2 if isinstance(err, N2NASError) else 1)
         raise
 
