@@ -122,7 +122,6 @@ class SearchConfig:
         return SearchConfig(space="ecg-12lead", budget_minutes=30.0, budget_epochs=None, reward_records=None,
                             controller_steps=2, children_per_step=1, warmup_scoring_every=4, derive_children=12,
                             derive_top=4, screen=ScreenConfig(candidates=15, keep=1 / 3, default_candidate=True),
-                            finals=FinalsConfig(children=2, survivors=1, growth=5.0, vary="augment", vary_last=True),
                             reward=RewardConfig.accuracy_only())
 
     @staticmethod
