@@ -60,7 +60,8 @@ class FinalsConfig:
     scratch to the survivors' steps (and scored on the way at the first rung's), instead of being of the best
     first-rung finalist and racing in the first rung. Why: regularisation pays after longer training, and three
     passes mostly rank how fast a net converges; on PTB-XL every retrain's validation AUROC peaked after 3-21
-    epochs and then fell (docs/12-lead.md, run 3)."""
+    epochs and then fell (docs/12-lead.md, run 3). Not enough there: varying ``augment`` at a 15-pass last rung still
+    ranked none > light > strong, as the retrain's first 15 epochs do, where its 35th ranks strong first (run 4)."""
 
     children: int = 3
     passes: float = 3.0
