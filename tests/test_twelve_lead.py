@@ -189,6 +189,21 @@ def test_the_residual_12lead_space_defaults_to_resnet_12s_network_and_still_sear
     assert get_space("ecg-12lead").space.default_sample()["layer3/skip"] == (0, 0, 0)
 
 
+def test_12lead_searches_pin_strong_augmentation_and_the_references_keep_none():
+    from search_spaces.ecg import ECGSpaceConfig, fixed_pipelines
+
+    from n2nas.searching.loop import SearchConfig
+    from n2nas.searching.plan import pins
+
+    space_def = get_space("ecg-12lead")
+    assert pins(space_def, SearchConfig.twelve_lead())["augment"] == "strong"
+    assert pins(space_def, SearchConfig(fixed={"augment": "none"}))["augment"] == "none"  # --fix still wins
+    assert {fixed_pipelines()[r]["sample"]["augment"] for r in ("plain-cnn-12", "resnet-12")} == {"none"}
+    assert get_space("ecg-cpu").space.default_sample()["augment"] == "none"  # single-lead spaces as before
+    with pytest.raises(ConfigError, match="default_augment"):
+        ECGSpaceConfig(default_augment="heavy")
+
+
 def test_the_progress_line_names_the_metric():
     from n2nas.searching.progress import ProgressState, format_status
 
