@@ -2,7 +2,7 @@
 winner and hand-designed 12-lead nets, all retrained with one recipe and one budget.
 
 Usage: python benchmarks/ptbxl.py [DIR] [--search-minutes 30] [--retrain-minutes 15] [--preset 12-lead]
-       [--rows search,random,plain-cnn-12,resnet-12] [--pipeline NAME=FILE ...] [--parallel 2] [--out FOLDER]
+       [--rows search,random,plain-cnn-12,resnet-12] [--space NAME] [--pipeline NAME=FILE ...] [--parallel 2] [--out FOLDER]
 
 Protocol: records whose header says ``# fold: val`` (PTB-XL fold 9) are the test set; every other record (folds
 1-8, ``# fold: train``) is dev. Searches and retrainings see only dev, each with its own seeded, stratified
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default {','.join(ROWS)})")
     ap.add_argument("--flops-weight", type=float, default=None, help="FLOPs exponent of the reward (default: preset)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--space", default=None, help="search space of the searches (default: the preset's)")
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
                     help="also retrain this pipeline JSON as row NAME")
@@ -143,6 +144,8 @@ def main() -> None:
     base = SearchConfig.named(args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
                "fixed": parse_fixed(args.fix)}
+    if args.space is not None:
+        changes["space"] = args.space
     if args.flops_weight is not None:
         changes["reward"] = dataclasses.replace(base.reward, flops_weight=args.flops_weight)
     cfg = dataclasses.replace(base, **changes)
