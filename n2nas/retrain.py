@@ -76,6 +76,7 @@ class RetrainConfig:
     ema_decay: float | None = 0.998
     prune: PruneConfig | None = None
     qat: QATConfig | None = None
+    class_weight: float = 0.0  # EHR pipelines: power of the balanced class weights in the loss (train_rows)
 
     def __post_init__(self):
         if self.workers < 1:
@@ -276,7 +277,7 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
     metric = _searched_metric(pipeline, dataset)
     result = train_rows(model, dataset, train_idx, val_idx, get_space(pipeline.space).training_settings(
         pipeline.sample), metric_scorer(metric, dataset), epochs=config.epochs, max_minutes=config.max_minutes,
-        seed=config.seed, device=device, patience=config.patience, log=log)
+        seed=config.seed, device=device, patience=config.patience, class_weight=config.class_weight, log=log)
     probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
     p, y = metric_inputs(probs, dataset.label_matrix()[val_idx].astype(np.float32), dataset.multilabel)
     summary = {"best_epoch": result["best_epoch"], "epochs_run": len(result["history"]), "metric": metric,

@@ -27,6 +27,7 @@ from search_spaces.ehr_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_w
 
 __all__ = ["EHRSpaceConfig", "EHRSpace", "UNITS", "LAYERS", "param_table"]
 
+TEST_PROBS = "test_probs.npy"  # a grid cell's test-row probabilities, in its folder
 UNITS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LAYERS = (2, 4, 8, 16)
 DROPOUTS = (0.0, 0.2, 0.5)
@@ -160,9 +161,12 @@ class EHRSpace:
         return param_table(n_in, n_out, self.config.units, self.config.layers)
 
     def train_from_scratch(self, sample: dict[str, Any], dataset, out: Path, config, log=print) -> dict[str, Any]:
-        """One grid cell: :func:`~n2nas.train.ehr.train_mlp` with the grid's epochs/patience/seed/device."""
+        """One grid cell: :func:`~n2nas.train.ehr.train_mlp` with the grid's epochs/patience/seed/device (and
+        validation share, when it sets one); the test rows' probabilities go to ``out/test_probs.npy``."""
         from n2nas.train.ehr import MLPTrainConfig, train_mlp
 
         cfg = MLPTrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed,
                              device=config.device, max_minutes=config.max_minutes)
-        return train_mlp(self, sample, dataset, cfg, log=log)
+        if config.val_fraction is not None:
+            cfg = replace(cfg, val_fraction=config.val_fraction)
+        return train_mlp(self, sample, dataset, cfg, log=log, probs_out=Path(out) / TEST_PROBS)

@@ -182,7 +182,7 @@ def test_retrain_and_evaluate_encode_new_encounters_with_the_model_encoder(tmp_p
         "workers": 4}, "scores": {"metric_name": "macro_auroc"}}))
     model = tmp_path / "model"
     assert main(["retrain", str(pipe), "--data", f"diabetes130:{folder},readmitted", "--epochs", "2",
-                 "--out", str(model), "--quiet"]) == 0
+                 "--class-weight", "0.5", "--out", str(model), "--quiet"]) == 0
     assert json.loads((model / "metrics.json").read_text())["metric"] == "macro_auroc"  # the search's reward
     encoder = json.loads((model / "encoder.json").read_text())
     assert encoder["fitted_on"] == "training rows"

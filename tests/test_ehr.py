@@ -158,3 +158,26 @@ def test_train_rows_patience_stops_early_and_keeps_the_best_epoch():
     assert all(h["steps"] == 3 for h in stopped["history"])
     scores = iter([0.5] * 8)
     assert len(run(patience=None)["history"]) == 8
+
+
+def test_class_weight_moves_probability_to_the_rare_classes():
+    """``class_weight`` weights the loss by balanced class weights to that power: trained the same way otherwise,
+    the more weighted model gives the rare training classes (< 15 of 500 rows) more probability."""
+    from n2nas.train.ehr import predict_rows, train_rows
+    from search_spaces import get_space
+
+    ds = load_dataset("synthetic-ehr:600,300")
+    space = get_space("ehr-mlp-small")
+    sample = {**space.space.default_sample(), "units": 16, "layers": 2}
+    idx = np.arange(len(ds))
+    rare = np.bincount(ds.label_indices()[:500], minlength=len(ds.classes)) < 15
+
+    def rare_share(power):
+        torch.manual_seed(0)
+        model = space.build_child(sample, ds.n_features, len(ds.classes))
+        train_rows(model, ds, idx[:500], idx[500:], {**space.training_settings(sample), "batch_size": 100,
+                                                     "lr": 0.01}, lambda p, t: 0.0, epochs=4, max_minutes=None,
+                   seed=0, device=torch.device("cpu"), class_weight=power, log=lambda m: None)
+        return predict_rows(model, ds, idx[:500], False, torch.device("cpu"))[:, rare].sum(axis=1).mean()
+
+    assert rare_share(1.0) > rare_share(0.5) > rare_share(0.0) + 0.02

@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--ema-decay", type=float, default=0.998, metavar="D",
                    help="score and keep an exponential moving average of the weights with decay D; 0 keeps the last "
                         "step's weights; not combined with --prune / --qat (default 0.998)")
+    p.add_argument("--class-weight", type=float, default=0.0, metavar="P",
+                   help="EHR pipelines: weight the loss by balanced class weights raised to P (0 off, 0.5 their "
+                        "square root, 1 balanced); rare classes then get more of the gradient (default 0)")
     p.add_argument("--qat", action="store_true", help="quantization-aware training; saves the int8 model (CPU)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR",
                    help="model folder: model.pt, pipeline.json, metrics.json")
@@ -65,7 +68,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
                                  max_minutes=args.max_minutes, schedule=args.schedule, workers=args.workers,
                                  global_batch=args.global_batch,
                                  norm=args.norm, ema_decay=args.ema_decay or None, prune=PruneConfig.named(args.prune),
-                                 qat=QATConfig.default() if args.qat else None)
+                                 qat=QATConfig.default() if args.qat else None, class_weight=args.class_weight)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     summary = retrain(pipeline, dataset, args.out, config, log=log)
     print(json.dumps({"model_dir": args.out, **summary}))

@@ -27,13 +27,16 @@ from n2nas.storage import atomic_write_text
 
 @dataclass(frozen=True)
 class GridConfig:
-    """How each cell trains: epoch cap, early-stopping patience, seed, device, optional per-cell minute cap."""
+    """How each cell trains: epoch cap, early-stopping patience, seed, device, optional per-cell minute cap, and
+    the validation share of the records (None: the space's trainer's own; EHR cells: DiagnoseNET's 5 %), which
+    lets a benchmark give the grid the same validation rows as its other rows."""
 
     epochs: int = 40
     patience: int = 5
     seed: int = 0
     device: str = "auto"
     max_minutes: float | None = None
+    val_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ def _retrain_ecg(space_def, sample: dict[str, Any], dataset, out: Path, config: 
 
     cfg = dataclasses.replace(RetrainConfig(), epochs=config.epochs, patience=config.patience, seed=config.seed,
                               device=config.device, max_minutes=config.max_minutes, schedule="plateau")
+    if config.val_fraction is not None:
+        cfg = dataclasses.replace(cfg, val_fraction=config.val_fraction)
     summary = retrain(Pipeline(space_def.name, sample), dataset, out / "model", cfg, log=log)
     child = space_def.build_child(sample, space_def.input_size(dataset), len(dataset.classes))
     return {"status": "ok", "params": sum(p.numel() for p in child.parameters()),

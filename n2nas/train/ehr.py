@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from n2nas.data.ehr import EHRDataset
-from n2nas.data.splits import micro_batches, stratified_split
+from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.data.table import fit_on_training
 from n2nas.metrics import evaluate_predictions, reward_metric
 from n2nas.train.primitives import loss_fn, metric_inputs, pick_device, probabilities
@@ -112,8 +113,9 @@ def score_rows(probs: np.ndarray, targets: np.ndarray, dataset: EHRDataset) -> d
 
 
 def train_mlp(space_def, sample: dict[str, Any], dataset: EHRDataset, config: MLPTrainConfig = MLPTrainConfig(),
-              log=print) -> dict[str, Any]:
-    """Train ``sample``'s MLP from scratch; test-split metrics of the best-validation epoch.
+              log=print, probs_out: Path | None = None) -> dict[str, Any]:
+    """Train ``sample``'s MLP from scratch; test-split metrics of the best-validation epoch. ``probs_out``: also
+    save the test rows' probabilities there (``.npy``, rows in index order), for a paired comparison of models.
 
     A run whose loss stops being finite is reported with ``status: "diverged"`` (lr 0.1 does that) instead of
     raising, so a grid goes on.
@@ -171,6 +173,8 @@ def train_mlp(space_def, sample: dict[str, Any], dataset: EHRDataset, config: ML
     model.eval()
     probs = predict_rows(model, dataset, test_idx, dataset.multilabel, device, config.eval_batch)
     result["metrics"] = score_rows(probs, targets[test_idx], dataset)
+    if probs_out is not None:
+        np.save(probs_out, probs)
     result["metrics"]["val_macro_f1"] = best
     return result
 
@@ -187,16 +191,24 @@ def metric_scorer(name: str, dataset: EHRDataset):
 
 def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.ndarray, settings: dict[str, Any],
                score, *, epochs: int, max_minutes: float | None, seed: int, device: torch.device,
-               patience: int | None = None, log=print) -> dict[str, Any]:
+               patience: int | None = None, class_weight: float = 0.0, log=print) -> dict[str, Any]:
     """Train ``model`` on sparse rows with Adam and an lr decayed linearly to zero over whichever budget ends first,
     ``epochs`` or ``max_minutes`` (as ``n2nas retrain``'s "budget" schedule); keeps the weights of the epoch with
     the best ``score(probs, targets)`` on ``val_idx``. Returns ``{"history", "best_epoch", "best_score"}``; a
     loss that stops being finite ends training at the last good epoch. ``patience`` (None: off) stops after that
     many epochs without a better score: the schedule stays the one over ``epochs``, so a given epoch's weights do
-    not depend on it, and without a wall cap the result does not depend on the machine's load."""
+    not depend on it, and without a wall cap the result does not depend on the machine's load.
+
+    ``class_weight`` (single-label data) weights the cross-entropy by the training rows' balanced class weights
+    raised to this power: 0 off, 0.5 their square root, 1 scikit-learn's "balanced"; it gives the rare classes,
+    which macro scores weigh like the common ones, more of the gradient."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     targets = dataset.label_matrix().astype(np.float32)
+    weight = None
+    if class_weight and not dataset.multilabel:
+        weight = torch.tensor(class_weights(targets[train_idx].argmax(1), targets.shape[1]) ** class_weight,
+                              dtype=torch.float32, device=device)
     lr, batch_size = settings["lr"], settings["batch_size"]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.get("weight_decay", 0.0))
     drop_last = len(train_idx) > batch_size
@@ -213,7 +225,7 @@ def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.nd
             for group in optimizer.param_groups:
                 group["lr"] = lr * max(0.0, 1.0 - spent)
             loss = loss_fn(model(dataset.sparse_rows(idx).to(device)), torch.from_numpy(targets[idx]).to(device),
-                           dataset.multilabel)
+                           dataset.multilabel, weight)
             if not torch.isfinite(loss):
                 break
             optimizer.zero_grad(set_to_none=True)
