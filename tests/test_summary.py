@@ -132,3 +132,16 @@ def test_search_command_prints_the_summary_or_json(tmp_path, monkeypatch, capsys
         assert printed["best_pipeline"] == str(run / "best_pipeline.json")
         assert printed["best_reward"] == results[0].best(1)[0].scores["reward"]
         (run / "summary.json").unlink(missing_ok=True)
+
+
+def test_the_next_command_carries_the_presets_retrain_options(tmp_path):
+    from n2nas.cli import build_parser
+    from n2nas.searching.loop import SearchConfig
+
+    options = SearchConfig.ehr_cpu().retrain_options
+    summary = build_summary(tmp_path / "ehr", [_trial(0)], _best(0, _sample(["conv3"])), {}, "diabetes130:/d",
+                            retrain_options=options)
+    words = summary["next_command"].split()
+    args = build_parser().parse_args(words[1:])  # the printed command parses as `n2nas retrain` would read it
+    assert (args.epochs, args.class_weight) == (30, 0.5) and args.out == "models/ehr"
+    assert SearchConfig.demo().retrain_options == ()

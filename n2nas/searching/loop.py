@@ -71,6 +71,9 @@ class SearchConfig:
     # Training tokens the supernet cannot score (it trains with its own optimizer) are pinned to the space's
     # defaults unless ``fixed`` names them: searching them through shared weights would only add noise.
     pin_unscored: bool = True
+    # ``n2nas retrain`` options this preset's retrain was measured with; the summary's next command carries them,
+    # so a user who runs it retrains the way the benchmark did.
+    retrain_options: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.warmup_scoring_every < 1:
@@ -195,7 +198,7 @@ class SearchConfig:
                             shared=SharedTrainingConfig(reward_metric="macro_auroc"),
                             finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0, capacity_tie=0.005,
                                                 vary="dropout"),
-                            fixed={"activation": "relu"})
+                            fixed={"activation": "relu"}, retrain_options=("--epochs", "30", "--class-weight", "0.5"))
 
     @staticmethod
     def named(name: str) -> "SearchConfig":

@@ -157,7 +157,7 @@ def write_run_summary(run_dir: Path, trials: list[dict], clock, data, config,
 
     best = json.loads((run_dir / "best_pipeline.json").read_text())
     spec = data if isinstance(data, str) else str(getattr(data, "source", "DATA"))
-    summary = build_summary(run_dir, trials, best, clock.state(), spec)
+    summary = build_summary(run_dir, trials, best, clock.state(), spec, retrain_options=config.retrain_options)
     summary["elapsed_s"] = round(budget.elapsed, 1)
     summary["budget_minutes"] = config.budget_minutes
     write_summary(run_dir, summary)

@@ -64,12 +64,14 @@ def _metric(trial: dict[str, Any] | None, scores: dict[str, Any]) -> tuple[str, 
 
 
 def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: dict, phase_seconds: dict[str, float],
-                  data_spec: str, record_seconds: float = 30.0) -> dict[str, Any]:
+                  data_spec: str, record_seconds: float = 30.0,
+                  retrain_options: tuple[str, ...] = ()) -> dict[str, Any]:
     """The summary of a finished search as a JSON-ready dict.
 
     ``trials`` are the ``trials.jsonl`` objects, ``best_pipeline_json`` the contents of ``best_pipeline.json``,
     ``phase_seconds`` the seconds spent per phase (names in :data:`PHASES`), ``data_spec`` the SPEC to retrain
-    on. Keys ``run_dir``, ``trials`` (count), ``best_reward`` and ``best_pipeline`` (path) are those the search
+    on, ``retrain_options`` the preset's options for the printed `n2nas retrain` command. Keys ``run_dir``,
+    ``trials`` (count), ``best_reward`` and ``best_pipeline`` (path) are those the search
     command has always printed.
     """
     run_dir = Path(run_dir)
@@ -93,7 +95,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     family = [{k: m.get(k) for k in ("name", "flops_per_record", "params", "metric_name", "val_metric", "model_dir")}
               for m in json.loads(family_file.read_text())["members"]] if family_file.exists() else []
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
-               "--out", f"models/{run_dir.resolve().name or 'best'}"]
+               *retrain_options, "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
         "run_dir": str(run_dir),
         "trials": len(trials),
