@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
 from n2nas.data.spec import bundled_sample_dir
+
+
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as a module (the scripts are not a package), freshly each call."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_sample_records(dst: Path, per_class: int = 2) -> list[tuple[str, str]]:

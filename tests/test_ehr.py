@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from n2nas.cli import main
-from n2nas.data.ehr import load_ehr, save_ehr
+from n2nas.data.ehr import load_ehr
 from n2nas.data.spec import load_dataset
 from n2nas.data.splits import stratified_split
 from n2nas.data.synthetic_ehr import CLASS_SHARES, SyntheticEHRConfig, class_counts, feature_layout, synthetic_ehr

@@ -1,26 +1,19 @@
 """benchmarks/ehr_real.py: one patient split for the search, the retrains and the grid; the paired AUROC gaps."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from n2nas.data.spec import load_dataset
 from n2nas.data.splits import Split, stratified_split
 from n2nas.searching.loop import SearchConfig
+from tests.conftest import load_benchmark
 from tests.test_diabetes130 import write_table
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ehr_real.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ehr_real_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ehr_real")
 
 
 def test_the_search_splits_the_non_test_rows_as_the_benchmark_does(bench, tmp_path):

@@ -1,7 +1,6 @@
 """benchmarks/physionet2017.py: several retrain seeds per row, and its options' errors."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +9,14 @@ import numpy as np
 import pytest
 
 from n2nas.metrics import cinc2017_f1
+from tests.conftest import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "physionet2017.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("physionet2017_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("physionet2017")
 
 
 def _result(pred, y):

@@ -2,17 +2,15 @@
 stratification, and the noise ceiling its --seeds option reports."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import kendalltau
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ranking.py"
+from tests.conftest import load_benchmark
 
 
 def test_ranking_benchmark_prints_tau_rho_ceiling_and_regret_per_rule(capsys, tmp_path):
@@ -59,10 +57,7 @@ def test_children_are_stratified_over_the_spaces_flops_range():
 
 
 def _ranking_module():
-    spec = importlib.util.spec_from_file_location("ranking_benchmark_seeds", SCRIPT)
-    ranking = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ranking)
-    return ranking
+    return load_benchmark("ranking")
 
 
 def test_ceiling_tau_matches_simulated_rankings_against_noisy_standalone_scores():

@@ -212,15 +212,10 @@ def test_the_progress_line_names_the_metric():
 
 
 def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
-    import importlib.util
-    from pathlib import Path
-
     from n2nas.metrics import macro_auroc, macro_auroc_ranks
+    from tests.conftest import load_benchmark
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ptbxl.py"
-    spec = importlib.util.spec_from_file_location("ptbxl_benchmark", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("ptbxl")
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, (120, 3))
 
