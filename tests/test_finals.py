@@ -68,9 +68,9 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
     assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
 
 
-def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=None, late=None):
-    """Finals of three candidates (and ``late`` ones, see HalvingPlan) where a step takes 1 s (or
-    ``step_s[window]``) of a clock that only training advances."""
+def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=None):
+    """Finals of three candidates where a step takes 1 s (or ``step_s[window]``) of a clock that only training
+    advances."""
     from types import SimpleNamespace
 
     clock = {"t": 0.0} if clock is None else clock
@@ -84,9 +84,8 @@ def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=Non
     runner = TimedRunner()
     scores = {"a": 0.4, "b": 0.7, "c": 0.5}
     config = FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0, ema_decay=None, stretch=stretch)
-    run_finals(config, runner, {"steps": {}}, [{"window": w} for w in scores], 10,
-               lambda s: scores.get(s["window"], 0.1), tmp_path / f"final{stretch}-{left_s}-{late is not None}",
-               lambda: left_s - clock["t"], late=late)
+    run_finals(config, runner, {"steps": {}}, [{"window": w} for w in scores], 10, lambda s: scores[s["window"]],
+               tmp_path / f"final{stretch}-{left_s}", lambda: left_s - clock["t"])
     return dict(runner.steps)
 
 
@@ -97,9 +96,6 @@ def test_the_survivors_rung_stretches_into_the_time_left_up_to_its_cap(tmp_path,
     # 150 s left after rung one: 90% of it is 135 s for 80 steps -> factor 1.6875 -> 67 added steps each
     assert _timed_finals(tmp_path, monkeypatch, 2.0, 150.0 + 60.0) == {"a": 20, "b": 87, "c": 87}
     assert _timed_finals(tmp_path, monkeypatch, 2.0, 60.0 + 70.0) == {"a": 20, "b": 20, "c": 20}  # 80 s do not fit in 70: no rung two
-    # a late candidate is stretched like the survivors: from scratch to the same 100 steps
-    assert _timed_finals(tmp_path, monkeypatch, 2.0, 1000.0, late=lambda best: [({"window": "b+"}, 1.0)]) == {
-        "a": 20, "b": 100, "c": 100, "b+": 100}
     with pytest.raises(ConfigError, match="finals.stretch"):
         FinalsConfig(stretch=0.5)
 
@@ -172,33 +168,6 @@ def test_the_finals_estimate_covers_both_rungs():
     assert plain == pytest.approx(4 * 11)
     assert finals_seconds(FinalsConfig(survivors=0, vary="dropout"), get_space("ehr-mlp-small"), ehr, 0.1,
                           2.0) == pytest.approx(6 * 11)
-    # vary_last: the two variants train from scratch to the second rung's 270 steps and are scored twice
-    late = FinalsConfig(survivors=2, vary="dropout", vary_last=True)
-    assert finals_seconds(late, get_space("ehr-mlp-small"), ehr, 0.1, 2.0) == pytest.approx(
-        finals_seconds(replace(late, vary=None), get_space("ehr-mlp-small"), ehr, 0.1, 2.0) + 2 * (27 + 2 * 2))
-
-
-def test_late_variants_of_the_best_survivor_join_the_last_rung_from_scratch(tmp_path):
-    runner = CountingRunner()
-    early = {"a": 0.4, "b": 0.7, "c": 0.5, "b+reg": 0.3}
-    calls = []
-
-    def score(sample):  # the regularised variant starts slower and ends best
-        w = sample["window"]
-        calls.append((w, runner.current.get(w, 0)))
-        return 0.9 if w == "b+reg" and runner.current[w] > 20 else early[w]
-
-    def late(best):  # a duplicate of a candidate is dropped
-        return [({"window": best["window"] + "+reg"}, 1.0), ({"window": "a"}, 1.0)]
-
-    candidates = [{"window": w} for w in "abc"]
-    result = run_finals(FinalsConfig(passes=2.0, min_steps=1, survivors=2, growth=3.0, ema_decay=None), runner,
-                        {"steps": {}}, candidates, 10, score, tmp_path / "final", lambda: None, late=late)
-    assert dict(runner.steps) == {"a": 20, "b": 60, "c": 60, "b+reg": 60}  # from scratch to the survivors' steps
-    assert [c for c in calls if c[0] == "b+reg"] == [("b+reg", 20), ("b+reg", 60)]  # scored at both rungs
-    assert result.winner == {"window": "b+reg"} and [len(r) for r in result.rungs] == [3, 3]
-    assert not FinalsConfig(vary="dropout", vary_last=True, survivors=0).late()
-    assert FinalsConfig(vary=("augment", "dropout"), vary_last=True).late()
 
 
 def test_vary_adds_the_best_finalist_with_each_other_option_once():
@@ -206,14 +175,8 @@ def test_vary_adds_the_best_finalist_with_each_other_option_once():
     from search_spaces import get_space
 
     best, other = {"units": 256, "dropout": 0.2}, {"units": 64, "dropout": 0.2}
-    ehr = get_space("ehr-mlp-small").space
-    out = varied([best, other, {"units": 256, "dropout": 0.5}], "dropout", ehr)
+    out = varied([best, other, {"units": 256, "dropout": 0.5}], "dropout", (0.0, 0.2, 0.5))
     assert out == [best, other, {"units": 256, "dropout": 0.5}, {"units": 256, "dropout": 0.0}]
-    # several labels: each other option of each, one token changed per variant
-    twelve = get_space("ecg-12lead").space
-    out = varied([{"augment": "none", "dropout": 0.2}], ("augment", "dropout"), twelve)
-    assert out[1:] == [{"augment": "light", "dropout": 0.2}, {"augment": "strong", "dropout": 0.2},
-                       {"augment": "none", "dropout": 0.0}, {"augment": "none", "dropout": 0.5}]
     assert options_of(get_space("ehr-mlp-small").space.pinned({"dropout": 0.2}), "dropout") == (0.0, 0.2, 0.5)
     with pytest.raises(ConfigError, match="finals.vary"):
         options_of(get_space("ehr-mlp-small").space, "nope")

@@ -53,15 +53,7 @@ class FinalsConfig:
     ``vary``: a token label (None: off), typically one the supernet cannot score and the search pins (dropout):
     the finals also train the best finalist with each other option of that token, so a decision that only
     training alone can judge is still made on validation. Why: the shared weights rank architectures, but their
-    own optimizer makes them blind to regularisation; the finals train each candidate alone and can see it. A
-    tuple of labels varies each in turn (one token changed per variant).
-
-    ``vary_last``: the variants are of the best *survivor* of the first rung and join the last rung, trained from
-    scratch to the survivors' steps (and scored on the way at the first rung's), instead of being of the best
-    first-rung finalist and racing in the first rung. Why: regularisation pays after longer training, and three
-    passes mostly rank how fast a net converges; on PTB-XL every retrain's validation AUROC peaked after 3-21
-    epochs and then fell (docs/12-lead.md, run 3). Not enough there: varying ``augment`` at a 15-pass last rung still
-    ranked none > light > strong, as the retrain's first 15 epochs do, where its 35th ranks strong first (run 4)."""
+    own optimizer makes them blind to regularisation; the finals train each candidate alone and can see it."""
 
     children: int = 3
     passes: float = 3.0
@@ -73,8 +65,7 @@ class FinalsConfig:
     capacity_tie: float = 0.02
     stretch: float = 2.0
     spread: str | None = None
-    vary: str | tuple[str, ...] | None = None
-    vary_last: bool = False
+    vary: str | None = None
 
     def __post_init__(self):
         if self.children < 0 or self.passes <= 0 or self.min_steps < 1 or self.survivors < 0 or self.growth < 1:
@@ -85,15 +76,6 @@ class FinalsConfig:
         if not self.capacity_tie >= 0:
             raise ConfigError("finals.capacity_tie", f"must be >= 0, got {self.capacity_tie}")
         check_ema_decay("finals.ema_decay", self.ema_decay)
-
-    @property
-    def vary_labels(self) -> tuple[str, ...]:
-        """The labels of ``vary`` as a tuple (empty when off)."""
-        return (self.vary,) if isinstance(self.vary, str) else tuple(self.vary or ())
-
-    def late(self) -> bool:
-        """Whether the variants join the last rung (``vary_last`` and a second rung to join)."""
-        return bool(self.vary_last and self.vary_labels and self.survivors > 0 and self.growth > 1)
 
     def rungs(self, n: int) -> list[int]:
         """Candidates per rung for ``n`` finalists: all of them, then the survivors when fewer."""
@@ -138,40 +120,32 @@ def options_of(space, label: str) -> tuple:
     raise ConfigError("finals.vary", f"{label!r} is not a choice of search space {space.name!r}")
 
 
-def varied(candidates: list[dict[str, Any]], labels: str | tuple[str, ...], space) -> list[dict[str, Any]]:
-    """``candidates`` and then the first (best) of them with each other option of each of ``labels`` (one token
-    changed per variant; options from ``space``), without duplicates."""
+def varied(candidates: list[dict[str, Any]], label: str, options: tuple) -> list[dict[str, Any]]:
+    """``candidates`` and then the first (best) of them with each other option of ``label``, without duplicates."""
     keys = {sample_key(c) for c in candidates}
     out = list(candidates)
-    for label in (labels,) if isinstance(labels, str) else labels:
-        for option in options_of(space, label):
-            variant = {**candidates[0], label: option}
-            key = sample_key(variant)
-            if key not in keys:
-                keys.add(key)
-                out.append(variant)
+    for option in options:
+        variant = {**candidates[0], label: option}
+        key = sample_key(variant)
+        if key not in keys:
+            keys.add(key)
+            out.append(variant)
     return out
-
-
-def _extra_finalists(config: FinalsConfig, space) -> int:
-    """How many variants ``vary`` adds: every other option of each of its labels."""
-    return sum(len(options_of(space, label)) - 1 for label in config.vary_labels)
 
 
 def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates: list[dict[str, Any]],
                steps_per_pass: int, score: Callable[[dict[str, Any]], float | None], folder: Path,
-               time_left: Callable[[], float | None], scale: list[float] | None = None,
-               late=None) -> ScreenResult | None:
+               time_left: Callable[[], float | None], scale: list[float] | None = None) -> ScreenResult | None:
     """Train every candidate from ``initial`` for the same number of passes over the data (``steps_per_pass`` at
     the reference batch size, times ``scale[i]``) and score it, then the survivors longer
-    (:func:`successive_halving` over :meth:`FinalsConfig.rungs`, ``late`` as :class:`HalvingPlan`'s); the
-    runner's own state is restored afterwards. None with fewer than two candidates."""
+    (:func:`successive_halving` over :meth:`FinalsConfig.rungs`); the runner's own state is restored afterwards.
+    None with fewer than two candidates."""
     if len(candidates) < 2:
         return None
     saved = runner.state_dict()
     plan = HalvingPlan(sizes=config.rungs(len(candidates)), growth=config.growth, scale=scale,
                        first_steps=int(round(max(config.passes * steps_per_pass, config.min_steps))),
-                       ema_decay=config.ema_decay, stretch=config.stretch, late=late)
+                       ema_decay=config.ema_decay, stretch=config.stretch)
     try:
         return successive_halving(runner, plan, {}, candidates, score, folder, time_left, initial=initial)
     finally:
@@ -192,15 +166,11 @@ def finals_seconds(config: FinalsConfig, space_def, ctx, step_s: float | None, f
         return 0.0
     steps = max(config.passes * steps_per_pass(space_def, space_def.space.default_sample(), ctx), config.min_steps)
     seconds, trained = 0.0, 0.0
-    extra = _extra_finalists(config, space_def.space)
-    late = extra if config.late() else 0
-    rungs = config.rungs(config.children + int(config.reference) + extra - late)
-    for rung, size in enumerate(rungs):
+    extra = len(options_of(space_def.space, config.vary)) - 1 if config.vary else 0
+    for rung, size in enumerate(config.rungs(config.children + int(config.reference) + extra)):
         target = steps * config.growth ** rung
         seconds += size * ((target - trained) * step_s + (full_child_s or 0.0))
         trained = target
-    if late and len(rungs) > 1:  # from scratch to the last rung, scored at each rung on the way
-        seconds += late * (trained * step_s + len(rungs) * (full_child_s or 0.0))
     return seconds
 
 
@@ -218,20 +188,14 @@ def run_search_finals(config: FinalsConfig, runner, initial: dict[str, Any], spa
     if reference is not None and not feasible(reference):
         reference = None
     candidates = finalists(trials, reference, config.children, config.spread) if config.children else []
-    if config.vary_labels and candidates and not config.late():
-        candidates = varied(candidates, config.vary_labels, space)
+    if config.vary and candidates:
+        candidates = varied(candidates, config.vary, options_of(space, config.vary))
     if len(candidates) < 2:
         return None
     base = space.default_sample()
     batch = int(space_def.training_settings(base)["batch_size"])
-
-    def scale_of(sample: dict[str, Any]) -> float:
-        return batch / int(space_def.training_settings(sample)["batch_size"])
-
-    def late(best: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
-        return [(v, scale_of(v)) for v in varied([best], config.vary_labels, space)[1:]]
-
+    scale = [batch / int(space_def.training_settings(c)["batch_size"]) for c in candidates]
     result = run_finals(config, runner, initial, candidates, steps_per_pass(space_def, base, ctx), score, folder,
-                        time_left, [scale_of(c) for c in candidates], late if config.late() else None)
+                        time_left, scale)
     shutil.rmtree(folder, ignore_errors=True)
     return result

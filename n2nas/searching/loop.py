@@ -124,7 +124,7 @@ class SearchConfig:
         -0.004 [-0.020, +0.011]); every row's validation AUROC peaked well inside its 15-min retrain. Since run 4 the
         space pins strong augmentation (``ECGSpaceConfig.twelve_lead``: on folds 1-8 it lifted run 3's pick from
         0.916 to 0.920 validation AUROC after 35 epochs); the finals cannot judge it (after 15 passes they rank it
-        last, ``FinalsConfig.vary_last``), so it is pinned, not varied. Run 4: the pick scored 0.918 against
+        last, in a dev branch that let the finals vary it at their last rung), so it is pinned, not varied. Run 4: the pick scored 0.918 against
         resnet-12's 0.936 (-0.019 [-0.047, -0.004]), its retrain's validation 0.914 against 0.920; without the
         augmentation the pick's validation was 0.906, and resnet-12 with it 0.924, so it helps every row alike."""
         return SearchConfig(space="ecg-12lead", budget_minutes=30.0, budget_epochs=None, reward_records=None,

@@ -26,7 +26,6 @@ import numpy as np
 
 from n2nas.errors import ConfigError
 from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
-from n2nas.space import sample_key
 from n2nas.train.averaging import StateAverage, check_ema_decay
 
 NOT_SCREENED = ("augment",)
@@ -134,9 +133,6 @@ class HalvingPlan:
     scale: list[float] | None = None
     ema_decay: float | None = None
     stretch: float = 1.0
-    # late(best) -> [(candidate, scale)]: candidates that join the last rung (when there are several), derived from
-    # the best candidate of the rung before it and trained from ``initial`` to that rung's steps
-    late: Callable[[dict[str, Any]], list[tuple[dict[str, Any], float]]] | None = None
 
 
 @dataclass
@@ -183,10 +179,6 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
     each survivor's own measured step time (in a 60-min search one survivor had 7x the other's FLOPs, and a
     step time averaged over the rung let the search run 33 s over). Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
     search reserved 594 s for its finals, used 425 s, and stopped 171 s before its budget).
-
-    ``plan.late`` adds candidates to the last rung (when there are several): variants of the best candidate of the
-    rung before, trained from ``initial`` to the same steps as the survivors and scored on the way at each rung
-    they skipped. Why: a decision that only pays after longer training (regularisation) cannot win a first rung.
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial
@@ -243,10 +235,6 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
         extra = {"average": averages[i].state, "average_steps": averages[i].steps} if i in averages else {}
         save_checkpoint(folder, {"steps": target, "runner": states[i], **extra}, name=f"candidate{i}.pt")
 
-    def rung_steps(rung: int, i: int) -> int:
-        """Candidate ``i``'s training steps at the end of rung ``rung`` (before any stretch)."""
-        return max(1, int(round(growth ** rung * first_steps * (scale[i] if scale else 1.0))))
-
     def score_candidate(i: int) -> float | None:
         """Score candidate ``i`` with its averaged (or else its own) weights loaded."""
         if i in averages:
@@ -256,35 +244,23 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
         return score({**base, **candidates[i]})
 
     started, alive, rungs = time.monotonic(), list(range(len(candidates))), []
-    candidates, scale = list(candidates), list(scale) if scale else None
     for rung, size in enumerate(sizes):
         alive = alive[:size]
-        late: list[int] = []
-        if plan.late and rung and rung == len(sizes) - 1:
-            late = join_late(plan.late(candidates[alive[0]]), candidates, scale, steps_done)
-            alive += late
         for i in alive:
             load(i)
-        targets = {i: rung_steps(rung, i) for i in alive}
+        targets = {i: max(1, int(round(growth ** rung * first_steps * (scale[i] if scale else 1.0)))) for i in alive}
         need, left = seconds_to(targets), time_left()
         if rung and left is not None and need is not None and need > left:
             break  # this rung cannot finish inside the screen's share: the previous rung's best wins
         if stretch > 1 and rung and rung == len(sizes) - 1 and left is not None and need:
             factor = min(stretch, 0.9 * left / need)  # 10% kept for the scorings and timing spread
             if factor > 1:
-                # a late candidate stretches what the rung adds too (from the previous rung's steps), as the others
-                done = {i: rung_steps(rung - 1, i) if i in late else steps_done[i] for i in targets}
-                targets = {i: done[i] + int((t - done[i]) * factor) if t > done[i] else t for i, t in targets.items()}
+                targets = {i: steps_done[i] + int((t - steps_done[i]) * factor) if t > steps_done[i] else t
+                           for i, t in targets.items()}
         results = []
         for i in alive:
             if results and (time_left() or 1.0) <= 0:
                 break  # a budget too small for the first rung: rank what was trained
-            for earlier in range(rung) if i in late else ():
-                # scored on its way at each rung it skipped, so that its trial history reads like a survivor's
-                # (the finals rank by rungs reached)
-                if steps_done[i] < rung_steps(earlier, i):  # (resumed past it: its score is in the log)
-                    train(i, rung_steps(earlier, i))
-                score_candidate(i)
             if steps_done[i] < targets[i]:
                 train(i, targets[i])
             reward = score_candidate(i)
@@ -297,23 +273,6 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
     state = load(best)
     return ScreenResult(winner=dict(candidates[best]), state=state if state is not None else initial, rungs=rungs,
                         seconds=time.monotonic() - started)
-
-
-def join_late(extra: list[tuple[dict[str, Any], float]], candidates: list[dict[str, Any]],
-              scale: list[float] | None, steps_done: dict[int, int]) -> list[int]:
-    """Append ``extra`` (candidate, scale) pairs not among ``candidates`` yet (untrained: 0 steps done); their
-    indices."""
-    known, added = {sample_key(c) for c in candidates}, []
-    for candidate, factor in extra:
-        if sample_key(candidate) in known:
-            continue
-        known.add(sample_key(candidate))
-        candidates.append(candidate)
-        if scale is not None:
-            scale.append(factor)
-        steps_done[len(candidates) - 1] = 0
-        added.append(len(candidates) - 1)
-    return added
 
 
 def steps_per_pass(space_def, sample: dict[str, Any], ctx) -> int:
