@@ -59,10 +59,20 @@ BASE = {"lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768}
 TEST_FRACTION = 0.15
 
 
+def val_share(config: SearchConfig) -> float:
+    """The validation share of all rows: ``config``'s share of the non-test rows."""
+    return config.val_fraction * (1 - TEST_FRACTION)
+
+
 def benchmark_split(ds: EHRDataset, config: SearchConfig, seed: int) -> tuple[np.ndarray, ...]:
     """Train / validation / test rows: 15% test patients, then ``config``'s validation share of the rest, so that
     the search (which splits the non-test rows itself), the retrains and the grid share one validation split."""
-    return split_indices(ds, config.val_fraction * (1 - TEST_FRACTION), TEST_FRACTION, seed)
+    return split_indices(ds, val_share(config), TEST_FRACTION, seed)
+
+
+def shown(row: dict) -> dict:
+    """A row without its test probabilities (kept for :func:`paired_gaps`), for logs and the report."""
+    return {k: v for k, v in row.items() if k != "probs"}
 
 
 def check_search_split(run_dir: Path, seen_idx: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
@@ -130,7 +140,7 @@ def baselines(ds: EHRDataset, train_idx, test_idx, seed: int, log) -> list[dict]
     out.append({"method": "LogisticRegression", "train_s": secs, "size": f"{lr.coef_.size + lr.intercept_.size} "
                 "params", **scores(_full(lr.predict_proba(ds.X[test_idx]), present, len(ds.classes)),
                                    y[test_idx], ds.classes)})
-    log(f"logistic regression: {out[-1]}")
+    log(f"logistic regression: {shown(out[-1])}")
     start = time.perf_counter()
     dense = ds.X[train_idx].toarray()  # HGB takes dense input: the training rows only, for this baseline
     hgb = HistGradientBoostingClassifier(max_iter=300, early_stopping=True, validation_fraction=0.1,
@@ -142,7 +152,7 @@ def baselines(ds: EHRDataset, train_idx, test_idx, seed: int, log) -> list[dict]
                             for s in range(0, len(test_idx), 4096)])
     out.append({"method": "HistGradientBoosting", "train_s": secs, "size": f"{trees} trees",
                 **scores(_full(probs, present, len(ds.classes)), y[test_idx], ds.classes)})
-    log(f"gradient boosting: {out[-1]}")
+    log(f"gradient boosting: {shown(out[-1])}")
     return out
 
 
@@ -281,25 +291,24 @@ def main() -> None:
         if "search" not in skip:
             row, extra["search"] = searched(fitted, config, train_idx, val_idx, test_idx, args, out / target, log)
             rows.append(row)
-            log(f"searched: {row}")
+            log(f"searched: {shown(row)}")
         if "grid" not in skip:
-            row, extra["grid"] = grid_best(ds, args, config.val_fraction * (1 - TEST_FRACTION), out / target / "grid",
-                                           log)
+            row, extra["grid"] = grid_best(ds, args, val_share(config), out / target / "grid", log)
             rows.append(row)
-            log(f"grid: {row}")
+            log(f"grid: {shown(row)}")
             if "search" not in skip:  # the grid's best shape retrained like the searched MLP: what the search adds
                 cell = extra["grid"]["best_sample"]
                 rows.append({"method": f"grid's best cell, n2nas retrain ({cell['layers']} x {cell['units']})",
                              **retrained(fitted, cell, extra["search"]["metric"], train_idx, val_idx, test_idx,
                                          args)})
-                log(f"grid shape retrained: {rows[-1]}")
+                log(f"grid shape retrained: {shown(rows[-1])}")
         if "baselines" not in skip:
             rows += baselines(fitted, train_idx, test_idx, args.seed, log)
         print_table(target, rows)
         if "search" not in skip:
             extra["paired_gaps"] = paired_gaps(rows, fitted.label_indices()[test_idx], len(fitted.classes), log)
             print_gaps(extra["paired_gaps"])
-        rows = [{k: v for k, v in r.items() if k != "probs"} for r in rows]
+        rows = [shown(r) for r in rows]
         report["targets"][target] = {"rows": rows, **extra, "n_test": int(len(test_idx)),
                                      "n_features": fitted.n_features}
         out.mkdir(parents=True, exist_ok=True)
