@@ -100,6 +100,9 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
     """Train ``pipeline`` on ``dataset`` (internal seeded split) and write a model folder to ``out``."""
     if not hasattr(dataset, "records"):  # EHR rows: one process, sparse batches
         return _retrain_ehr(pipeline, dataset, Path(out), config, log)
+    if config.class_weight:  # ECG pipelines carry their own class weighting token; a silent no-op would mislead
+        raise ConfigError("--class-weight", "applies to EHR pipelines only; an ECG pipeline's class_weighting is "
+                                            "part of its sample")
     if config.workers == 1:
         return _train(pipeline, dataset, out, config, log=log, dist_ctx=DistContext())
     from n2nas.train.parallel import launch

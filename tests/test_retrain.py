@@ -142,3 +142,17 @@ def test_budget_schedule_decays_the_lr_linearly_to_zero_over_the_steps_or_the_mi
     assert budget_spent(1, 100, time.monotonic(), None, DistContext()) == pytest.approx(0.01)
     with pytest.raises(ConfigError, match="schedule"):
         RetrainConfig(schedule="cosine")
+
+
+def test_class_weight_on_an_ecg_pipeline_is_a_one_line_error(tmp_path, capsys):
+    import json
+
+    from n2nas.cli import main
+    from search_spaces.ecg import fixed_pipelines
+
+    pipeline = tmp_path / "plain.json"
+    pipeline.write_text(json.dumps(fixed_pipelines()["plain-cnn"], default=list))
+    code = main(["retrain", str(pipeline), "--data", "sample", "--class-weight", "0.5", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--class-weight" in err and "EHR" in err, err
+    assert not (tmp_path / "m").exists()
