@@ -68,6 +68,25 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
     assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
 
 
+def test_a_carried_reference_reaches_the_survivors_rung_whatever_its_first_score(tmp_path):
+    early = {"a": 0.7, "b": 0.6, "ref": 0.5}
+    runner = CountingRunner()
+
+    def score(sample):
+        w = sample["window"]
+        return 0.8 if w == "ref" and runner.current.get(w, 0) > 20 else early[w]
+
+    candidates = [{"window": w} for w in early]
+    config = FinalsConfig(passes=2.0, min_steps=1, survivors=1, growth=3.0, ema_decay=None)
+    result = run_finals(config, runner, {"steps": {}}, candidates, 10, score, tmp_path / "carried", lambda: None,
+                        carried=2)
+    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == [["a", "b", "ref"], ["a", "ref"]]
+    assert result.winner == {"window": "ref"} and dict(runner.steps) == {"a": 60, "b": 20, "ref": 60}
+    plain = run_finals(config, CountingRunner(), {"steps": {}}, candidates, 10, lambda s: early[s["window"]],
+                       tmp_path / "plain", lambda: None)
+    assert [len(r) for r in plain.rungs] == [3, 1] and plain.winner == {"window": "a"}
+
+
 def _timed_finals(tmp_path, monkeypatch, stretch, left_s, step_s=None, clock=None):
     """Finals of three candidates where a step takes 1 s (or ``step_s[window]``) of a clock that only training
     advances."""
@@ -162,6 +181,9 @@ def test_the_finals_estimate_covers_both_rungs():
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128 + 124)
     assert finals_seconds(FinalsConfig(survivors=0), get_space("ecg-cpu"), ctx, 0.1, 2.0) == pytest.approx(128)
     assert finals_seconds(FinalsConfig(), get_space("ecg-cpu"), ctx, None, 2.0) == 0.0  # no step timed yet
+    # a carried reference is one more candidate in the survivors' rung
+    assert finals_seconds(FinalsConfig(carry_reference=True), get_space("ecg-cpu"), ctx, 0.1, 2.0) == \
+        pytest.approx(128 + 3 * 62)
     # vary="dropout" on ehr-mlp-small (options 0, 0.2, 0.5): two more finalists in the first rung
     ehr = SimpleNamespace(train_idx=list(range(7680)))  # batch 768: 10 steps a pass, the 90-step minimum applies
     plain = finals_seconds(FinalsConfig(survivors=0), get_space("ehr-mlp-small"), ehr, 0.1, 2.0)

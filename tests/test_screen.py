@@ -122,6 +122,24 @@ def test_successive_halving_trains_survivors_longer_and_picks_the_best(tmp_path)
     assert calls == list(scores) + ["b", "e"]
 
 
+def test_the_default_candidate_trains_in_every_rung_and_wins_when_it_ends_best(tmp_path):
+    runner = CountingRunner()
+    early = {"a": 0.1, "b": 0.6, "c": 0.4, "d": 0.2, "e": 0.5, "f": 0.3}  # a, the default, is last after one pass
+
+    def score(sample):
+        w = sample["window"]
+        return 0.9 if w == "a" and runner.current.get(w, 0) > 10 else early[w]
+
+    candidates = [{"window": w} for w in early]
+    config = ScreenConfig(candidates=6, min_steps=1, ema_decay=None, default_candidate=True)
+    result = run_screen(config, runner, {"fs": 100}, candidates, 10, score, tmp_path / "carried", lambda: None)
+    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == [list(early), ["b", "e", "a"]]
+    assert result.winner == {"window": "a"} and runner.steps["a"] == 30
+    plain = run_screen(replace(config, default_candidate=False), CountingRunner(), {"fs": 100}, candidates, 10,
+                       lambda s: early[s["window"]], tmp_path / "plain", lambda: None)
+    assert [len(r) for r in plain.rungs] == [6, 2] and plain.winner == {"window": "b"}
+
+
 def test_a_killed_screen_resumes_without_retraining(tmp_path):
     scores = {"a": 0.2, "b": 0.6, "c": 0.4}
     first = _screen(CountingRunner(), tmp_path / "screen", scores, [])

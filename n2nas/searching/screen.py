@@ -39,7 +39,7 @@ class ScreenConfig:
     ``ema_decay`` (None: off): candidates are scored with an exponential moving average of their weights, as the
     retrain is (see :func:`successive_halving`). ``default_candidate``: the space's default preprocessing is the
     first candidate (and wins ties), as the finals' reference is the default network; the other
-    ``candidates - 1`` are the balanced draw."""
+    ``candidates - 1`` are the balanced draw, and it is carried to every rung (see :attr:`HalvingPlan.carried`)."""
 
     candidates: int = 9
     keep: float = 1 / 3
@@ -133,6 +133,9 @@ class HalvingPlan:
     scale: list[float] | None = None
     ema_decay: float | None = None
     stretch: float = 1.0
+    # index of a candidate that trains in every rung whatever its rank (None: none), as a reference the others
+    # must beat after the longest training, not after the first rung's few passes
+    carried: int | None = None
 
 
 @dataclass
@@ -152,7 +155,8 @@ def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: l
     the rung that would hold one candidate is left to the weight-shared stage. See :func:`successive_halving`."""
     plan = HalvingPlan(sizes=rung_sizes(len(candidates), config.keep)[:-1] or [1],
                        first_steps=int(round(max(config.first_passes * steps_per_pass, config.min_steps))),
-                       growth=config.growth, ema_decay=config.ema_decay)
+                       growth=config.growth, ema_decay=config.ema_decay,
+                       carried=0 if config.default_candidate else None)
     return successive_halving(runner, plan, base, candidates, score, folder, time_left)
 
 
@@ -184,6 +188,7 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
     initial = runner.state_dict() if initial is None else initial
     sizes, growth, first_steps, scale, ema_decay, stretch = (plan.sizes, plan.growth, plan.first_steps, plan.scale,
                                                              plan.ema_decay, plan.stretch)
+    carried = plan.carried if plan.carried is not None and 0 <= plan.carried < len(candidates) else None
     states: dict[int, dict[str, Any]] = {}
     averages: dict[int, StateAverage] = {}
     steps_done = {i: 0 for i in range(len(candidates))}
@@ -245,7 +250,7 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
 
     started, alive, rungs = time.monotonic(), list(range(len(candidates))), []
     for rung, size in enumerate(sizes):
-        alive = alive[:size]
+        alive = alive[:size] + ([carried] if carried is not None and carried not in alive[:size] else [])
         for i in alive:
             load(i)
         targets = {i: max(1, int(round(growth ** rung * first_steps * (scale[i] if scale else 1.0)))) for i in alive}
