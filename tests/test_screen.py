@@ -126,15 +126,21 @@ def test_the_default_candidate_trains_in_every_rung_and_wins_when_it_ends_best(t
     runner = CountingRunner()
     early = {"a": 0.1, "b": 0.6, "c": 0.4, "d": 0.2, "e": 0.5, "f": 0.3}  # a, the default, is last after one pass
 
-    def score(sample):
-        w = sample["window"]
-        return 0.9 if w == "a" and runner.current.get(w, 0) > 10 else early[w]
+    def score(sample, late=30):
+        w, steps = sample["window"], runner.current.get(sample["window"], 0)
+        return early[w] if w != "a" or steps <= 10 else 0.55 if steps <= late else 0.9
 
     candidates = [{"window": w} for w in early]
     config = ScreenConfig(candidates=6, min_steps=1, ema_decay=None, default_candidate=True)
     result = run_screen(config, runner, {"fs": 100}, candidates, 10, score, tmp_path / "carried", lambda: None)
-    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == [list(early), ["b", "e", "a"]]
-    assert result.winner == {"window": "a"} and runner.steps["a"] == 30
+    # 6 -> 2 (+ the default) -> the best other alone against the default, at 1, 3 and 9 passes
+    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == \
+        [list(early), ["b", "e", "a"], ["b", "a"]]
+    assert result.winner == {"window": "a"} and runner.steps["a"] == runner.steps["b"] == 90
+    runner = CountingRunner()  # the default leads after three passes: no duel is left to run
+    leading = run_screen(config, runner, {"fs": 100}, candidates, 10, lambda s: score(s, late=10),
+                         tmp_path / "leading", lambda: None)
+    assert [len(r) for r in leading.rungs] == [6, 3] and leading.winner == {"window": "a"} and runner.steps["a"] == 30
     plain = run_screen(replace(config, default_candidate=False), CountingRunner(), {"fs": 100}, candidates, 10,
                        lambda s: early[s["window"]], tmp_path / "plain", lambda: None)
     assert [len(r) for r in plain.rungs] == [6, 2] and plain.winner == {"window": "b"}
