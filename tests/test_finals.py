@@ -119,6 +119,13 @@ def test_the_survivors_rung_stretches_into_the_time_left_up_to_its_cap(tmp_path,
         FinalsConfig(stretch=0.5)
 
 
+def test_a_first_rung_candidate_that_would_overrun_is_not_started(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+    # 50 s left, 20 s a candidate: a and b fit, c (20 s with 10 left) is left out and a and b are ranked
+    assert _timed_finals(tmp_path, monkeypatch, 1.0, 50.0, clock=clock) == {"a": 20, "b": 20}
+    assert clock["t"] == 40.0
+
+
 def test_the_stretch_is_sized_by_each_survivors_own_step_time(tmp_path, monkeypatch):
     # rung one: a and b at 1 s a step, c at 4 s (20 + 20 + 80 s); survivors b and c add 40 steps each = 200 s, which
     # the rung's mean step time (2 s) would put at 160 s. With 250 s left, 90% covers 200 s x 1.125: 45 steps each.
