@@ -109,7 +109,7 @@ class SearchConfig:
         ecg-12lead-resnet, reward macro AUROC. ``ecg-12lead-resnet``: the lead set (12, 6, 3, 2, 1), rate, filter,
         normalisation and crop length are screened on own weights (9 candidates, best third goes on; the first
         candidate is the space's default preprocessing, 12 leads, 100 Hz, no filter, per-record z-score, 3 s
-        crops, and it trains in every rung), then kernels, skips and width of an 8-layer residual layout
+        crops; it trains in every rung, and the best other candidate meets it in a last, 9-pass rung), then kernels, skips and width of an 8-layer residual layout
         (64-64-128-128 channels, widths 0.5-1.5) are searched through shared weights. The finals train the best
         three derived children and the default network, resnet-12's, from scratch; the default network trains in
         both rungs, so a searched child is returned only when it beats it after nine passes. The reward is macro
@@ -121,8 +121,9 @@ class SearchConfig:
         resnet-12's 0.932, 0.929 and 0.936, and its best nets stayed ~0.01 validation AUROC below resnet-12's
         layout after the retrain, with or without augmentation. ``ecg-12lead-resnet`` holds that layout, but its two
         earlier searches lost on the screen and the finals' first rung: they kept 6 or 2 leads and 10 s crops
-        after one to three passes (0.912 and 0.915). So the default preprocessing and the default network are now
-        carried to the last rung of both (``ScreenConfig.default_candidate``, ``FinalsConfig.carry_reference``),
+        after one to three passes (0.912 and 0.915); in a third, 12 leads lost to 3 leads by 0.005 after three
+        passes and won by 0.004 after nine. So the default preprocessing and the default network are now carried
+        to the last rung of both (``ScreenConfig.default_candidate``, ``FinalsConfig.carry_reference``),
         and 10 s crops are gone from the space (a wall-capped retrain of them ran 7 epochs where 3 s crops ran
         19). Strong augmentation is pinned (``ECGSpaceConfig.twelve_lead``): it lifted the validation AUROC of
         resnet-12 from 0.920 to 0.924 and of run 3's pick from 0.906 to 0.914, but the finals cannot judge it."""
