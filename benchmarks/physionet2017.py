@@ -190,6 +190,18 @@ def by_row(done: dict) -> dict:
     return rows
 
 
+def pipeline_rows(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, dict]:
+    """The ``--pipeline NAME=FILE`` options as ``{row name: pipeline JSON}`` (every benchmark with such rows shares
+    this): a malformed option is a usage error, a missing or bad file one line naming it and exit 2."""
+    rows = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            ap.error(f"--pipeline expects NAME=FILE, got {item!r}")
+        rows[name] = n2nas.load_pipeline(file).to_json()
+    return rows
+
+
 def _run_all(jobs: dict, parallel: int, threads: int) -> dict:
     """Run ``{name: (fn, args)}`` one after another, or ``parallel`` at a time in fresh processes."""
     if parallel <= 1:
@@ -240,12 +252,7 @@ def main() -> None:
     unknown = set(rows_wanted) - set(ROWS)
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
-    extra_rows = {}
-    for item in args.pipeline:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
-            ap.error(f"--pipeline expects NAME=FILE, got {item!r}")
-        extra_rows[name] = n2nas.load_pipeline(file).to_json()  # a missing or bad file: one line, exit 2
+    extra_rows = pipeline_rows(ap, args.pipeline)
     try:
         seeds = [int(v) for v in args.retrain_seeds.split(",")] if args.retrain_seeds else [args.seed]
     except ValueError:

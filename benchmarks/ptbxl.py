@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import n2nas  # noqa: E402
-from benchmarks.physionet2017 import _run_all, retrain_and_predict, run_search, search_behaviour  # noqa: E402
+from benchmarks.physionet2017 import (_run_all, pipeline_rows, retrain_and_predict, run_search,  # noqa: E402
+                                      search_behaviour)
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import split_by_header  # noqa: E402
@@ -134,12 +134,7 @@ def main() -> None:
         import os
 
         args.threads = 1 if args.parallel > 1 else (os.cpu_count() or 1)
-    extra_rows = {}
-    for item in args.pipeline:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
-            ap.error(f"--pipeline expects NAME=FILE, got {item!r}")
-        extra_rows[name] = n2nas.load_pipeline(file).to_json()
+    extra_rows = pipeline_rows(ap, args.pipeline)
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-ptbxl-"))
     base = SearchConfig.named(args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
