@@ -232,6 +232,14 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
     assert "minus resnet-12's" in out
     gap = done["n2nas search"]["test"]["macro_auroc"] - done["resnet-12"]["test"]["macro_auroc"]
     assert f"{gap:+.3f}" in out.splitlines()[1]
+    # several retrain seeds: the rows are grouped and compared on their seeds' mean AUROC
+    seeded = {(name, seed): {**row(signal + seed / 10), "y": y} for seed in (0, 1)
+              for name, signal in (("n2nas search", 0.9), ("resnet-12", 0.6))}
+    rows = bench.by_row(seeded)
+    assert rows["resnet-12"]["probs"].shape == (120, 2, 3)
+    bench.print_gaps(rows)
+    mean_gap = np.mean(rows["n2nas search"]["auroc"]) - np.mean(rows["resnet-12"]["auroc"])
+    assert f"{mean_gap:+.3f}" in capsys.readouterr().out.splitlines()[1]
 
 
 def test_a_12lead_search_rewards_macro_auroc_over_the_whole_reward_set(tmp_path):
