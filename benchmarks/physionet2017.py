@@ -178,16 +178,27 @@ def print_paired_gaps(done: dict, reference: str = "plain-cnn") -> None:
             print(f"  {name:<24} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
 
 
-def by_row(done: dict) -> dict:
-    """``{(row, seed): result}`` -> ``{row: {"test_pred": records x seeds, "test_y", "f1": [per seed]}}``."""
+def by_row(done: dict, pred: str = "test_pred", target: str = "test_y", metric: str = "cinc2017_f1",
+           scores: str = "f1") -> dict:
+    """``{(row, seed): result}`` -> ``{row: {pred: records x seeds (x classes), target, scores: [per seed]}}``, the
+    seeds' predictions stacked on axis 1 and ``result["test"][metric]`` listed (every benchmark with retrain seeds
+    shares this)."""
     rows: dict = {}
     for (name, _), result in done.items():
-        row = rows.setdefault(name, {"test_pred": [], "test_y": result["test_y"], "f1": []})
-        row["test_pred"].append(result["test_pred"])
-        row["f1"].append(result["test"]["cinc2017_f1"])
+        row = rows.setdefault(name, {pred: [], target: result[target], scores: []})
+        row[pred].append(result[pred])
+        row[scores].append(result["test"][metric])
     for row in rows.values():
-        row["test_pred"] = np.stack(row["test_pred"], axis=1)
+        row[pred] = np.stack(row[pred], axis=1)
     return rows
+
+
+def print_seed_spread(rows: dict, scores: str, what: str, width: int = 24) -> None:
+    """Each row's mean, standard deviation, min and max over its retrain seeds (``rows[name][scores]``)."""
+    print(f"{what} over {len(next(iter(rows.values()))[scores])} retrain seeds:")
+    for name, row in rows.items():
+        print(f"  {name:<{width}} mean {np.mean(row[scores]):.3f}  sd {np.std(row[scores], ddof=1):.3f}  "
+              f"min {min(row[scores]):.3f}  max {max(row[scores]):.3f}")
 
 
 def pipeline_rows(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, dict]:
@@ -325,10 +336,7 @@ def main() -> None:
               f"{f1['A']:>5.3f} {f1['O']:>5.3f} {(f1['~'] or 0):>5.3f} {s['macro_auroc']:>6.3f}")
     rows = by_row(done)
     if len(seeds) > 1:
-        print(f"test CinC F1 over {len(seeds)} retrain seeds:")
-        for name, row in rows.items():
-            print(f"  {name:<24} mean {np.mean(row['f1']):.3f}  sd {np.std(row['f1'], ddof=1):.3f}  "
-                  f"min {min(row['f1']):.3f}  max {max(row['f1']):.3f}")
+        print_seed_spread(rows, "f1", "test CinC F1")
     print_paired_gaps(rows)
     for name in members:  # the issue's aim: inherited weights within 0.01 of the same net trained from scratch
         inherited, retrained = rows[f"{name} inherited"], rows[f"{name} retrained"]

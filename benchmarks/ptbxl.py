@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.physionet2017 import (_run_all, pipeline_rows, retrain_and_predict, run_search,  # noqa: E402
-                                      search_behaviour)
+from benchmarks.physionet2017 import (_run_all, by_row, pipeline_rows, print_seed_spread,  # noqa: E402
+                                      retrain_and_predict, run_search, search_behaviour)
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import split_by_header  # noqa: E402
@@ -101,18 +101,6 @@ def seed_mean_auroc(probs, y) -> float:
     if probs.ndim == 2:
         return macro_auroc_ranks(y, probs)
     return float(np.mean([macro_auroc_ranks(y, probs[:, k]) for k in range(probs.shape[1])]))
-
-
-def by_row(done: dict) -> dict:
-    """``{(row, seed): result}`` -> ``{row: {"probs": records x seeds x classes, "y", "auroc": [per seed]}}``."""
-    rows: dict = {}
-    for (name, _), result in done.items():
-        row = rows.setdefault(name, {"probs": [], "y": result["y"], "auroc": []})
-        row["probs"].append(result["probs"])
-        row["auroc"].append(result["test"]["macro_auroc"])
-    for row in rows.values():
-        row["probs"] = np.stack(row["probs"], axis=1)
-    return rows
 
 
 def print_gaps(rows: dict) -> None:
@@ -196,7 +184,7 @@ def main() -> None:
     # every row of one seed side by side (as with one seed), or --parallel jobs when that is more
     side_by_side = 1 if args.parallel <= 1 else max(args.parallel, len(contenders))
     results = _run_all(jobs, side_by_side, args.threads)
-    done, rows = {label(*key): result for key, result in results.items()}, by_row(results)
+    done, rows = {label(*key): result for key, result in results.items()}, by_row(results, "probs", "y", "macro_auroc", "auroc")
     first = next(iter(done.values()))
     classes = list(first["test"]["per_class_auroc"])
     print(f"dev (folds 1-8) {first['n_dev']} records, test (fold 9) {first['n_test']}; retrain <= "
@@ -208,10 +196,7 @@ def main() -> None:
               f"preset {args.preset}")
     print_table(done, classes)
     if len(seeds) > 1:
-        print(f"fold-9 macro AUROC over {len(seeds)} retrain seeds:")
-        for name, row in rows.items():
-            print(f"  {name:<14} mean {np.mean(row['auroc']):.3f}  sd {np.std(row['auroc'], ddof=1):.3f}  "
-                  f"min {min(row['auroc']):.3f}  max {max(row['auroc']):.3f}")
+        print_seed_spread(rows, "auroc", "fold-9 macro AUROC", width=14)
     print_gaps(rows)
     for name, row in done.items():
         print(f"{name} thresholds (chosen on its dev validation split): "

@@ -235,7 +235,7 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
     # several retrain seeds: the rows are grouped and compared on their seeds' mean AUROC
     seeded = {(name, seed): {**row(signal + seed / 10), "y": y} for seed in (0, 1)
               for name, signal in (("n2nas search", 0.9), ("resnet-12", 0.6))}
-    rows = bench.by_row(seeded)
+    rows = bench.by_row(seeded, "probs", "y", "macro_auroc", "auroc")
     assert rows["resnet-12"]["probs"].shape == (120, 2, 3)
     bench.print_gaps(rows)
     mean_gap = np.mean(rows["n2nas search"]["auroc"]) - np.mean(rows["resnet-12"]["auroc"])
