@@ -26,6 +26,7 @@ from n2nas.metrics import (REWARD_METRICS, choose_thresholds, evaluate_predictio
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 from n2nas.train.averaging import check_ema_decay, weight_average
+from n2nas.train.budget import BudgetProgress
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records
 
@@ -166,6 +167,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
     start, steps_done = time.monotonic(), 0
     deadline = None if config.max_minutes is None else start + 60 * config.max_minutes
+    progress = BudgetProgress(config.epochs * steps_per_epoch, config.max_minutes,
+                              mean=lambda share: dist_ctx.sum(share) / dist_ctx.world)
     for epoch in range(1, config.epochs + 1):
         model.train()
         if config.qat is not None:
@@ -186,8 +189,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             if not math.isfinite(batch_loss):  # the same value on every worker, so all stop together
                 raise DataError(out, f"training diverged at epoch {epoch} (loss {batch_loss}); lower the lr")
             if config.schedule == "budget":
-                set_lr(optimizer, lr * (1.0 - budget_spent(steps_done, config.epochs * steps_per_epoch, start,
-                                                           config.max_minutes, dist_ctx)))
+                set_lr(optimizer, lr * (1.0 - progress.spent(steps_done)))
             optimizer.step()
             steps_done += 1
             if pruner is not None:
@@ -198,6 +200,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
             # the same decision on every worker: a rank that stopped alone would leave the others in all_reduce
             if deadline is not None and dist_ctx.sum(float(time.monotonic() > deadline)) > 0:
                 break
+        progress.epoch_end()
         scored.eval()  # the raw model goes back to train() at the next epoch; only ``scored`` is validated
         score = reward_metric(metric, *_validate(scored, data, ctx, dataset, device, dist_ctx), dataset.classes,
                               dataset.multilabel)
@@ -293,17 +296,6 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
     save_model_dir(out, pipeline, model.cpu(), extra)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     return summary
-
-
-def budget_spent(steps_done: int, total_steps: int, start: float, max_minutes: float | None,
-                 dist_ctx: DistContext) -> float:
-    """Share of the training budget used, 0..1: the larger of the steps share and the wall-time share (the mean
-    over workers, so that every data-parallel replica sets the same lr)."""
-    spent = steps_done / max(1, total_steps)
-    if max_minutes is not None:
-        elapsed = dist_ctx.sum((time.monotonic() - start) / (60.0 * max_minutes)) / dist_ctx.world
-        spent = max(spent, elapsed)
-    return min(1.0, max(0.0, spent))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -5,9 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -133,15 +131,32 @@ def test_budget_schedule_decays_the_lr_linearly_to_zero_over_the_steps_or_the_mi
     assert summary["schedule"] == "budget" and [h["steps"] for h in history] == [2, 2, 2]
     # the lr of step k (0-based) of 6 is lr * (1 - k / 6); an epoch's line shows its last step's lr
     assert [h["lr"] for h in history] == pytest.approx([1e-3 * 5 / 6, 1e-3 * 3 / 6, 1e-3 * 1 / 6])
-    # the wall-time share counts too: half of a one-minute budget spent outweighs 1 step of 100
-    from n2nas.retrain import budget_spent
-    from n2nas.train.parallel import DistContext
-
-    spent = budget_spent(1, 100, time.monotonic() - 30.0, 1.0, DistContext())
-    assert 0.5 <= spent < 0.6
-    assert budget_spent(1, 100, time.monotonic(), None, DistContext()) == pytest.approx(0.01)
+    # a time limit far from binding leaves the run exactly as without one (seeded runs are reproducible)
+    limited = dataclasses.replace(config, max_minutes=600.0)
+    retrain(_pipeline(batch_size=32, lr=1e-3), data, tmp_path / "t", limited, log=lambda _m: None)
+    again = json.loads((tmp_path / "t" / "history.json").read_text())
+    assert [(h["loss"], h["lr"]) for h in again] == [(h["loss"], h["lr"]) for h in history]
     with pytest.raises(ConfigError, match="schedule"):
         RetrainConfig(schedule="cosine")
+
+
+def test_the_wall_time_share_counts_from_the_next_epoch_and_only_when_it_binds():
+    from n2nas.train.budget import BudgetProgress
+
+    now = {"t": 0.0}
+    progress = BudgetProgress(100, 1.0, clock=lambda: now["t"])
+    now["t"] = 30.0  # half of a one-minute budget gone within the first step
+    assert progress.spent(0) == 0.0 and progress.spent(1) == pytest.approx(0.01)  # not read mid-epoch
+    progress.epoch_end()
+    assert progress.spent(1) == pytest.approx(0.5) and progress.spent(80) == pytest.approx(0.8)
+    now["t"] = 90.0
+    progress.epoch_end()
+    assert progress.spent(1) == 1.0
+    workers = BudgetProgress(100, 1.0, mean=lambda share: share / 2, clock=lambda: now["t"])  # a mean over workers
+    now["t"] += 30.0
+    workers.epoch_end()
+    assert workers.spent(0) == pytest.approx(0.25)
+    assert BudgetProgress(100, None, clock=lambda: now["t"]).spent(1) == pytest.approx(0.01)
 
 
 def test_class_weight_on_an_ecg_pipeline_is_a_one_line_error(tmp_path, capsys):

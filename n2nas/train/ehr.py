@@ -22,6 +22,7 @@ from n2nas.data.ehr import EHRDataset
 from n2nas.data.splits import class_weights, micro_batches, stratified_split
 from n2nas.data.table import fit_on_training
 from n2nas.metrics import evaluate_predictions, reward_metric
+from n2nas.train.budget import BudgetProgress
 from n2nas.train.primitives import loss_fn, metric_inputs, pick_device, probabilities
 
 
@@ -215,13 +216,12 @@ def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.nd
     total = epochs * max(1, len(train_idx) // batch_size if drop_last else 1)
     best, best_state, best_epoch, history, steps = -math.inf, None, 0, [], 0
     start = time.monotonic()
+    progress = BudgetProgress(total, max_minutes)
     for epoch in range(1, epochs + 1):
         model.train()
         losses = []
         for idx in micro_batches(train_idx, batch_size, rng, drop_last=drop_last):
-            spent = steps / total
-            if max_minutes is not None:
-                spent = max(spent, (time.monotonic() - start) / (60 * max_minutes))
+            spent = progress.spent(steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr * max(0.0, 1.0 - spent)
             loss = loss_fn(model(dataset.sparse_rows(idx).to(device)), torch.from_numpy(targets[idx]).to(device),
@@ -235,6 +235,7 @@ def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.nd
             losses.append(float(loss.detach()))
             if spent >= 1.0:
                 break
+        progress.epoch_end()
         model.eval()
         value = score(predict_rows(model, dataset, val_idx, dataset.multilabel, device), targets[val_idx])
         value = value if math.isfinite(value) else -math.inf
