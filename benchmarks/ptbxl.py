@@ -184,7 +184,8 @@ def main() -> None:
     # every row of one seed side by side (as with one seed), or --parallel jobs when that is more
     side_by_side = 1 if args.parallel <= 1 else max(args.parallel, len(contenders))
     results = _run_all(jobs, side_by_side, args.threads)
-    done, rows = {label(*key): result for key, result in results.items()}, by_row(results, "probs", "y", "macro_auroc", "auroc")
+    done = {label(*key): result for key, result in results.items()}
+    rows = by_row(results, "probs", "y", "macro_auroc", "auroc")
     first = next(iter(done.values()))
     classes = list(first["test"]["per_class_auroc"])
     print(f"dev (folds 1-8) {first['n_dev']} records, test (fold 9) {first['n_test']}; retrain <= "

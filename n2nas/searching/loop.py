@@ -109,8 +109,9 @@ class SearchConfig:
         ecg-12lead-resnet, reward macro AUROC. ``ecg-12lead-resnet``: the lead set (12, 6, 3, 2, 1), rate, filter,
         normalisation and crop length are screened on own weights (9 candidates, best third goes on; the first
         candidate is the space's default preprocessing, 12 leads, 100 Hz, no filter, per-record z-score, 3 s
-        crops; it trains in every rung, and the best other candidate meets it in a last, 9-pass rung), then kernels, skips and width of an 8-layer residual layout
-        (64-64-128-128 channels, widths 0.5-1.5) are searched through shared weights. The finals train the best
+        crops; it trains in every rung, and the best other candidate meets it in a last, 9-pass rung), then
+        kernels, skips and width of an 8-layer residual layout (64-64-128-128 channels, widths 0.5-1.5) are searched
+        through shared weights. The finals train the best
         three derived children and the default network, resnet-12's, from scratch; the default network trains in
         both rungs, so a searched child is returned only when it beats it after nine passes. The reward is macro
         AUROC over the whole validation split (``reward_records=None``); accuracy first, no FLOPs term
