@@ -142,18 +142,17 @@ class ECGSpaceConfig:
 
     @staticmethod
     def twelve_lead() -> "ECGSpaceConfig":
-        """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched
-        (12, 6 limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops. Default
-        preprocessing (the screen's first candidate with the ``12-lead`` preset's screen): 12 leads, 100 Hz, no
-        filter, per-record z-score, 5 s crops. Why 5 s, not 10: a retrain is wall-capped, and a 10 s crop costs
-        twice the training FLOPs per epoch (run 2's 10 s pick trained 7 epochs in 15 min, resnet-12's 3 s crops
-        19); run 1's search chose 5 s on validation (docs/12-lead.md). Augmentation ``strong`` (noise, scaling,
-        wander, stretch, polarity flip, lead dropout, mixup), pinned in a search like the training tokens: every net
-        overfits PTB-XL's ~1,230 training records (run 3: validation AUROC peaked at epoch 3-21 of 26-44, then
-        fell), and run 3's pick retrained on folds 1-8 for 35 epochs reached validation macro AUROC 0.920 with it (still rising),
-        0.916 without (peak at epoch 21) and 0.914 with ``light``. The finals cannot judge it: after 15 passes from
-        scratch they ranked none 0.913, light 0.909, strong 0.899 (a 15-min dev search), the order of the retrain's
-        first 15 epochs."""
+        """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched (12, 6
+        limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops. Default preprocessing
+        (the screen's first candidate with the ``12-lead`` preset's screen): 12 leads, 100 Hz, no filter, per-record
+        z-score, 5 s crops. Why 5 s, not 10: a retrain is wall-capped, and a 10 s crop costs twice the training FLOPs
+        per epoch (run 2's 10 s pick trained 7 epochs in 15 min, resnet-12's 3 s crops 19); run 1's search chose 5 s on
+        validation (docs/12-lead.md). Augmentation ``strong`` (noise, scaling, wander, stretch, polarity flip, lead
+        dropout, mixup), pinned in a search like the training tokens: every net overfits PTB-XL's ~1,230 training
+        records (run 3: validation AUROC peaked at epoch 3-21 of 26-44, then fell), and run 3's pick retrained on folds
+        1-8 for 35 epochs reached validation macro AUROC 0.920 with it (still rising), 0.916 without (peak at epoch 21)
+        and 0.914 with ``light``. The finals cannot judge it: after 15 passes from scratch they ranked none 0.913, light
+        0.909, strong 0.899 (a 15-min dev search), the order of the retrain's first 15 epochs."""
         return replace(ECGSpaceConfig.cpu(), fs_options=(50, 100), default_fs=100, filters=("none", "bandpass"),
                        default_filter="none", normalisations=("none", "record_z"),
                        windows=("crop:3", "crop:5", "crop:10"), default_window="crop:5", lead_sets=(12, 6, 3, 2, 1),
