@@ -68,7 +68,9 @@ def test_the_survivors_train_longer_and_their_longer_score_decides(tmp_path):
     assert FinalsConfig(survivors=2).rungs(2) == [2] and FinalsConfig(survivors=0).rungs(4) == [4]
 
 
-def test_a_carried_reference_reaches_the_survivors_rung_whatever_its_first_score(tmp_path):
+def test_a_carried_reference_reaches_the_survivors_rung_whatever_its_first_score(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
     early = {"a": 0.7, "b": 0.6, "ref": 0.5}
     runner = CountingRunner()
 
@@ -80,10 +82,23 @@ def test_a_carried_reference_reaches_the_survivors_rung_whatever_its_first_score
     config = FinalsConfig(passes=2.0, min_steps=1, survivors=1, growth=3.0, ema_decay=None)
     result = run_finals(config, runner, {"steps": {}}, candidates, 10, score, tmp_path / "carried", lambda: None,
                         carried=2)
-    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == [["a", "b", "ref"], ["a", "ref"]]
+    assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == [["ref", "a", "b"], ["ref", "a"]]
     assert result.winner == {"window": "ref"} and dict(runner.steps) == {"a": 60, "b": 20, "ref": 60}
     plain = run_finals(config, CountingRunner(), {"steps": {}}, candidates, 10, lambda s: early[s["window"]],
                        tmp_path / "plain", lambda: None)
+    # a first rung cut short by the time left still trains the carried reference (it goes first)
+    clock = {"t": 0.0}
+    monkeypatch.setattr("n2nas.searching.screen.time", SimpleNamespace(monotonic=lambda: clock["t"]))
+
+    class TimedRunner(CountingRunner):
+        def train_shared(self, samples, rule=None):
+            clock["t"] += len(samples)
+            return super().train_shared(samples, rule)
+
+    timed = TimedRunner()
+    cut = run_finals(config, timed, {"steps": {}}, candidates, 10, lambda s: early[s["window"]], tmp_path / "cut",
+                     lambda: 50.0 - clock["t"], carried=2)
+    assert [r["preprocessing"]["window"] for r in cut.rungs[0]] == ["ref", "a"] and "b" not in timed.steps
     assert [len(r) for r in plain.rungs] == [3, 1] and plain.winner == {"window": "a"}
 
 

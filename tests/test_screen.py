@@ -135,7 +135,7 @@ def test_the_default_candidate_trains_in_every_rung_and_wins_when_it_ends_best(t
     result = run_screen(config, runner, {"fs": 100}, candidates, 10, score, tmp_path / "carried", lambda: None)
     # 6 -> 2 (+ the default) -> the best other alone against the default, at 1, 3 and 9 passes
     assert [[r["preprocessing"]["window"] for r in rung] for rung in result.rungs] == \
-        [list(early), ["b", "e", "a"], ["b", "a"]]
+        [list(early), ["a", "b", "e"], ["a", "b"]]
     assert result.winner == {"window": "a"} and runner.steps["a"] == runner.steps["b"] == 90
     runner = CountingRunner()  # the default leads after three passes: no duel is left to run
     leading = run_screen(config, runner, {"fs": 100}, candidates, 10, lambda s: score(s, late=10),

@@ -257,7 +257,9 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
 
     started, alive, rungs = time.monotonic(), list(range(len(candidates))), []
     for rung, size in enumerate(sizes):
-        alive = alive[:size] + ([carried] if carried is not None and carried not in alive[:size] else [])
+        alive = alive[:size]
+        if carried is not None:  # first, so that a rung cut short by the time left still trains the reference
+            alive = [carried] + [i for i in alive if i != carried]
         if carried is not None and rung and len(alive) < 2:
             break  # the carried candidate leads alone: nothing left to compare
         for i in alive:
