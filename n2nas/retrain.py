@@ -18,7 +18,7 @@ from n2nas.artifacts import (ENCODER_FILE, MODEL_WEIGHTS, NORM_FILE, THRESHOLDS_
 from n2nas.compress.prune import Pruner, PruneConfig, pack_state, state_bytes
 from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, prepare_qat, set_qat_phase
 from n2nas.data.record import Dataset
-from n2nas.data.splits import class_weights, micro_batches, stratified_split
+from n2nas.data.splits import loss_class_weights, micro_batches, stratified_split
 from n2nas.errors import ConfigError, DataError
 from n2nas.evaluation import check_classes, check_leads
 from n2nas.metrics import (REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric,
@@ -161,8 +161,8 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
                                                          patience=config.plateau_patience)
     y_train = ctx.targets[ctx.train_idx]
     weight = None
-    if settings["class_weighting"] and not dataset.multilabel:
-        weight = torch.tensor(class_weights(y_train.argmax(1), y_train.shape[1]), dtype=torch.float32, device=device)
+    if settings["class_weighting"]:
+        weight = torch.tensor(loss_class_weights(y_train, dataset.multilabel), dtype=torch.float32, device=device)
     metric = _metric_name(dataset)
     best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
     start, steps_done = time.monotonic(), 0

@@ -7,7 +7,9 @@ Tokens, in controller order (see :func:`ecg_search_space`):
   R-peak-centred beats of 260 samples at 300 Hz, scaled by fs/300), ``augment`` (none | light | strong);
 - architecture: ``width`` multiplier, then per layer ``layer{i}/op``, ``/dilation`` (conv ops only),
   ``/activation``, ``/skip`` (ENAS flags over every earlier layer);
-- training: ``lr``, ``batch_size``, ``dropout`` (before the head), ``weight_decay``, ``class_weighting``.
+- training: ``lr``, ``batch_size``, ``dropout`` (before the head), ``weight_decay``, ``class_weighting``
+  (:func:`n2nas.data.splits.loss_class_weights`: balanced cross-entropy weights, or BCE ``pos_weight`` for
+  multi-label data).
 
 The DiagnoseNET / Hannun et al. (2019) residual ECG network is the fixed pipeline :func:`hannun_sample` of
 the ``ecg-hannun`` space (:meth:`ECGSpaceConfig.hannun`).

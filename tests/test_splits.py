@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from n2nas.data.record import Dataset, Record
-from n2nas.data.splits import (Split, class_weights, iterative_stratification, micro_batches, shard,
-                               stratified_split)
+from n2nas.data.splits import (Split, class_weights, iterative_stratification, loss_class_weights, micro_batches,
+                               shard, stratified_split)
 from n2nas.data.spec import load_dataset
 from n2nas.errors import DataError
 
@@ -79,6 +79,13 @@ def test_micro_batches_cover_each_index_once_and_are_seeded():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert sorted(np.concatenate(a).tolist()) == idx.tolist()
     assert [len(x) for x in micro_batches(idx, 8, np.random.default_rng(1), drop_last=True)] == [8, 8, 8]
+
+
+def test_multilabel_loss_weights_are_each_class_negatives_over_positives():
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=np.float32)
+    assert loss_class_weights(y, multilabel=True).tolist() == [1 / 3, 3.0, 1.0]
+    single = np.eye(3, dtype=np.float32)[[0, 0, 0, 1]]
+    assert loss_class_weights(single, multilabel=False).tolist() == class_weights(np.array([0, 0, 0, 1]), 3).tolist()
 
 
 def test_class_weights_inverse_frequency():

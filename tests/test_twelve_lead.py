@@ -261,3 +261,24 @@ def test_a_12lead_search_rewards_macro_auroc_over_the_whole_reward_set(tmp_path)
     for t in ok:
         assert t["reward_terms"]["metric"] == pytest.approx(t["metrics"]["macro_auroc"])
     assert "best pipeline per leads value" in format_by_choice(result.trials, "leads")
+
+
+def test_class_weighting_reaches_a_multilabel_loss(twelve, tmp_path):
+    """The ``class_weighting`` token weighs each class's positives on multi-label data (BCE ``pos_weight``); it
+    once did nothing there, so two seeded retrains that differ only in it must end with different weights."""
+    from n2nas.retrain import RetrainConfig, retrain
+    from search_spaces.ecg import fixed_pipelines
+
+    folder, labels = twelve
+    ds = load_wfdb_csv(folder, labels)
+    ref = fixed_pipelines()["plain-cnn-12"]
+    space = get_space(ref["space"]).space
+    weights = {}
+    for flag in (False, True):
+        out = tmp_path / f"cw{flag}"
+        pipe = Pipeline.from_json({**ref, "sample": {**ref["sample"], "class_weighting": flag}}, space)
+        retrain(Pipeline(pipe.space, pipe.sample), ds, out, RetrainConfig(epochs=1, val_fraction=0.34, ema_decay=None),
+                log=lambda m: None)
+        weights[flag] = torch.load(out / "model.pt", map_location="cpu")
+    state = {flag: (w["state_dict"] if "state_dict" in w else w) for flag, w in weights.items()}
+    assert any(not torch.equal(a, state[True][k]) for k, a in state[False].items() if a.is_floating_point())

@@ -177,6 +177,19 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return w
 
 
+def loss_class_weights(targets: np.ndarray, multilabel: bool) -> np.ndarray:
+    """The loss's per-class weights from the training records' target matrix ``(N, C)``: for single-label data
+    :func:`class_weights` of the argmax; for multi-label data each class's negatives over its positives, BCE's
+    ``pos_weight``, so that a rare class's few positives weigh as much as its many negatives (a class without
+    positives gets 1). Why the second: the sigmoid outputs train one binary task per class, and class-frequency
+    weights of a softmax do not apply to them."""
+    targets = np.asarray(targets)
+    if not multilabel:
+        return class_weights(targets.argmax(1), targets.shape[1])
+    pos = (targets > 0.5).sum(0).astype(float)
+    return np.where(pos > 0, (len(targets) - pos) / np.maximum(pos, 1), 1.0)
+
+
 def split_by_header(dataset: Dataset, test_value: str, key: str = "fold") -> tuple[Dataset, Dataset]:
     """``(rest, test)``: the records whose ``# key: value`` header comment equals ``test_value`` form the test
     set (e.g. PTB-XL's ``# fold: val``, fold 9), every other record the rest; a record without the comment is a

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.data.splits import class_weights
+from n2nas.data.splits import loss_class_weights
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
@@ -121,8 +121,7 @@ class LocalRunner(Runner):
         self._latency_memo: dict[str, float | None] = {}
         self.measure, self.reward, self.meter = MeasureConfig(), None, UnmeasuredMeter()
         y = ctx.targets[ctx.train_idx]
-        self._class_weight = None if self.multilabel else torch.tensor(
-            class_weights(y.argmax(1), y.shape[1]), dtype=torch.float32, device=device)
+        self._class_weight = torch.tensor(loss_class_weights(y, self.multilabel), dtype=torch.float32, device=device)
         # one fixed set of calibration records for every child, drawn with its own seed so that scoring never
         # moves the training RNG (a resumed search then draws the same batches)
         pick = np.random.default_rng(seed + 7919)

@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from n2nas.data.ehr import EHRDataset
-from n2nas.data.splits import class_weights, micro_batches, stratified_split
+from n2nas.data.splits import loss_class_weights, micro_batches, stratified_split
 from n2nas.data.table import fit_on_training
 from n2nas.metrics import evaluate_predictions, reward_metric
 from n2nas.train.budget import BudgetProgress
@@ -200,15 +200,16 @@ def train_rows(model, dataset: EHRDataset, train_idx: np.ndarray, val_idx: np.nd
     many epochs without a better score: the schedule stays the one over ``epochs``, so a given epoch's weights do
     not depend on it, and without a wall cap the result does not depend on the machine's load.
 
-    ``class_weight`` (single-label data) weights the cross-entropy by the training rows' balanced class weights
-    raised to this power: 0 off, 0.5 their square root, 1 scikit-learn's "balanced"; it gives the rare classes,
-    which macro scores weigh like the common ones, more of the gradient."""
+    ``class_weight`` weights the loss by the training rows' class weights (:func:`loss_class_weights`: balanced
+    weights for single-label data, BCE's ``pos_weight`` for multi-label data) raised to this power: 0 off, 0.5
+    their square root, 1 scikit-learn's "balanced"; it gives the rare classes, which macro scores weigh like the
+    common ones, more of the gradient."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     targets = dataset.label_matrix().astype(np.float32)
     weight = None
-    if class_weight and not dataset.multilabel:
-        weight = torch.tensor(class_weights(targets[train_idx].argmax(1), targets.shape[1]) ** class_weight,
+    if class_weight:
+        weight = torch.tensor(loss_class_weights(targets[train_idx], dataset.multilabel) ** class_weight,
                               dtype=torch.float32, device=device)
     lr, batch_size = settings["lr"], settings["batch_size"]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.get("weight_decay", 0.0))
