@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from n2nas.errors import ConfigError
+from n2nas.errors import ConfigError, DataError
 from n2nas.measure.reward import limits_broken
 from n2nas.searching.run_folder import nan_rewards
 from n2nas.space import Pipeline, sample_key
@@ -233,10 +233,25 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
     return entry
 
 
+def read_family(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The member entries of ``RUN/family/family.json``, cheapest first (none when the run has no family).
+
+    An entry holds ``name``, ``flops_target``, ``flops_per_record``, ``params``, ``metric_name``, ``val_metric``,
+    ``weights`` (``"inherited"`` or ``"fine-tuned (N epochs)"``) and ``model_dir`` (the member's model folder);
+    a fine-tuned member also names ``inherited_dir``, its folder before the fine-tune."""
+    path = Path(run_dir) / FAMILY_DIR / FAMILY_FILE
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text())["members"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(path, f"not a family file ({err})") from None
+
+
 def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Record ``entry`` in ``RUN/family/family.json`` (replacing a member of the same name), written atomically."""
     path = run_dir / FAMILY_DIR / FAMILY_FILE
-    members = json.loads(path.read_text())["members"] if path.exists() else []
+    members = read_family(run_dir)
     members = [m for m in members if m["name"] != entry["name"]] + [entry]
     members.sort(key=lambda m: m["flops_per_record"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,10 +261,7 @@ def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 def family_samples(run_dir: Path) -> list[dict[str, Any]]:
     """The samples of the members already in ``RUN/family/family.json`` (none when there is no family yet)."""
-    path = run_dir / FAMILY_DIR / FAMILY_FILE
-    if not path.exists():
-        return []
     from n2nas.artifacts import load_pipeline
 
-    folders = [Path(m["model_dir"]) for m in json.loads(path.read_text())["members"]]
+    folders = [Path(m["model_dir"]) for m in read_family(run_dir)]
     return [load_pipeline(f / "pipeline.json").sample for f in folders if (f / "pipeline.json").exists()]
