@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from n2nas.data.ehr import EHRDataset  # noqa: E402
 from n2nas.data.synthetic_ehr import SyntheticEHRConfig, synthetic_ehr  # noqa: E402
-from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
+from n2nas.grid.run import GridConfig, diagnosenet_cell, run_grid  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
-from n2nas.train.ehr import MLPTrainConfig, split_indices, train_mlp  # noqa: E402
+from n2nas.train.rows import split_indices  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
@@ -54,16 +54,15 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     ds = synthetic_ehr(SyntheticEHRConfig(n_patients=args.patients, n_features=args.features, seed=args.seed))
-    train_cfg = MLPTrainConfig(epochs=args.epochs, patience=5, seed=args.seed, device=args.device)
-    train_idx, val_idx, test_idx = split_indices(ds, train_cfg.val_fraction, train_cfg.test_fraction, args.seed)
+    cell_cfg = GridConfig(epochs=args.epochs, patience=5, seed=args.seed, device=args.device, protocol="diagnosenet")
+    train_idx, val_idx, test_idx = split_indices(ds, 0.05, 0.15, args.seed)  # diagnosenet_cell's split
     print(f"SYNTHETIC EHR: {args.patients} patients x {args.features} features; test rows {len(test_idx)}",
           file=sys.stderr)
 
     start = time.monotonic()
     axes = [("layers", tuple(int(v) for v in args.layers.split(","))),
             ("units", tuple(int(v) for v in args.units.split(",")))]
-    grid = run_grid(SPACE, axes, ds, out / "grid", GridConfig(epochs=args.epochs, patience=5, seed=args.seed,
-                                                              device=args.device), BASE)
+    grid = run_grid(SPACE, axes, ds, out / "grid", cell_cfg, BASE)
     grid_s = time.monotonic() - start
     print(grid.table, file=sys.stderr)
     best_cell = grid.best("macro_f1")
@@ -78,7 +77,8 @@ def main() -> None:
     best = result.best(1)[0]
     # Retrain on the full set with the grid's split and trainer: the test rows stay unseen by the search.
     start = time.monotonic()
-    final = train_mlp(get_space(SPACE), best.sample, ds, train_cfg, log=lambda m: None)
+    (out / "final").mkdir(parents=True, exist_ok=True)
+    final = diagnosenet_cell(get_space(SPACE), best.sample, ds, out / "final", cell_cfg, log=lambda m: None)
     retrain_s = time.monotonic() - start
 
     def energy(rows):

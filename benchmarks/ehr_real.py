@@ -2,13 +2,13 @@
 
 For each target (``chapter``, ``readmitted30``, ``readmitted``) every method gets the same encoded features
 (:mod:`n2nas.data.table`, encoder fitted on the training rows only) and the same split by ``patient_nbr``
-(:func:`n2nas.train.ehr.split_indices`, seeded: 15% test patients, then the ``ehr-cpu`` search's own validation
+(:func:`n2nas.train.rows.split_indices`, seeded: 15% test patients, then the ``ehr-cpu`` search's own validation
 share, 20%, of the rest: 68% train, 17% validation; the search's run folder's ``split.json`` is checked to hold
 exactly these training and validation rows, and the grid's cells get the same validation rows):
 
 - searched MLP: ``n2nas search --preset ehr-cpu`` (ENAS over ``ehr-mlp-small``, reward validation macro AUROC) on
   the training + validation rows only, then its best pipeline retrained from scratch as ``n2nas retrain`` does
-  (:func:`train_rows`: Adam, lr decayed linearly to zero over ``--retrain-epochs`` epochs, never a wall cap, so
+  (:func:`n2nas.retrain.fit_rows`: Adam, lr decayed linearly to zero over ``--retrain-epochs`` epochs, never a wall cap, so
   the result does not depend on the machine's load; stopped after ``--retrain-patience`` epochs without a better
   validation macro AUROC; the best epoch kept; ``--class-weight`` weights its loss by balanced class weights
   raised to that power);
@@ -50,9 +50,9 @@ from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
 from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
-from n2nas.train.ehr import metric_scorer, predict_rows, split_indices, train_rows  # noqa: E402
+from n2nas.train.rows import predict_rows, split_indices  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from search_spaces.ehr import TEST_PROBS  # noqa: E402
+from n2nas.grid.run import TEST_PROBS  # noqa: E402
 
 SPACE = "ehr-mlp-small"
 BASE = {"lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768}
@@ -169,7 +169,8 @@ def grid_best(ds: EHRDataset, args, val_fraction: float, out: Path, log) -> tupl
             ("units", tuple(int(v) for v in args.units.split(",")))]
     start = time.perf_counter()
     grid = run_grid(SPACE, axes, ds, out, GridConfig(epochs=args.epochs, patience=5, seed=args.seed, device="cpu",
-                                                     max_minutes=args.cell_minutes, val_fraction=val_fraction),
+                                                     max_minutes=args.cell_minutes, val_fraction=val_fraction,
+                                                     protocol="diagnosenet"),
                     BASE)
     secs = time.perf_counter() - start
     log(grid.table)
@@ -186,23 +187,24 @@ def grid_best(ds: EHRDataset, args, val_fraction: float, out: Path, log) -> tupl
 
 
 def retrained(fitted: EHRDataset, sample: dict, metric: str, train_idx, val_idx, test_idx, args) -> dict:
-    """``sample`` trained from scratch as ``n2nas retrain`` trains an EHR pipeline (:func:`train_rows`: Adam, lr
-    decayed linearly to zero over ``--retrain-epochs``, ``--retrain-patience``, the epoch best on validation
-    ``metric`` kept) on the benchmark's training rows; test-patient scores."""
+    """``sample`` trained from scratch as ``n2nas retrain`` trains an EHR pipeline (:func:`n2nas.retrain.fit_rows`:
+    Adam, lr decayed linearly to zero over ``--retrain-epochs``, ``--retrain-patience``, the epoch best on
+    validation ``metric`` kept) on the benchmark's training rows; test-patient scores."""
     import torch
+
+    from n2nas.artifacts import data_card
+    from n2nas.retrain import RetrainConfig, fit_rows
+    from n2nas.space import Pipeline
 
     space = get_space(SPACE)
     sample = {**space.space.default_sample(), **sample}
-    torch.manual_seed(args.seed)
-    model = space.build_child(sample, fitted.n_features, len(fitted.classes))
-    result = train_rows(model, fitted, train_idx, val_idx, space.training_settings(sample),
-                        metric_scorer(metric, fitted), epochs=args.retrain_epochs, max_minutes=None,
-                        seed=args.seed, device=torch.device("cpu"), patience=args.retrain_patience,
-                        class_weight=args.class_weight, log=lambda m: None)
-    probs = predict_rows(model, fitted, test_idx, fitted.multilabel, torch.device("cpu"))
-    return {"train_s": result["train_seconds"], "size": f"{sum(p.numel() for p in model.parameters())} params",
-            "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
-            "val": round(result["best_score"], 4),
+    config = RetrainConfig(epochs=args.retrain_epochs, patience=args.retrain_patience, seed=args.seed,
+                           class_weight=args.class_weight)
+    result = fit_rows(Pipeline(SPACE, sample, data_card(fitted)), fitted, train_idx, val_idx, config, metric,
+                      torch.device("cpu"))
+    probs = predict_rows(result.model, fitted, test_idx, fitted.multilabel, torch.device("cpu"))
+    return {"train_s": result.train_seconds, "size": f"{sum(p.numel() for p in result.model.parameters())} params",
+            "best_epoch": result.best_epoch, "epochs_run": len(result.history), "val": round(result.best_score, 4),
             **scores(probs, fitted.label_indices()[test_idx], fitted.classes)}
 
 

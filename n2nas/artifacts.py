@@ -8,12 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from n2nas.data.record import ROWS, SIGNALS
 from n2nas.errors import ConfigError, DataError
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 
 MODEL_WEIGHTS = "model.pt"
 PIPELINE_FILE = "pipeline.json"
+METRICS_FILE = "metrics.json"  # how the weights were obtained, validation scores, sizes
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -35,17 +37,38 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 
 def build_model(pipeline: Pipeline, n_leads: int | None = None, n_classes: int | None = None) -> nn.Module:
-    """A plain, freshly initialised ``nn.Module`` with exactly the pipeline's architecture."""
+    """A plain, freshly initialised ``nn.Module`` with exactly the pipeline's architecture (``n_leads``: its input
+    channels or, for rows, feature columns; default: what the pipeline's data card says)."""
     from search_spaces import get_space
 
-    n_leads = n_leads or int(pipeline.data.get("n_leads") or pipeline.data.get("n_inputs", 0))  # EHR: n_inputs
+    n_inputs = n_leads or model_inputs(pipeline)[1]
     n_classes = n_classes or len(pipeline.data.get("classes", ()))
-    if not n_leads or not n_classes:
-        raise ConfigError("pipeline", "the pipeline does not say how many leads and classes the model has")
-    model = get_space(pipeline.space).build_child(pipeline.sample, n_leads, n_classes)
+    if not n_inputs or not n_classes:
+        raise ConfigError("pipeline", "the pipeline does not say how many inputs and classes the model has")
+    model = get_space(pipeline.space).build_child(pipeline.sample, n_inputs, n_classes)
     if pipeline.data.get("norm") == "none":  # retrained with RetrainConfig(norm="none")
         strip_batch_norm(model)
     return model
+
+
+# a pipeline's data card names its model's input size under the key of the data's modality
+INPUT_KEYS = {SIGNALS: "n_leads", ROWS: "n_inputs"}
+
+
+def data_card(dataset, n_inputs: int | None = None, **extra: Any) -> dict[str, Any]:
+    """What a pipeline records of the data its model is for: classes, multi-label or not, the input size under its
+    modality's key (``n_leads`` or ``n_inputs``; default the dataset's own) and the source, plus ``extra``."""
+    size = dataset.n_inputs if n_inputs is None else n_inputs
+    return {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
+            INPUT_KEYS[dataset.modality]: int(size), "source": dataset.source, **extra}
+
+
+def model_inputs(pipeline: Pipeline) -> tuple[str, int]:
+    """``(modality, input size)`` of a pipeline's model, read from its data card (``(signals, 0)`` when unknown)."""
+    for modality, key in INPUT_KEYS.items():
+        if pipeline.data.get(key):
+            return modality, int(pipeline.data[key])
+    return SIGNALS, 0
 
 
 def strip_batch_norm(model: nn.Module) -> nn.Module:
@@ -58,10 +81,14 @@ def strip_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: dict[str, Any],
-                   state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``pipeline.json``, ``model.pt`` (``state``, by default ``model``'s state dict) and ``extra`` JSON
-    files into ``folder``."""
+def write_model_folder(folder: str | Path, pipeline: Pipeline, model: nn.Module, *, weights: str,
+                       metrics: dict[str, Any], files: dict[str, Any] | None = None,
+                       state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The one writer of model folders (a retrained model, a family member): ``model.pt`` (``state``, by default
+    ``model``'s state dict), ``pipeline.json``, the JSON ``files`` and, last, ``metrics.json``: ``metrics`` with
+    ``weights`` (how they were obtained: ``"trained from scratch"``, ``"inherited"``, ``"fine-tuned (N epochs)"``)
+    and the measured ``size.model_pt_bytes``. Returns what ``metrics.json`` holds."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if state is None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -69,8 +96,12 @@ def save_model_dir(folder: Path, pipeline: Pipeline, model: nn.Module, extra: di
     torch.save(state, tmp)
     tmp.replace(folder / MODEL_WEIGHTS)
     atomic_write_text(folder / PIPELINE_FILE, json.dumps(pipeline.to_json(), indent=2))
-    for name, obj in extra.items():
+    for name, obj in (files or {}).items():
         atomic_write_text(folder / name, json.dumps(obj, indent=2))
+    written = {**metrics, "weights": weights,
+               "size": {**metrics.get("size", {}), "model_pt_bytes": (folder / MODEL_WEIGHTS).stat().st_size}}
+    atomic_write_text(folder / METRICS_FILE, json.dumps(written, indent=2))
+    return written
 
 
 def load_model_dir(folder: str | Path) -> tuple[Pipeline, nn.Module]:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import ENCODER_FILE, NORM_FILE, THRESHOLDS_FILE, load_model_dir, stats_from_json
+from n2nas.artifacts import ENCODER_FILE, NORM_FILE, THRESHOLDS_FILE, load_model_dir, model_inputs, stats_from_json
 from n2nas.compress.quantize import is_quantized
-from n2nas.data.record import Dataset
+from n2nas.data.record import ROWS, SIGNALS, Dataset
 from n2nas.errors import DataError
 from n2nas.metrics import evaluate_predictions
 from n2nas.space import Pipeline
@@ -48,7 +48,7 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
 
     pipeline, loaded = load_model_dir(model_dir)
     model = loaded if model is None else model
-    if not hasattr(dataset, "records"):
+    if dataset.modality == ROWS:
         return _predict_ehr(Path(model_dir), pipeline, model, dataset, device)
     check_classes(pipeline, dataset)
     space_def = get_space(pipeline.space)
@@ -65,15 +65,15 @@ def predict(model_dir: str | Path, dataset: Dataset, device: str = "auto",
 def _predict_ehr(model_dir: Path, pipeline: Pipeline, model, dataset, device: str):
     """EHR rows: a clinical table is re-encoded with the model folder's ``encoder.json`` first."""
     from n2nas.data.table import reencode
-    from n2nas.train.ehr import predict_rows
+    from n2nas.train.rows import predict_rows
 
     encoder_path = model_dir / ENCODER_FILE
     if encoder_path.is_file():
         dataset = reencode(dataset, json.loads(encoder_path.read_text()))
     check_classes(pipeline, dataset)
-    if dataset.n_features != int(pipeline.data.get("n_inputs", dataset.n_features)):
-        raise DataError(dataset.source, f"{dataset.n_features} feature columns, the model takes "
-                                        f"{pipeline.data['n_inputs']}")
+    _, need = model_inputs(pipeline)
+    if need and dataset.n_inputs != need:
+        raise DataError(dataset.source, f"{dataset.n_inputs} feature columns, the model takes {need}")
     dev = pick_device(device)
     probs = predict_rows(model.to(dev), dataset, np.arange(len(dataset)), dataset.multilabel, dev)
     return metric_inputs(probs, dataset.label_matrix().astype(np.float32), dataset.multilabel)
@@ -89,9 +89,9 @@ def check_classes(pipeline: Pipeline, dataset: Dataset) -> None:
 def check_leads(pipeline: Pipeline, dataset: Dataset, space_def) -> None:
     """Records must carry the leads the model reads: a missing lead is an error naming the record, never a
     silent zero channel."""
-    if not hasattr(dataset, "records"):
+    if dataset.modality != SIGNALS:
         return
-    need = int(pipeline.data.get("n_leads") or 0)
+    _, need = model_inputs(pipeline)
     for record in dataset.records:
         if need and record.signal.shape[0] != need:
             where = (record.meta.get("files") or [record.id])[0] if record.meta else record.id

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from n2nas.artifacts import model_inputs
+from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError, DataError
 from n2nas.storage import atomic_write_text
 
@@ -38,15 +40,16 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     """Everything needed to turn a raw record into model inputs, as plain JSON."""
     from search_spaces import get_space
 
-    if "n_inputs" in pipeline.data:  # EHR rows: the model folder's table encoder is the whole preprocessing
+    modality, n_inputs = model_inputs(pipeline)
+    if modality == ROWS:  # EHR rows: the model folder's table encoder is the whole preprocessing
         encoder_file = model_dir / "encoder.json"
         return {"input": "x: float32 (batch, n_inputs), one encoded encounter per row (encoder.json: "
                          "n2nas.data.table_encoder.encode)", "output": "logits: float32 (batch, classes)",
                 "classes": list(pipeline.data.get("classes", [])), "multilabel": bool(pipeline.data.get("multilabel")),
-                "n_inputs": int(pipeline.data["n_inputs"]),
+                "n_inputs": n_inputs,
                 "encoder": json.loads(encoder_file.read_text()) if encoder_file.is_file() else None,
                 "record_score": "softmax(logits) (sigmoid if multilabel)",
-                "reference": "n2nas.data.table.reencode + n2nas.train.ehr.predict_rows / n2nas evaluate"}
+                "reference": "n2nas.data.table.reencode + n2nas.train.rows.predict_rows / n2nas evaluate"}
     space_def = get_space(pipeline.space)
     pre = space_def.preprocess_config(pipeline.sample)
     window = space_def.window_config(pipeline.sample)
@@ -58,7 +61,7 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     return {"input": "x: float32 (batch, leads, window_samples), channel-first, mV",
             "output": "logits: float32 (batch, classes)",
             "classes": list(pipeline.data.get("classes", [])), "multilabel": bool(pipeline.data.get("multilabel")),
-            "n_leads": int(pipeline.data.get("n_leads", 0)), "window_samples": window_samples(pipeline),
+            "n_leads": n_inputs, "window_samples": window_samples(pipeline),
             # 12-lead spaces: the input holds the 12 standard leads in order; the network reads only these
             "leads_used": _leads_used(pipeline),
             "preprocess": dataclasses.asdict(pre), "window": dataclasses.asdict(window),
@@ -116,10 +119,9 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, seed: int = 0
     if int8 and fmt == "onnx":
         raise ConfigError("--format", "int8 (QAT) models export as torchscript only; torch.onnx has no "
                                       "exporter for torch.ao quantized modules")
-    if "n_inputs" in pipeline.data:  # EHR: one dense row of encoded features per encounter
-        shape = (int(pipeline.data["n_inputs"]),)
-    else:
-        shape = (int(pipeline.data.get("n_leads", 0)), window_samples(pipeline))
+    modality, n_inputs = model_inputs(pipeline)
+    # EHR: one dense row of encoded features per encounter; ECG: one window of every lead
+    shape = (n_inputs,) if modality == ROWS else (n_inputs, window_samples(pipeline))
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(2, *shape, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,9 @@
-"""Train an exported pipeline from scratch, and evaluate a trained model on any data set."""
+"""``n2nas retrain``: a pipeline trained from scratch on a data set into a model folder, through the one trainer
+(:func:`n2nas.train.trainer.fit`)."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,51 +11,42 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import (ENCODER_FILE, MODEL_WEIGHTS, NORM_FILE, THRESHOLDS_FILE, build_model, save_model_dir,
-                             stats_json)
-from n2nas.compress.prune import Pruner, PruneConfig, pack_state, state_bytes
-from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert, prepare_qat, set_qat_phase
-from n2nas.data.record import Dataset
-from n2nas.data.splits import loss_class_weights, micro_batches, stratified_split
+from n2nas.artifacts import (ENCODER_FILE, METRICS_FILE, NORM_FILE, THRESHOLDS_FILE, build_model, data_card,
+                             stats_json, write_model_folder)
+from n2nas.compress.prune import PruneConfig, pack_state, state_bytes
+from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert
+from n2nas.data.record import ROWS, Dataset
+from n2nas.data.splits import loss_class_weights, stratified_split
 from n2nas.errors import ConfigError, DataError
 from n2nas.evaluation import check_classes, check_leads
-from n2nas.metrics import (REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric,
-                           reward_metric_name)
+from n2nas.metrics import REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
+from n2nas.presets import preset
 from n2nas.space import Pipeline
-from n2nas.storage import atomic_write_text
-from n2nas.train.averaging import check_ema_decay, weight_average
-from n2nas.train.budget import BudgetProgress
+from n2nas.train.averaging import check_ema_decay
 from n2nas.train.parallel import DistContext, scaled_lr
-from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, pick_device, predict_records
-
-
+from n2nas.train.primitives import DataContext, WindowBatches, metric_inputs, pick_device, predict_records
+from n2nas.train.rows import RowBatches, predict_rows, row_scorer
+from n2nas.train.trainer import Fitted, FitConfig, fit
 
 SCHEDULES = ("plateau", "budget")
+TRAINED = "trained from scratch"  # a retrained model folder's ``weights``
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """From-scratch training: an lr schedule, the best-scoring epoch's weights kept, seeded.
+    """From-scratch training of a pipeline: an lr schedule, the best-scoring epoch's weights kept, seeded.
 
-    ``ema_decay`` (None: off) scores and keeps an exponential moving average of the weights instead of the last
-    step's (:mod:`n2nas.train.averaging`); it is not combined with pruning or QAT, whose masks and observers belong
-    to the raw weights. ``max_minutes`` is checked after every batch.
-
-    ``schedule``: "plateau" cuts the lr by ``plateau_factor`` after ``plateau_patience`` epochs without a better
-    validation score and stops early after ``patience`` epochs without one; "budget" decays it linearly to zero over
-    whichever budget ends first, ``epochs`` or ``max_minutes`` (budgeted training, Li et al., ICLR 2020): a run
-    stopped by its time limit then ends at a small lr instead of wherever the plateau rule had left it. "budget" is
-    the default: on the PhysioNet 2017 benchmark split (30-min limit, one torch thread, two retrains side by side) it
-    scored a higher test CinC F1 in all three paired runs, plain CNN seed 0 0.810 against 0.795, seed 1 0.799
-    against 0.786, and the plain CNN at width 1.5 0.793 against 0.785. A budget run never stops early (an EHR
-    pipeline's does, after ``patience`` epochs without a better score: see :func:`_retrain_ehr`): its lr only
-    reaches the small values that give the last gains near the end, and the validation score stalls on the way
-    there. Patience 8 stopped three 30-min benchmark retrains after 4-12 minutes, at 0.40-0.78 of their initial lr.
-
+    ``schedule``: "budget" (default) decays the lr linearly to zero over whichever budget ends first, ``epochs`` or
+    ``max_minutes``, and does not stop an ECG pipeline early; "plateau" cuts it by ``plateau_factor`` after
+    ``plateau_patience`` epochs without a better validation score and stops after ``patience`` such epochs (EHR
+    pipelines stop on ``patience`` under either). docs/search.md#retraining has the measurements behind the default.
+    ``ema_decay`` (None: off) scores and keeps an exponential moving average of an ECG net's weights
+    (:mod:`n2nas.train.averaging`); not combined with pruning or QAT. ``max_minutes`` is checked after every batch.
     ``workers`` > 1 trains data-parallel (:mod:`n2nas.train.parallel`; ``global_batch`` scales the lr linearly);
     ``norm="none"`` replaces batch norm by identity (exact N-worker == 1-worker equivalence); ``prune`` prunes
-    conv/linear weights on a schedule (:mod:`n2nas.compress.prune`); ``qat`` trains int8-aware and saves the int8 model
-    (:mod:`n2nas.compress.quantize`).
+    conv/linear weights on a schedule (:mod:`n2nas.compress.prune`); ``qat`` trains int8-aware and saves the int8
+    model (:mod:`n2nas.compress.quantize`). ``class_weight``: EHR pipelines' loss weighted by the balanced class
+    weights raised to this power (0 off).
     """
 
     epochs: int = 40
@@ -77,7 +66,7 @@ class RetrainConfig:
     ema_decay: float | None = 0.998
     prune: PruneConfig | None = None
     qat: QATConfig | None = None
-    class_weight: float = 0.0  # EHR pipelines: power of the balanced class weights in the loss (train_rows)
+    class_weight: float = 0.0
 
     def __post_init__(self):
         if self.workers < 1:
@@ -91,6 +80,7 @@ class RetrainConfig:
         check_ema_decay("--ema-decay", self.ema_decay)
 
     @staticmethod
+    @preset()
     def quick() -> "RetrainConfig":
         """A short run for demos and tests."""
         return RetrainConfig(epochs=3, patience=2, plateau_patience=1)
@@ -98,9 +88,10 @@ class RetrainConfig:
 
 def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig = RetrainConfig(),
             log=print) -> dict[str, Any]:
-    """Train ``pipeline`` on ``dataset`` (internal seeded split) and write a model folder to ``out``."""
-    if not hasattr(dataset, "records"):  # EHR rows: one process, sparse batches
-        return _retrain_ehr(pipeline, dataset, Path(out), config, log)
+    """Train ``pipeline`` on ``dataset`` (internal seeded split) with :func:`n2nas.train.trainer.fit` and write a
+    model folder to ``out``; returns its ``metrics.json``."""
+    if dataset.modality == ROWS:  # one process, sparse batches
+        return _retrain_rows(pipeline, dataset, Path(out), config, log)
     if config.class_weight:  # ECG pipelines carry their own class weighting token; a silent no-op would mislead
         raise ConfigError("--class-weight", "applies to EHR pipelines only; an ECG pipeline's class_weighting is "
                                             "part of its sample")
@@ -109,13 +100,28 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
     from n2nas.train.parallel import launch
 
     launch(_train, config.workers, (pipeline, dataset, str(out), config), pick_device(config.device), log=log)
-    return json.loads((Path(out) / "metrics.json").read_text())
+    return json.loads((Path(out) / METRICS_FILE).read_text())
+
+
+def fit_config(config: RetrainConfig, settings: dict[str, Any], metric: str, modality: str, batch_size: int,
+               lr: float) -> FitConfig:
+    """The trainer's recipe for a pipeline's training ``settings`` under ``config``. What differs by modality is
+    decided here and nowhere else: an ECG net trains with AdamW and scores an average of its weights, and under the
+    budget schedule it never stops early (its lr only reaches the small values that give the last gains near the
+    end); an EHR MLP trains with Adam on its raw weights and stops after ``patience`` epochs without a better
+    score."""
+    rows = modality == ROWS
+    return FitConfig(epochs=config.epochs, lr=lr, batch_size=batch_size, weight_decay=settings["weight_decay"],
+                     optimizer="adam" if rows else "adamw", schedule=config.schedule,
+                     patience=config.patience if rows or config.schedule == "plateau" else None,
+                     plateau_patience=config.plateau_patience, plateau_factor=config.plateau_factor,
+                     max_minutes=config.max_minutes, seed=config.seed, ema_decay=None if rows else config.ema_decay,
+                     prune=config.prune, qat=config.qat, metric=metric)
 
 
 def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: RetrainConfig, *, log,
            dist_ctx: DistContext) -> dict[str, Any]:
-    """The training loop of one process (rank ``dist_ctx.rank`` of ``dist_ctx.world``)."""
-    from n2nas.data.augment import augment_batch
+    """An ECG pipeline in one process (rank ``dist_ctx.rank`` of ``dist_ctx.world``)."""
     from n2nas.data.spec import default_cache_root
     from search_spaces import get_space
 
@@ -134,139 +140,56 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     device = dist_ctx.device or pick_device(config.device)
     if config.qat is not None and device.type != "cpu":
         raise ConfigError("--qat", "int8 kernels run on the CPU only; use --device cpu with --qat")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    extra_data = {"norm": "none"} if config.norm == "none" else {}
-    pipeline = dataclasses.replace(pipeline, data={"classes": list(dataset.classes), "multilabel": dataset.multilabel,
-                                                   "n_leads": int(dataset.records[0].signal.shape[0]),
-                                                   "source": dataset.source, **extra_data})
-    model = build_model(pipeline).to(device)
+    pipeline = dataclasses.replace(pipeline, data=data_card(dataset, **({"norm": "none"} if config.norm == "none"
+                                                                         else {})))
     batch_size, lr = scaled_lr(settings["lr"], settings["batch_size"], config.global_batch)
-    drop_last = len(ctx.train_idx) > batch_size
-    steps_per_epoch = max(1, len(ctx.train_idx) // batch_size if drop_last else 1)
-    example = torch.from_numpy(data.train_batch(ctx.train_idx[:1], np.random.default_rng(0))[0])
-    if config.qat is not None:
-        model = prepare_qat(model, example, config.qat)
-    pruner = None
-    if config.prune is not None:
-        ramp = max(1, int(round(config.prune.ramp * config.epochs * steps_per_epoch)))
-        pruner = Pruner(model, config.prune, ramp)
-    train_model = dist_ctx.wrap(model)
-    use_ema = config.ema_decay is not None and pruner is None and config.qat is None
-    averaged = weight_average(model, config.ema_decay) if use_ema else None
-    scored = model if averaged is None else averaged.module
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings["weight_decay"])
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
-                                                         patience=config.plateau_patience)
-    y_train = ctx.targets[ctx.train_idx]
     weight = None
     if settings["class_weighting"]:
-        weight = torch.tensor(loss_class_weights(y_train, dataset.multilabel), dtype=torch.float32, device=device)
+        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel), dtype=torch.float32,
+                              device=device)
     metric = _metric_name(dataset)
-    best_score, best_state, best_epoch, history, patience_from = -math.inf, None, 0, [], None
-    start, steps_done = time.monotonic(), 0
-    deadline = None if config.max_minutes is None else start + 60 * config.max_minutes
-    progress = BudgetProgress(config.epochs * steps_per_epoch, config.max_minutes,
-                              mean=lambda share: dist_ctx.sum(share) / dist_ctx.world)
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        if config.qat is not None:
-            set_qat_phase(model, (epoch - 1) / config.epochs, config.qat)
-        losses = []
-        for idx in micro_batches(ctx.train_idx, batch_size, rng, drop_last=drop_last):
-            # every worker draws the whole global batch (same rng): identical crops and augmentation everywhere
-            x, y = data.train_batch(idx, rng)
-            x, y = augment_batch(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device),
-                                 space_def.augment_config(sample), generator)
-            lo, hi = dist_ctx.slice(len(idx))
-            # weighted so that DDP's gradient average equals the gradient of the global-batch mean loss
-            loss = loss_fn(train_model(x[lo:hi]), y[lo:hi], dataset.multilabel, weight) * (
-                (hi - lo) * dist_ctx.world / len(idx))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            batch_loss = dist_ctx.sum(float(loss.detach())) / dist_ctx.world
-            if not math.isfinite(batch_loss):  # the same value on every worker, so all stop together
-                raise DataError(out, f"training diverged at epoch {epoch} (loss {batch_loss}); lower the lr")
-            if config.schedule == "budget":
-                set_lr(optimizer, lr * (1.0 - progress.spent(steps_done)))
-            optimizer.step()
-            steps_done += 1
-            if pruner is not None:
-                pruner.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            losses.append(batch_loss)
-            # the same decision on every worker: a rank that stopped alone would leave the others in all_reduce
-            if deadline is not None and dist_ctx.sum(float(time.monotonic() > deadline)) > 0:
-                break
-        progress.epoch_end()
-        scored.eval()  # the raw model goes back to train() at the next epoch; only ``scored`` is validated
-        score = reward_metric(metric, *_validate(scored, data, ctx, dataset, device, dist_ctx), dataset.classes,
-                              dataset.multilabel)
-        if config.schedule == "plateau":
-            plateau.step(score)
-        history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)), f"val_{metric}": score,
-                        "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - start, 2)})
-        if pruner is not None:
-            history[-1]["sparsity_target"] = round(config.prune.sparsity_at(pruner.step_count, pruner.ramp_steps), 4)
-        log(json.dumps(history[-1]))
-        # a pruned model is only eligible once its schedule has reached the final sparsity
-        eligible = pruner is None or pruner.done
-        if eligible and patience_from is None:
-            patience_from = epoch - 1
-        if eligible and score > best_score:
-            best_score, best_state, best_epoch = score, copy.deepcopy(scored.state_dict()), epoch
-        if config.schedule == "plateau" and eligible and epoch - max(best_epoch, patience_from) >= config.patience:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:  # no eligible score (time budget hit before the pruning schedule finished, or only NaN scores): the last
-        best_epoch = len(history)  # scored weights, with final masks forced below
-        model.load_state_dict(scored.state_dict())
-    extras, final = {}, model
-    if pruner is not None:
-        pruner.finalize()
+
+    def validate(model) -> float:
+        return reward_metric(metric, *_validate(model, data, ctx, dataset, device, dist_ctx), dataset.classes,
+                             dataset.multilabel)
+
+    recipe = fit_config(config, settings, metric, dataset.modality, batch_size, lr)
+    fitted = fit(lambda: build_model(pipeline), WindowBatches(data, ctx.train_idx, space_def.augment_config(sample),
+                                                              device),
+                 validate, recipe, device=device, class_weight=weight, multilabel=dataset.multilabel, dist=dist_ctx,
+                 log=log)
+    _raise_if_diverged(fitted, out)
+    files, final = {}, fitted.model
     if config.qat is not None:
-        final = convert(model)
+        final = convert(fitted.model)
         device = torch.device("cpu")
-        extras[QUANT_FILE] = {"mode": "qat", "backend": config.qat.backend, "example_shape": list(example.shape)}
+        files[QUANT_FILE] = {"mode": "qat", "backend": config.qat.backend, "example_shape": list(fitted.example.shape)}
     final.eval()
     p, y = _validate(final, data, ctx, dataset, device, dist_ctx)
     thresholds = choose_thresholds(y, p) if dataset.multilabel else 0.5
     if dataset.multilabel:  # chosen on validation records only; evaluate and export read them from the folder
-        extras[THRESHOLDS_FILE] = {"classes": list(dataset.classes), "thresholds": [float(t) for t in thresholds],
-                                   "chosen_on": f"validation split ({len(y)} records), per-class F1 maximised"}
-    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "metric": metric, "workers": dist_ctx.world,
-               "global_batch": batch_size, "lr": lr, "schedule": config.schedule,
-               "ema_decay": config.ema_decay if use_ema else None,
-               "train_seconds": round(time.monotonic() - start, 2),
+        files[THRESHOLDS_FILE] = {"classes": list(dataset.classes), "thresholds": [float(t) for t in thresholds],
+                                  "chosen_on": f"validation split ({len(y)} records), per-class F1 maximised"}
+    summary = {**_summary(fitted, metric, dist_ctx.world, config), "global_batch": batch_size, "lr": lr,
+               "ema_decay": config.ema_decay if recipe.uses_ema else None,
                "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel, thresholds)}
     if dist_ctx.is_main:
         # the state dict object itself is saved: its _metadata (module versions) tells int8 modules how to load
         state = final.cpu().state_dict()
-        if pruner is not None:
+        if fitted.pruner is not None:
             state = pack_state(state)
-        save_model_dir(out, pipeline, final.cpu(), {
-            "history.json": history, "split.json": dataclasses.asdict(split),
-            NORM_FILE: stats_json(data.stats), **extras}, state=state)
-        summary["size"] = _size_report(out, final, pruner is not None)
-        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+            summary["size"] = _sparsity(final)
+        summary = write_model_folder(out, pipeline, final.cpu(), weights=TRAINED, metrics=summary, state=state,
+                                     files={"history.json": fitted.history, "split.json": dataclasses.asdict(split),
+                                            NORM_FILE: stats_json(data.stats), **files})
     dist_ctx.barrier()
     return summary
 
 
-def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, log) -> dict[str, Any]:
-    """An EHR MLP from scratch (:func:`n2nas.train.ehr.train_rows`, budget lr schedule over ``epochs``, stopped
-    after ``patience`` epochs without a better validation score, so a generous ``--epochs`` costs little once a
-    net has plateaued: on diabetes130, 2 x 512 relu scored 0.873-0.876 validation AUROC from epoch 10 to 30 of a
-    30-epoch schedule). The split is by patient for clinical
-    tables, whose encoder is refitted on the training rows and kept as ``encoder.json``."""
+def _retrain_rows(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, log) -> dict[str, Any]:
+    """An EHR MLP: split by patient for clinical tables, whose encoder is refitted on the training rows and kept as
+    ``encoder.json``; the loss optionally weighted by ``config.class_weight``."""
     from n2nas.data.table import fit_on_training
-    from n2nas.train.ehr import metric_scorer, predict_rows, train_rows
-    from search_spaces import get_space
 
     if config.workers > 1 or config.prune is not None or config.qat is not None or config.norm != "batch":
         raise ConfigError("--workers", "EHR pipelines retrain in one process without pruning, QAT or --norm")
@@ -276,32 +199,52 @@ def _retrain_ehr(pipeline: Pipeline, dataset, out: Path, config: RetrainConfig, 
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     train_idx, val_idx = (np.array([index[i] for i in part], dtype=np.int64) for part in (split.train, split.val))
     dataset = fit_on_training(dataset, train_idx)
-    pipeline = dataclasses.replace(pipeline, data={"classes": list(dataset.classes), "multilabel": dataset.multilabel,
-                                                   "n_inputs": dataset.n_features, "source": dataset.source})
+    pipeline = dataclasses.replace(pipeline, data=data_card(dataset))
     device = pick_device(config.device)
-    model = build_model(pipeline).to(device)
     metric = _searched_metric(pipeline, dataset)
-    result = train_rows(model, dataset, train_idx, val_idx, get_space(pipeline.space).training_settings(
-        pipeline.sample), metric_scorer(metric, dataset), epochs=config.epochs, max_minutes=config.max_minutes,
-        seed=config.seed, device=device, patience=config.patience, class_weight=config.class_weight, log=log)
-    probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
+    fitted = fit_rows(pipeline, dataset, train_idx, val_idx, config, metric, device, log)
+    probs = predict_rows(fitted.model, dataset, val_idx, dataset.multilabel, device)
     p, y = metric_inputs(probs, dataset.label_matrix()[val_idx].astype(np.float32), dataset.multilabel)
-    summary = {"best_epoch": result["best_epoch"], "epochs_run": len(result["history"]), "metric": metric,
-               "workers": 1, "schedule": "budget", "train_seconds": result["train_seconds"],
-               "params": sum(q.numel() for q in model.parameters()),
+    summary = {**_summary(fitted, metric, 1, config), "params": sum(q.numel() for q in fitted.model.parameters()),
                "validation": evaluate_predictions(p, y, dataset.classes, dataset.multilabel)}
-    extra = {"history.json": result["history"], "split.json": dataclasses.asdict(split)}
+    files = {"history.json": fitted.history, "split.json": dataclasses.asdict(split)}
     if dataset.encoder is not None:
-        extra[ENCODER_FILE] = dataset.encoder
-    save_model_dir(out, pipeline, model.cpu(), extra)
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
-    return summary
+        files[ENCODER_FILE] = dataset.encoder
+    return write_model_folder(out, pipeline, fitted.model.cpu(), weights=TRAINED, metrics=summary, files=files)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def fit_rows(pipeline: Pipeline, dataset, train_idx: np.ndarray, val_idx: np.ndarray, config: RetrainConfig,
+             metric: str, device: torch.device, log=lambda m: None) -> Fitted:
+    """An EHR pipeline's network trained on rows ``train_idx`` and kept at its best epoch on ``metric`` over
+    ``val_idx`` (the rows of an already encoded ``dataset``), as ``n2nas retrain`` trains it; raises on a diverged
+    loss. The benchmarks call it with their own split."""
+    from search_spaces import get_space
+
+    settings = get_space(pipeline.space).training_settings(pipeline.sample)
+    targets = dataset.label_matrix().astype(np.float32)
+    weight = None
+    if config.class_weight:  # a power of the balanced weights: 0.5 their square root, 1 scikit-learn's "balanced"
+        weight = torch.tensor(loss_class_weights(targets[train_idx], dataset.multilabel) ** config.class_weight,
+                              dtype=torch.float32, device=device)
+    recipe = fit_config(config, settings, metric, ROWS, settings["batch_size"], settings["lr"])
+    n_inputs, n_classes = dataset.n_inputs, len(dataset.classes)
+    fitted = fit(lambda: build_model(pipeline, n_inputs, n_classes), RowBatches(dataset, train_idx, targets, device),
+                 row_scorer(metric, dataset, val_idx, device), recipe, device=device, class_weight=weight,
+                 multilabel=dataset.multilabel, log=log)
+    _raise_if_diverged(fitted, pipeline.space)
+    return fitted
+
+
+def _raise_if_diverged(fitted: Fitted, where) -> None:
+    if fitted.status == "diverged":
+        info = fitted.extras["diverged"]
+        raise DataError(where, f"training diverged at epoch {info['epoch']} (loss {info['loss']}); lower the lr")
+
+
+def _summary(fitted: Fitted, metric: str, workers: int, config: RetrainConfig) -> dict[str, Any]:
+    """The training part of ``metrics.json``."""
+    return {"best_epoch": fitted.best_epoch, "epochs_run": len(fitted.history), "metric": metric,
+            "workers": workers, "schedule": config.schedule, "train_seconds": fitted.train_seconds}
 
 
 def _validate(model, data, ctx: DataContext, dataset: Dataset, device, dist_ctx: DistContext):
@@ -312,16 +255,14 @@ def _validate(model, data, ctx: DataContext, dataset: Dataset, device, dist_ctx:
     return metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
 
 
-def _size_report(out: Path, model, pruned: bool) -> dict[str, Any]:
-    """Measured on-disk size of ``model.pt`` next to the dense float32 size, and the real sparsity."""
+def _sparsity(model) -> dict[str, Any]:
+    """The real sparsity of a pruned model next to its dense float32 size."""
     from n2nas.compress.prune import sparsity_report
 
-    report = {"model_pt_bytes": (out / MODEL_WEIGHTS).stat().st_size}
-    if pruned:
-        sparsity = sparsity_report(model)
-        report.update({k: sparsity[k] for k in ("sparsity", "sparsity_all_params", "prunable_weights",
-                                                "nonzero_weights", "params", "per_layer")})
-        report["dense_bytes"] = state_bytes({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    sparsity = sparsity_report(model)
+    report = {k: sparsity[k] for k in ("sparsity", "sparsity_all_params", "prunable_weights", "nonzero_weights",
+                                       "params", "per_layer")}
+    report["dense_bytes"] = state_bytes({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return report
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from torch import nn
 
+from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError
 from n2nas.space import Choice, SearchSpace
 from search_spaces.ehr_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_weights, mlp_params
 
 __all__ = ["EHRSpaceConfig", "EHRSpace", "UNITS", "LAYERS", "param_table"]
 
-TEST_PROBS = "test_probs.npy"  # a grid cell's test-row probabilities, in its folder
 UNITS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LAYERS = (2, 4, 8, 16)
 DROPOUTS = (0.0, 0.2, 0.5)
@@ -111,12 +111,12 @@ class EHRSpace:
         return int(dataset.n_features)
 
     def make_context(self, dataset, train_idx, val_idx, cache_dir: Path | None = None, workers: int = 1):
-        """An :class:`~n2nas.train.ehr.EHRContext` (sparse rows; no preprocessing cache needed); a clinical
+        """An :class:`~n2nas.train.rows.EHRContext` (sparse rows; no preprocessing cache needed); a clinical
         table is first re-encoded with an encoder fitted on ``train_idx`` only."""
         from n2nas.data.table import fit_on_training
-        from n2nas.train.ehr import EHRContext
+        from n2nas.train.rows import EHRContext
 
-        if not hasattr(dataset, "n_features"):
+        if dataset.modality != ROWS:
             raise ConfigError("--space", f"{self.name} searches EHR feature matrices; use an ehr: or synthetic-ehr "
                                          "data spec")
         return EHRContext(fit_on_training(dataset, train_idx), train_idx, val_idx)
@@ -159,14 +159,3 @@ class EHRSpace:
     def param_table(self, n_in: int, n_out: int) -> list[dict[str, int]]:
         """Parameter count of every ``layers`` x ``units`` cell of this space."""
         return param_table(n_in, n_out, self.config.units, self.config.layers)
-
-    def train_from_scratch(self, sample: dict[str, Any], dataset, out: Path, config, log=print) -> dict[str, Any]:
-        """One grid cell: :func:`~n2nas.train.ehr.train_mlp` with the grid's epochs/patience/seed/device (and
-        validation share, when it sets one); the test rows' probabilities go to ``out/test_probs.npy``."""
-        from n2nas.train.ehr import MLPTrainConfig, train_mlp
-
-        cfg = MLPTrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed,
-                             device=config.device, max_minutes=config.max_minutes)
-        if config.val_fraction is not None:
-            cfg = replace(cfg, val_fraction=config.val_fraction)
-        return train_mlp(self, sample, dataset, cfg, log=log, probs_out=Path(out) / TEST_PROBS)

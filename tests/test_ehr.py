@@ -92,16 +92,17 @@ def test_synthetic_shape_shares_and_groups():
     assert (again.X != ds.X).nnz == 0  # seeded
 
 
-def test_synthetic_ehr_is_learnable():
+def test_synthetic_ehr_is_learnable(tmp_path):
     """A short from-scratch MLP run beats the majority-class baseline by a wide margin."""
-    from n2nas.train.ehr import MLPTrainConfig, train_mlp
+    from n2nas.grid.run import GridConfig, diagnosenet_cell
     from search_spaces import get_space
 
     ds = load_dataset("synthetic-ehr:3000,600")
     space = get_space("ehr-mlp-small")
     sample = {**space.space.default_sample(), "units": 64, "layers": 2, "batch_size": 768, "lr": 0.005}
-    result = train_mlp(space, sample, ds, MLPTrainConfig(epochs=12, patience=12, val_fraction=0.1, device="cpu"),
-                       log=lambda m: None)
+    result = diagnosenet_cell(space, sample, ds, tmp_path, GridConfig(epochs=12, patience=12, val_fraction=0.1,
+                                                                      device="cpu", protocol="diagnosenet"),
+                              log=lambda m: None)
     majority = max(CLASS_SHARES) / sum(CLASS_SHARES)
     assert result["status"] == "ok"
     assert result["metrics"]["accuracy"] > majority + 0.25
@@ -135,49 +136,26 @@ def test_sparse_batches_never_densify_the_matrix():
     assert ds.X.nnz < ds.X.shape[0] * ds.X.shape[1] * 0.01
 
 
-def test_train_rows_patience_stops_early_and_keeps_the_best_epoch():
-    """With ``patience`` the epoch-budget trainer stops that many epochs after the best score; without, it runs out
-    its epochs. The lr schedule stays the one over ``epochs`` (no wall clock involved)."""
-    from n2nas.train.ehr import train_rows
-    from search_spaces import get_space
-
-    ds = load_dataset("synthetic-ehr:400,300")
-    space = get_space("ehr-mlp-small")
-    sample = {**space.space.default_sample(), "units": 16, "layers": 2}
-    idx = np.arange(len(ds))
-    scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])  # best at epoch 2, then never better
-
-    def run(patience):
-        model = space.build_child(sample, ds.n_features, len(ds.classes))
-        return train_rows(model, ds, idx[:300], idx[300:], {**space.training_settings(sample), "batch_size": 100},
-                          lambda p, t: next(scores), epochs=8, max_minutes=None, seed=0, device=torch.device("cpu"),
-                          patience=patience, log=lambda m: None)
-
-    stopped = run(patience=2)
-    assert stopped["best_epoch"] == 2 and stopped["best_score"] == 0.7 and len(stopped["history"]) == 4
-    assert all(h["steps"] == 3 for h in stopped["history"])
-    scores = iter([0.5] * 8)
-    assert len(run(patience=None)["history"]) == 8
-
-
 def test_class_weight_moves_probability_to_the_rare_classes():
     """``class_weight`` weights the loss by balanced class weights to that power: trained the same way otherwise,
     the more weighted model gives the rare training classes (< 15 of 500 rows) more probability."""
-    from n2nas.train.ehr import predict_rows, train_rows
+    from n2nas.artifacts import data_card
+    from n2nas.retrain import RetrainConfig, fit_rows
+    from n2nas.space import Pipeline
+    from n2nas.train.rows import predict_rows
     from search_spaces import get_space
 
     ds = load_dataset("synthetic-ehr:600,300")
     space = get_space("ehr-mlp-small")
-    sample = {**space.space.default_sample(), "units": 16, "layers": 2}
+    sample = {**space.space.default_sample(), "units": 16, "layers": 2, "lr": 0.01}  # one batch of 768 an epoch
+    pipeline = Pipeline("ehr-mlp-small", sample, data_card(ds))
     idx = np.arange(len(ds))
     rare = np.bincount(ds.label_indices()[:500], minlength=len(ds.classes)) < 15
 
     def rare_share(power):
-        torch.manual_seed(0)
-        model = space.build_child(sample, ds.n_features, len(ds.classes))
-        train_rows(model, ds, idx[:500], idx[500:], {**space.training_settings(sample), "batch_size": 100,
-                                                     "lr": 0.01}, lambda p, t: 0.0, epochs=4, max_minutes=None,
-                   seed=0, device=torch.device("cpu"), class_weight=power, log=lambda m: None)
-        return predict_rows(model, ds, idx[:500], False, torch.device("cpu"))[:, rare].sum(axis=1).mean()
+        fitted = fit_rows(pipeline, ds, idx[:500], idx[500:], RetrainConfig(epochs=20, patience=20,
+                                                                           class_weight=power),
+                          "macro_f1", torch.device("cpu"))
+        return predict_rows(fitted.model, ds, idx[:500], False, torch.device("cpu"))[:, rare].sum(axis=1).mean()
 
     assert rare_share(1.0) > rare_share(0.5) > rare_share(0.0) + 0.02

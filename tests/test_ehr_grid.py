@@ -121,18 +121,17 @@ def test_enas_search_over_ehr_mlp_finishes(tmp_path):
 
 
 def test_grid_cells_take_the_given_validation_share_and_keep_test_probabilities(tmp_path):
-    """``GridConfig.val_fraction`` sets an EHR cell's validation rows (a benchmark's split); each cell saves its
-    test rows' probabilities, in the order of the trainer's test indices."""
+    """``GridConfig.val_fraction`` sets a DiagnoseNET cell's validation rows (a benchmark's split); each cell saves
+    its test rows' probabilities, in the order of the trainer's test indices."""
     import numpy as np
 
     from n2nas.data.spec import load_dataset
-    from n2nas.grid.run import GridConfig, run_grid
-    from n2nas.train.ehr import split_indices
-    from search_spaces.ehr import TEST_PROBS
+    from n2nas.grid.run import TEST_PROBS, GridConfig, run_grid
+    from n2nas.train.rows import split_indices
 
     ds = load_dataset("synthetic-ehr:400,300")
     grid = run_grid("ehr-mlp-small", [("units", (16,))], ds, tmp_path / "grid",
-                    GridConfig(epochs=1, seed=0, device="cpu", val_fraction=0.3),
+                    GridConfig(epochs=1, seed=0, device="cpu", val_fraction=0.3, protocol="diagnosenet"),
                     {"layers": 2, "lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768})
     result = json.loads((tmp_path / "grid" / "cells" / "000" / "result.json").read_text())["result"]
     _, val_idx, test_idx = split_indices(ds, 0.3, 0.15, 0)

@@ -141,7 +141,7 @@ def test_budget_schedule_decays_the_lr_linearly_to_zero_over_the_steps_or_the_mi
 
 
 def test_the_wall_time_share_counts_from_the_next_epoch_and_only_when_it_binds():
-    from n2nas.train.budget import BudgetProgress
+    from n2nas.train.lr_budget import BudgetProgress
 
     now = {"t": 0.0}
     progress = BudgetProgress(100, 1.0, clock=lambda: now["t"])

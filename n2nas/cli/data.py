@@ -26,5 +26,5 @@ def _cmd_data_summary(args: argparse.Namespace) -> int:
     from n2nas.data.summary import summarize
 
     ds = load_dataset(args.spec, skip_bad=args.skip_bad, min_seconds=args.min_seconds)
-    print(json.dumps(ds.summary() if hasattr(ds, "summary") else summarize(ds)))  # EHR data summarise themselves
+    print(json.dumps(summarize(ds)))
     return 0

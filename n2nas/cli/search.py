@@ -40,6 +40,10 @@ def register(sub) -> None:
                    help="stop after E search epochs (one pass of shared training, then controller steps; the first "
                         "30%% are warm-up); with --budget-minutes, "
                         "whichever ends first (default: the preset's)")
+    p.add_argument("--clock", default=None, choices=["wall", "cpu"],
+                   help="what --budget-minutes counts: wall time, or the CPU time of the search's process (other "
+                        "jobs on the machine then do not change what the budget buys; local backend only) "
+                        "(default: the preset's, wall)")
     p.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="local (one process), ray (actors), mpi (launch with mpiexec -n N python -m mpi4py -m "
                         "n2nas.cli search --backend mpi ...) (default: the preset's, local)")
@@ -68,6 +72,10 @@ def register(sub) -> None:
     p.add_argument("--flops-targets", type=_flops_list, default=None, metavar="F1,F2,...",
                    help="train the supernet once, then cut one model per target (FLOPs per 30 s record, e.g. "
                         "0.05e9,0.1e9,0.33e9) with inherited weights into RUN/family/ (default: the preset's, none)")
+    p.add_argument("--finetune-epochs", type=number(int), default=None, metavar="E",
+                   help="fine-tune each family member from its inherited weights for E epochs (passes over the "
+                        "training records) with the one trainer; the inherited folder is kept beside it; 0 = off "
+                        "(default: the preset's)")
     add_reward_options(p)
     add_runner_options(p)
     p.set_defaults(func=_cmd_search)
@@ -85,7 +93,8 @@ def search_config(args: argparse.Namespace):
     from n2nas.searching.loop import SearchConfig
 
     base = SearchConfig.named(args.preset)
-    changes = {field: getattr(args, field) for field in ("space", "controller", "controller_preset", "seed", "device")
+    changes = {field: getattr(args, field) for field in ("space", "controller", "controller_preset", "seed", "device",
+                                                     "clock")
                if getattr(args, field) is not None}
     if args.fix:
         changes["fixed"] = {**base.fixed, **parse_fixed(args.fix)}
@@ -102,7 +111,10 @@ def search_config(args: argparse.Namespace):
     elif args.budget_epochs is not None:
         changes.update(budget_epochs=args.budget_epochs, budget_minutes=None)
     if args.flops_targets is not None:
-        changes["family"] = dataclasses.replace(base.family, flops_targets=args.flops_targets)
+        changes["family"] = dataclasses.replace(changes.get("family", base.family), flops_targets=args.flops_targets)
+    if args.finetune_epochs is not None:
+        changes["family"] = dataclasses.replace(changes.get("family", base.family),
+                                                finetune_epochs=args.finetune_epochs)
     reward, measure = reward_and_measure(args, base.reward, base.measure)
     return dataclasses.replace(base, **changes, reward=reward, measure=measure, runner=runner_config(args, base.runner))
 

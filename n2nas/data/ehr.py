@@ -20,11 +20,13 @@ import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from n2nas.data.record import ROWS
 from n2nas.errors import DataError
 
 X_FILES = ("X.npz", "X.npy")
@@ -57,6 +59,7 @@ class EHRDataset:
     groups: np.ndarray | None = None
     table: object = None
     encoder: dict | None = None
+    modality: ClassVar[str] = ROWS
 
     def __post_init__(self):
         if not sp.isspmatrix_csr(self.X):
@@ -67,6 +70,11 @@ class EHRDataset:
 
     def __len__(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def n_inputs(self) -> int:
+        """Feature columns (a model's input width)."""
+        return int(self.X.shape[1])
 
     @property
     def n_features(self) -> int:

@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
+
+# What a dataset holds, declared by each dataset class (``modality``): signals are records of ``(leads, samples)``
+# windowed and preprocessed per pipeline; rows are one feature vector per patient or encounter.
+SIGNALS = "signals"
+ROWS = "rows"
+MODALITIES = (SIGNALS, ROWS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,9 +62,15 @@ class Dataset:
     fingerprint: str
     skipped: tuple[Skipped, ...] = ()
     scored_classes: tuple[str, ...] | None = None
+    modality: ClassVar[str] = SIGNALS
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def n_inputs(self) -> int:
+        """Leads of the records (a model's input channels)."""
+        return int(self.records[0].signal.shape[0]) if self.records else 0
 
     @property
     def ids(self) -> list[str]:

@@ -5,11 +5,14 @@ from collections import Counter
 
 import numpy as np
 
-from n2nas.data.record import Dataset
+from n2nas.data.record import ROWS, Dataset
 
 
 def summarize(dataset: Dataset) -> dict:
-    """Record count, label counts, sampling rate(s), duration spread and skipped files of a dataset."""
+    """Record count, label counts, sampling rate(s), duration spread and skipped files of a dataset (rows of an EHR
+    table summarise themselves: their counts, columns and classes)."""
+    if dataset.modality == ROWS:
+        return dataset.summary()
     counts = Counter(lab for r in dataset.records for lab in r.labels)
     label_counts = {c: counts.get(c, 0) for c in dataset.classes if counts.get(c, 0) or not dataset.multilabel}
     if dataset.multilabel:

@@ -2,8 +2,8 @@
 
 A cell is one plain, picklable function call, :func:`run_cell`, so any runner can map over cells
 (``run_grid(..., mapper=pool.map)``); the default mapper is Python's ``map`` in this process. Each cell trains
-through its space's ``train_from_scratch`` (EHR MLPs: Adam, <= 40 epochs, early stopping) or, for ECG
-pipelines, through :func:`n2nas.retrain.retrain`; its energy is read by ``n2nas.measure.energy.pick_meter``
+through the one trainer, as ``n2nas retrain`` trains its pipeline unless the grid's ``protocol`` says otherwise
+(``diagnosenet``: Adam, <= 40 epochs, early stopping on validation macro F1, test-row scores); its energy is read by ``n2nas.measure.energy.pick_meter``
 (``None`` / ``"unmeasured"`` without a hardware counter, never estimated). A finished cell leaves
 ``cells/NNN/result.json`` and is not trained again when the same grid runs into the same folder.
 
@@ -25,11 +25,17 @@ from n2nas.grid.report import format_table, table_columns, write_csv, write_plot
 from n2nas.storage import atomic_write_text
 
 
+PROTOCOLS = ("retrain", "diagnosenet")
+TEST_PROBS = "test_probs.npy"  # a DiagnoseNET cell's test-row probabilities, in its folder
+
+
 @dataclass(frozen=True)
 class GridConfig:
-    """How each cell trains: epoch cap, early-stopping patience, seed, device, optional per-cell minute cap, and
-    the validation share of the records (None: the space's trainer's own; EHR cells: DiagnoseNET's 5 %), which
-    lets a benchmark give the grid the same validation rows as its other rows."""
+    """How each cell trains. ``protocol`` "retrain" (default): a cell is ``n2nas retrain`` of its pipeline with these
+    epochs, patience, schedule, seed and device, scored on its validation split; "diagnosenet": DiagnoseNET's
+    protocol for EHR MLPs (a seeded 3-way split with 15 % test rows, Adam at a constant lr, stopped on validation
+    macro F1, scored on the test rows). ``val_fraction`` (None: the protocol's own, 15 % or 5 %) lets a benchmark
+    give the grid the same validation rows as its other rows; ``max_minutes`` caps each cell."""
 
     epochs: int = 40
     patience: int = 5
@@ -37,6 +43,12 @@ class GridConfig:
     device: str = "auto"
     max_minutes: float | None = None
     val_fraction: float | None = None
+    schedule: str = "budget"
+    protocol: str = "retrain"
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
 
 @dataclass(frozen=True)
@@ -61,12 +73,12 @@ def presets() -> dict[str, GridPreset]:
         "diagnosenet": GridPreset(
             "diagnosenet", "ehr-mlp", ("ehr-mlp",), (("layers", LAYERS), ("units", UNITS)),
             {"lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768},
-            GridConfig(epochs=40, patience=5), "synthetic-ehr",
+            GridConfig(epochs=40, patience=5, protocol="diagnosenet"), "synthetic-ehr",
             "DiagnoseNET Table 4 / Fig. 4: hidden layers x units, Adam 0.001, <= 40 epochs, early stopping"),
         "residual-lr-batch": GridPreset(
             "residual-lr-batch", "ecg-hannun", ("ecg", "ecg-hannun"),
             (("lr", (0.01, 0.001)), ("batch_size", (16, 32, 64))), {"__fixed_pipeline__": "hannun"},
-            GridConfig(epochs=40, patience=8), "sample",
+            GridConfig(epochs=40, patience=8, schedule="plateau"), "sample",
             "Compression thesis Tables 2-5: Hannun/DiagnoseNET residual ECG net, lr x batch size"),
     }
 
@@ -158,10 +170,10 @@ def run_cell(task: CellTask, dataset, log: Callable[[str], None] = lambda m: Non
         return json.loads(done.read_text())["row"]
     out.mkdir(parents=True, exist_ok=True)
     space_def = get_space(task.space)
-    trainer = getattr(space_def, "train_from_scratch", None) or functools.partial(_retrain_ecg, space_def)
+    trainer = diagnosenet_cell if task.config.protocol == "diagnosenet" else retrain_cell
     meter = _meter(task.config.device)
     start = meter.begin() if meter else None
-    result = trainer(task.sample, dataset, out, task.config, log=log)
+    result = trainer(space_def, task.sample, dataset, out, task.config, log=log)
     joules, source = (None, "unmeasured")
     if meter is not None:
         reading = meter.end(start)
@@ -207,17 +219,17 @@ def _metric_columns(metrics: dict[str, Any], dataset) -> dict[str, Any]:
     return cols
 
 
-def _retrain_ecg(space_def, sample: dict[str, Any], dataset, out: Path, config: GridConfig,
+def retrain_cell(space_def, sample: dict[str, Any], dataset, out: Path, config: GridConfig,
                  log=print) -> dict[str, Any]:
-    """An ECG cell: :func:`n2nas.retrain.retrain` with the grid's epochs/patience/seed/device (the plateau
-    schedule, since only it stops early on the grid's patience)."""
+    """A cell as ``n2nas retrain`` trains its pipeline (:func:`n2nas.retrain.retrain`, any modality), with the grid's
+    epochs, patience, schedule, seed, device and minute cap; scored on the retrain's validation split."""
     import dataclasses
 
     from n2nas.retrain import RetrainConfig, retrain
     from n2nas.space import Pipeline
 
     cfg = dataclasses.replace(RetrainConfig(), epochs=config.epochs, patience=config.patience, seed=config.seed,
-                              device=config.device, max_minutes=config.max_minutes, schedule="plateau")
+                              device=config.device, max_minutes=config.max_minutes, schedule=config.schedule)
     if config.val_fraction is not None:
         cfg = dataclasses.replace(cfg, val_fraction=config.val_fraction)
     summary = retrain(Pipeline(space_def.name, sample), dataset, out / "model", cfg, log=log)
@@ -225,6 +237,50 @@ def _retrain_ecg(space_def, sample: dict[str, Any], dataset, out: Path, config: 
     return {"status": "ok", "params": sum(p.numel() for p in child.parameters()),
             "metrics": summary["validation"], "best_epoch": summary["best_epoch"],
             "epochs_run": summary["epochs_run"], "train_seconds": summary["train_seconds"], "eval_split": "val"}
+
+
+def diagnosenet_cell(space_def, sample: dict[str, Any], dataset, out: Path, config: GridConfig,
+                     log=print) -> dict[str, Any]:
+    """DiagnoseNET's protocol for one EHR MLP (:meth:`n2nas.train.trainer.FitConfig.diagnosenet`): a seeded,
+    stratified split with ``val_fraction`` (default 5 %) validation and 15 % test rows, the encoder fitted on the
+    training rows, test-row metrics of the best validation epoch; the test probabilities go to ``out/TEST_PROBS``.
+    A loss that stops being finite ends the cell with ``status: "diverged"`` instead of raising, so a grid goes on.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from n2nas.data.table import fit_on_training
+    from n2nas.train.primitives import pick_device
+    from n2nas.train.rows import RowBatches, predict_rows, score_rows, split_indices
+    from n2nas.train.trainer import FitConfig, fit
+
+    settings = space_def.training_settings(sample)
+    device = pick_device(config.device)
+    val = 0.05 if config.val_fraction is None else config.val_fraction
+    train_idx, val_idx, test_idx = split_indices(dataset, val, 0.15, config.seed)
+    dataset = fit_on_training(dataset, train_idx)  # a clinical table's encoder sees the training rows only
+    targets = dataset.label_matrix().astype(np.float32)
+    recipe = dataclasses.replace(FitConfig.diagnosenet(settings["lr"], settings["batch_size"], config.epochs,
+                                                       config.seed),
+                                 patience=config.patience, max_minutes=config.max_minutes)
+
+    def validate(model) -> float:
+        probs = predict_rows(model, dataset, val_idx, dataset.multilabel, device)
+        return score_rows(probs, targets[val_idx], dataset)["macro_f1"]
+
+    fitted = fit(lambda: space_def.build_child(sample, dataset.n_inputs, len(dataset.classes)),
+                 RowBatches(dataset, train_idx, targets, device), validate, recipe, device=device,
+                 multilabel=dataset.multilabel, log=log)
+    result = {"status": fitted.status, "params": sum(p.numel() for p in fitted.model.parameters()),
+              "best_epoch": fitted.best_epoch, "epochs_run": len(fitted.history),
+              "train_seconds": fitted.train_seconds, "eval_split": "test", "history": fitted.history,
+              "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx), "metrics": {}}
+    if fitted.improved:
+        probs = predict_rows(fitted.model, dataset, test_idx, dataset.multilabel, device)
+        result["metrics"] = {**score_rows(probs, targets[test_idx], dataset), "val_macro_f1": fitted.best_score}
+        np.save(Path(out) / TEST_PROBS, probs)
+    return result
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Where a search's wall time goes and when each phase must end: the phase clock and the budget.
 
 The budget clock starts when ``n2nas.search`` is called, so reading records and preparing data count against
-it, and it survives ``--resume`` (the elapsed time is checkpointed). A time budget is split into a warm-up
+it, and it survives ``--resume`` (the elapsed time is checkpointed). It counts wall time, or with ``clock="cpu"``
+the CPU time of the search's own process (every thread of it), so that other jobs on a shared machine do not
+change what a budget buys. A time budget is split into a warm-up
 (uniform single-path training before the controller acts), the ENAS epochs, and a reserve for the derive phase
 sized from the measured cost of scoring a child.
 """
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
+
+from n2nas.errors import ConfigError
 
 PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final", "family")
 
@@ -55,21 +59,33 @@ def minimum_budget_minutes(n_records: int) -> float:
     return round(1.0 + 0.25 * n_records / 1000, 2)
 
 
+CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
+
+
+def budget_clock(name: str) -> Callable[[], float]:
+    """The clock a budget counts: ``wall`` (monotonic wall time) or ``cpu`` (this process's CPU time)."""
+    if name not in CLOCKS:
+        raise ConfigError("--clock", f"expected one of {', '.join(CLOCKS)}, got {name!r}")
+    return CLOCKS[name]
+
+
 class Budget:
-    """Time and epoch limits of a search. Epochs count warm-up and ENAS epochs alike."""
+    """Time and epoch limits of a search. Epochs count warm-up and ENAS epochs alike; time is read from ``clock``
+    (:data:`CLOCKS`)."""
 
     def __init__(self, minutes: float | None, epochs: int | None, warmup: float, elapsed: float = 0.0,
-                 started: float | None = None):
+                 started: float | None = None, clock: str = "wall"):
         self.minutes, self.epochs, self.warmup = minutes, epochs, warmup
+        self.clock = budget_clock(clock)
         self.warmup_from_s = 0.0  # the warm-up's share counts from the end of the preprocessing screen
-        self.start = (time.monotonic() if started is None else started) - elapsed
+        self.start = (self.clock() if started is None else started) - elapsed
         # until a child has been scored and timed, keep 15% of a time budget for the derive phase
         self.derive_reserve_s = 0.15 * self.total_s if self.total_s is not None else 0.0
 
     @property
     def elapsed(self) -> float:
-        """Seconds since the search started (across resumes)."""
-        return time.monotonic() - self.start
+        """Seconds on the budget's clock since the search started (across resumes)."""
+        return self.clock() - self.start
 
     @property
     def total_s(self) -> float | None:

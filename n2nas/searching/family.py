@@ -1,10 +1,12 @@
-"""Train once, deploy many: members of a cost/accuracy family cut from one trained supernet.
+"""Train once, deploy many: members of a cost/accuracy family cut from one trained supernet. This module owns the
+family: its folder and file (:data:`FAMILY_FILE`, read by :func:`read_family`, written by :func:`add_to_family`) and
+the member loop that the search's family phase and ``n2nas derive`` share (:func:`add_members`).
 
 For each FLOPs target the controller searches again under that hard limit, scoring children with the shared
 weights only (no training), the best few are rescored on the whole validation split, and the winner becomes a
 model folder with *inherited* weights: the standalone child gets the supernet's weights for its path and its
-BatchNorm statistics recalibrated on training records (Once-for-All, BigNAS). ``n2nas evaluate`` and
-``n2nas export`` take such a folder as it is; its ``pipeline.json`` can still be retrained from scratch.
+BatchNorm statistics recalibrated on training records (Once-for-All, BigNAS), optionally fine-tuned from there.
+``n2nas evaluate`` and ``n2nas export`` take such a folder as it is; its ``pipeline.json`` can still be retrained.
 """
 from __future__ import annotations
 
@@ -30,18 +32,25 @@ FAMILY_FILE = "family.json"
 class FamilyConfig:
     """The members a search cuts from its supernet: one per FLOPs target (per 30 s record, every multi-crop
     window); ``children`` scored with shared weights on the reward set per target, ``children_per_step`` per
-    controller update, the best ``rescored`` of them rescored on the whole validation split."""
+    controller update, the best ``rescored`` of them rescored on the whole validation split. ``finetune_epochs`` > 0
+    then fine-tunes each member from its inherited weights with the one trainer (that many passes over the training
+    records, lr ``finetune_lr`` times the member's own, decayed to zero), as Once-for-All's published members are;
+    the inherited folder is kept beside it."""
 
     flops_targets: tuple[float, ...] = ()
     children: int = 48
     children_per_step: int = 4
     rescored: int = 4
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.3
 
     def __post_init__(self):
         if any(not t > 0 for t in self.flops_targets):
             raise ConfigError("--flops-targets", f"every target must be positive, got {list(self.flops_targets)}")
         if self.children < 1 or self.children_per_step < 1 or self.rescored < 1:
             raise ConfigError("family", "children, children_per_step and rescored must be at least 1")
+        if self.finetune_epochs < 0 or not self.finetune_lr > 0:
+            raise ConfigError("--finetune-epochs", "must be >= 0 (and the fine-tune lr scale positive)")
 
 
 def member_name(target: float) -> str:
@@ -136,15 +145,36 @@ def shrink_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random
     return sample
 
 
-def family_seconds(family: FamilyConfig, full_child_s: float | None, reward_share: float) -> float:
-    """Estimated wall seconds of a search's family phase: per target, ``children`` scorings on the reward set
+def family_seconds(family: FamilyConfig, full_child_s: float | None, reward_share: float,
+                   pass_s: float | None = None) -> float:
+    """Estimated seconds of a search's family phase: per target, ``children`` scorings on the reward set
     (``reward_share`` of the validation split) and, on the whole split, the ``rescored`` best, the members
-    carried from smaller targets, and the written member's own evaluation (0 until a scoring has been timed)."""
+    carried from smaller targets, and the written member's own evaluation (0 until a scoring has been timed);
+    with a fine-tune, its epochs at ``pass_s`` seconds per pass over the training records plus a scoring each."""
     if not family.flops_targets or not full_child_s:
         return 0.0
     targets = len(family.flops_targets)
     whole = targets * (family.rescored + 1) + targets * (targets - 1) / 2
-    return full_child_s * (targets * family.children * reward_share + whole)
+    tune = targets * family.finetune_epochs * ((pass_s or 0.0) + full_child_s)
+    return full_child_s * (targets * family.children * reward_share + whole) + tune
+
+
+def check_family(config, space, costs) -> None:
+    """Refuse, before a run folder exists, a family that cannot be cut: a target below the space's smallest child,
+    a space with no free architecture decision (its children share nothing to cut members from), or a fine-tune
+    that alone would take more epochs than the whole search (``config`` is the search's ``SearchConfig``)."""
+    family = config.family
+    if not family.flops_targets:
+        return
+    if not _cost_decisions(space):
+        raise ConfigError("--flops-targets", f"space {config.space} has no free architecture decision here: there "
+                                             "is no weight-shared family to cut members from")
+    check_targets(family.flops_targets, space, costs, config.space)
+    tuning = family.finetune_epochs * len(family.flops_targets)
+    if config.budget_epochs is not None and tuning > config.budget_epochs:
+        raise ConfigError("--finetune-epochs", f"{family.finetune_epochs} epochs for each of "
+                                               f"{len(family.flops_targets)} members is more than the search's "
+                                               f"whole budget of {config.budget_epochs} epochs")
 
 
 def check_targets(targets, space, costs, space_name: str, option: str = "--flops-targets") -> None:
@@ -195,42 +225,130 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
     return best[ranked[0][1]] if ranked else None
 
 
+def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: Sequence[Path],
+                carried: Sequence[dict[str, Any]] = (), keep: Sequence[str] = (),
+                option: str = "--flops-targets") -> list[dict[str, Any]]:
+    """The member loop of the search's family phase and of ``n2nas derive``: for each target in turn, a controller
+    of its own (seeded by ``seeds``) searches under it on the shared weights (:func:`search_member`; members chosen
+    so far, ``carried`` first, compete again), and the winner is written to its folder (:func:`write_member`) and
+    recorded in the family file. ``state`` is the search's state (``n2nas.searching.phases.SearchState``); a member
+    whose folder name is in ``keep`` (already written by a resumed run) is searched again but not rewritten, so the
+    trial log replays. ``option`` is named when no child fits a target. Returns the entries written."""
+    from controllers import make_controller
+
+    config, chosen, written = state.config, list(carried), []
+    for target, seed, folder in zip(targets, seeds, folders):
+        state.progress.phase(f"family {member_name(target)}")
+        controller = make_controller(config.controller, state.space.tokens, seed=seed,
+                                     preset=config.controller_preset)
+        with state.clock("family"):
+            sample = search_member(target, config.family, controller, state.space, state.costs,
+                                   state.measured.reward, state.score_family, chosen)
+            if sample is None:
+                raise ConfigError(option, f"no child under {target:.4g} FLOPs per record was scored ok; "
+                                                     "the run folder is complete without this member")
+            chosen.append(sample)
+            if Path(folder).name in keep:
+                continue
+            entry = write_member(Path(folder), state.runner, state.space_def, state.dataset, sample,
+                                 state.config.space, target, state.costs.of(sample), config.family)
+            add_to_family(state.run_dir, entry)
+            written.append(entry)
+    return written
+
+
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
-                 target: float | None, cost: dict[str, Any]) -> dict[str, Any]:
+                 target: float | None, cost: dict[str, Any], family: FamilyConfig = FamilyConfig()) -> dict[str, Any]:
     """Cut ``sample``'s standalone child from the runner's supernet (inherited weights, BatchNorm recalibrated on
-    the runner's calibration records), score it on the whole validation split, and write it as a model folder;
-    returns its ``family.json`` entry."""
+    the runner's calibration records), score it on the whole validation split and write it as a model folder; with
+    ``family.finetune_epochs``, that folder is ``<folder>-inherited`` and the child fine-tuned from it is written to
+    ``folder``. Returns the member's family-file entry."""
+    import dataclasses
+
     import torch
 
-    from n2nas.artifacts import NORM_FILE, save_model_dir, stats_json
-    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
-    from n2nas.train.primitives import metric_inputs, predict_records, recalibrate_batchnorm
+    from n2nas.artifacts import NORM_FILE, data_card, stats_json, write_model_folder
+    from n2nas.train.primitives import recalibrate_batchnorm
 
     local = getattr(runner, "replica", runner)  # Ray and MPI drivers keep an in-sync local replica
-    n_in, classes = space_def.input_size(dataset), list(dataset.classes)
+    n_in = space_def.input_size(dataset)
     with torch.random.fork_rng(devices=[]):  # building the child must not move the search's dropout stream
-        child = space_def.build_child(sample, n_in, len(classes)).to(local.device)
+        child = space_def.build_child(sample, n_in, len(dataset.classes)).to(local.device)
     space_def.copy_shared_weights(local.supernet, child, sample)
     recalibrate_batchnorm(child, child, local.calibration_batches(sample))
     data = local.ctx.pipeline_data(space_def.preprocess_config(sample), space_def.window_config(sample))
-    val = np.asarray(local.ctx.val_idx)
-    probs = predict_records(child, data, val, dataset.multilabel, local.device)
-    p, y = metric_inputs(probs, data.targets[val], dataset.multilabel)
-    metric_name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
-    validation = evaluate_predictions(p, y, dataset.classes, dataset.multilabel)
-    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"
-    pipeline = Pipeline(space_name, sample, {"classes": classes, "multilabel": dataset.multilabel, inputs: n_in,
-                                             "source": dataset.source},
-                        {"metric_name": metric_name, "metric": float(reward_metric(
-                            metric_name, p, y, dataset.classes, dataset.multilabel)),
-                         "params": cost["params"], "flops_per_record": cost["flops_per_record"]})
+    metric_name, validation, score = _validated(child, local, data, dataset)
+    pipeline = Pipeline(space_name, sample, data_card(dataset, n_in),
+                        {"metric_name": metric_name, "metric": score, "params": cost["params"],
+                         "flops_per_record": cost["flops_per_record"]})
     entry = {"name": folder.name, "flops_target": target, "flops_per_record": cost["flops_per_record"],
-             "params": cost["params"], "metric_name": metric_name, "val_metric": pipeline.scores["metric"],
-             "weights": "inherited", "model_dir": str(folder)}
-    save_model_dir(folder, pipeline, child.cpu(), {NORM_FILE: stats_json(data.stats), "metrics.json": {
-        "metric": metric_name, "weights": "inherited (BatchNorm recalibrated)", "validation": validation,
-        "flops_target": target}})
-    return entry
+             "params": cost["params"], "metric_name": metric_name, "val_metric": score, "weights": "inherited",
+             "model_dir": str(folder)}
+    files = {NORM_FILE: stats_json(data.stats)}
+    metrics = {"metric": metric_name, "validation": validation, "flops_target": target, "batchnorm": "recalibrated"}
+    if not family.finetune_epochs:
+        write_model_folder(folder, pipeline, child.cpu(), weights="inherited", metrics=metrics, files=files)
+        return entry
+    inherited = folder.with_name(folder.name + "-inherited")
+    write_model_folder(inherited, pipeline, child.cpu(), weights="inherited", metrics=metrics, files=files)
+    tuned, history = _fine_tune(child.to(local.device), local, data, dataset, sample, space_def, family, metric_name)
+    metric_name, validation, tuned_score = _validated(tuned, local, data, dataset)
+    weights = f"fine-tuned ({len(history)} epochs)"
+    pipeline = dataclasses.replace(pipeline, scores={**pipeline.scores, "metric": tuned_score})
+    write_model_folder(folder, pipeline, tuned.cpu(), weights=weights, files={**files, "history.json": history},
+                       metrics={**metrics, "validation": validation, "inherited_val_metric": score})
+    return {**entry, "val_metric": tuned_score, "inherited_val_metric": score, "weights": weights,
+            "inherited_dir": str(inherited)}
+
+
+def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float]:
+    """The runner's metric name, every validation score, and the metric, of ``model`` on the whole validation
+    split."""
+    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
+    from n2nas.train.primitives import metric_inputs, predict_records
+
+    val = np.asarray(local.ctx.val_idx)
+    model.eval()
+    p, y = metric_inputs(predict_records(model, data, val, dataset.multilabel, local.device), data.targets[val],
+                         dataset.multilabel)
+    name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
+    return (name, evaluate_predictions(p, y, dataset.classes, dataset.multilabel),
+            float(reward_metric(name, p, y, dataset.classes, dataset.multilabel)))
+
+
+def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, family: FamilyConfig,
+               metric_name: str):
+    """``child`` trained on from its inherited weights by the one trainer on the search's training records, the
+    epoch best on validation kept; returns it and its history."""
+    import copy
+
+    import torch
+
+    from n2nas.data.splits import loss_class_weights
+    from n2nas.metrics import reward_metric
+    from n2nas.train.primitives import WindowBatches, metric_inputs, predict_records
+    from n2nas.train.trainer import FitConfig, fit
+
+    settings = space_def.training_settings(sample)
+    ctx, device, val = local.ctx, local.device, np.asarray(local.ctx.val_idx)
+    weight = None
+    if settings.get("class_weighting"):
+        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel), dtype=torch.float32,
+                              device=device)
+
+    def validate(model) -> float:
+        p, y = metric_inputs(predict_records(model, data, val, dataset.multilabel, device), data.targets[val],
+                             dataset.multilabel)
+        return reward_metric(metric_name, p, y, dataset.classes, dataset.multilabel)
+
+    recipe = FitConfig(epochs=family.finetune_epochs, lr=family.finetune_lr * settings["lr"],
+                       batch_size=settings["batch_size"], weight_decay=settings["weight_decay"], ema_decay=0.998,
+                       metric=metric_name)
+    with torch.random.fork_rng(devices=[]):  # the search's own dropout stream goes on as if nothing was trained
+        fitted = fit(lambda: copy.deepcopy(child), WindowBatches(data, ctx.train_idx, space_def.augment_config(sample),
+                                                                 device),
+                     validate, recipe, device=device, class_weight=weight, multilabel=dataset.multilabel)
+    return fitted.model, fitted.history
 
 
 def read_family(run_dir: str | Path) -> list[dict[str, Any]]:

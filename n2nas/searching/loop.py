@@ -1,7 +1,6 @@
 """A search: its configuration and named presets, its result, and ``search``, which runs its phases in order."""
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from n2nas.runners import RunnerConfig
 from n2nas.runners.local import SharedTrainingConfig
 from n2nas.searching import phases
 from n2nas.searching.family import FamilyConfig
+from n2nas.searching.budget import budget_clock
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.screen import ScreenConfig
 from n2nas.space import Pipeline
@@ -66,6 +66,9 @@ class SearchConfig:
     reward: RewardConfig = RewardConfig()      # metric x cost terms, hard limits (see n2nas.measure.reward)
     measure: MeasureConfig = MeasureConfig()   # latency timing, energy estimate, power sampling
     device: str = "auto"
+    # what budget_minutes counts: "wall" time, or "cpu" time of the search's process (a shared machine's other
+    # jobs then do not change what the budget buys; the local backend only, workers elsewhere are not counted)
+    clock: str = "wall"
     data_workers: int = 0           # processes preparing data; 0 = one per CPU core
     fixed: dict[str, Any] = field(default_factory=dict)  # labels pinned to one value (not searched)
     # Training tokens the supernet cannot score (it trains with its own optimizer) are pinned to the space's
@@ -78,6 +81,10 @@ class SearchConfig:
     def __post_init__(self):
         if self.warmup_scoring_every < 1:
             raise ConfigError("warmup_scoring_every", f"must be >= 1, got {self.warmup_scoring_every}")
+        budget_clock(self.clock)
+        if self.clock == "cpu" and self.runner.backend != "local":
+            raise ConfigError("--clock", f"a CPU-time budget counts this process only; the {self.runner.backend} "
+                                         "backend trains on other processes (use --clock wall)")
 
     @staticmethod
     def demo() -> "SearchConfig":
@@ -258,7 +265,7 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
     With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
     ranks serve its runner and return None.
     """
-    started = time.monotonic()  # the budget counts from here: reading and preparing data included
+    started = budget_clock(config.clock)()  # the budget counts from here: reading and preparing data included
     if config.runner.backend == "mpi":
         from n2nas.runners.mpi import serve_if_worker
 
@@ -266,7 +273,7 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
             return None
     preflight(config)  # fail before the run folder is created
     with ExitStack() as resources:  # the power sampler and energy meters stop even when the search fails
-        shown = _progress(progress, config)
+        shown = search_progress(progress, config)
         resources.callback(shown.close)
         return _search(data, config, out, resume, shown, resources, started)
 
@@ -285,7 +292,7 @@ def _search(data: str | Dataset, config: SearchConfig, out: str | Path, resume: 
     return SearchResult(state.run_dir, list(state.log.records), pipelines)
 
 
-def _progress(progress: Any, config: SearchConfig):
+def search_progress(progress: Any, config: SearchConfig):
     """The live display: ``progress`` itself when it is one, else a (possibly silent) ``SearchProgress``; a
     string is the label that starts its lines."""
     if hasattr(progress, "phase"):

@@ -12,15 +12,14 @@ from n2nas.errors import ConfigError, DataError
 
 def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: str | None = None) -> dict[str, Any]:
     """Search ``run_dir``'s trained supernet under ``max_flops`` FLOPs per 30 s record with the run's controller
-    (shared-weight scores only), write the winner with inherited weights to ``out`` and record it in
-    ``RUN/family/family.json``; returns that entry. ``data``: the run's data SPEC when the run did not record it."""
-    import time
-
+    (shared-weight scores only), write the winner with inherited weights (fine-tuned when the run's family is) to
+    ``out`` and record it in
+    the run's family file; returns that entry. ``data``: the run's data SPEC when the run did not record it."""
     from n2nas.searching import phases
+    from n2nas.searching.budget import budget_clock
     from n2nas.searching.checkpoint import load_checkpoint
-    from n2nas.searching.family import (add_to_family, check_targets, family_samples, search_member,
-                                        write_member)
-    from n2nas.searching.loop import SearchConfig, _progress
+    from n2nas.searching.family import add_members, check_targets, family_samples
+    from n2nas.searching.loop import SearchConfig, search_progress
     from n2nas.storage import dataclass_from_json
 
     run_dir, out = Path(run_dir), Path(out)
@@ -40,22 +39,12 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
     if data is None:
         raise ConfigError("--data", "this run did not record its data SPEC; give the one it searched")
     with ExitStack() as resources:  # reopened as a resumed run: its configuration, split and supernet as they were
-        search = phases.open_search(data, config, run_dir, True, _progress(False, config), resources,
-                                    time.monotonic())
+        search = phases.open_search(data, config, run_dir, True, search_progress(False, config), resources,
+                                    budget_clock(config.clock)())
         phases.screen(search)  # pins the screen's winner and restores the controller; nothing is trained
         check_targets([max_flops], search.space, search.costs, config.space, "--max-flops")
         search.step = max((t["step"] for t in search.log.records), default=-1) + 1  # after every logged trial
-        controller_seed = config.seed + 5000 + int(max_flops) % 100_000
-        from controllers import make_controller
-
-        controller = make_controller(config.controller, search.space.tokens, seed=controller_seed,
-                                     preset=config.controller_preset)
-        sample = search_member(max_flops, config.family, controller, search.space, search.costs,
-                               search.measured.reward, search.score_family, family_samples(run_dir))
-        if sample is None:
-            raise ConfigError("--max-flops", f"no child of {config.space} under {max_flops:.4g} FLOPs was scored")
-        entry = write_member(out, search.runner, search.space_def, search.dataset, sample, config.space, max_flops,
-                             search.costs.of(sample))
+        entry, = add_members(search, [max_flops], [config.seed + 5000 + int(max_flops) % 100_000], [out],
+                             carried=family_samples(run_dir), option="--max-flops")
         search.writer.close()
-    add_to_family(run_dir, entry)
     return entry

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.data.record import Dataset
-from n2nas.errors import ConfigError
+from n2nas.data.record import SIGNALS, Dataset
 from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.reward import limits_broken
 from n2nas.measure.run import RunMeasurement, start_measurement
@@ -87,7 +86,12 @@ class SearchState:
 
     def family_s(self) -> float:
         """Estimated seconds of the family phase (0 without a family or before a child was timed)."""
-        return family_seconds(self.config.family, self.full_child_s, len(self.reward_idx) / len(self.ctx.val_idx))
+        from n2nas.searching.screen import steps_per_pass
+
+        pass_s = None if self.step_s is None else self.step_s * steps_per_pass(
+            self.space_def, self.space.default_sample(), self.ctx)
+        return family_seconds(self.config.family, self.full_child_s, len(self.reward_idx) / len(self.ctx.val_idx),
+                              pass_s)
 
     def score_family(self, samples: list[dict[str, Any]], phase: str, reward) -> list[float | None]:
         """A family search's scoring: on the reward set (``phase="family"``) or the whole validation split
@@ -141,22 +145,21 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
     with clock("data"):
         dataset = load_dataset(data) if isinstance(data, str) else data
     # the floor is sized for ECG recordings (filter, window, a pass); a sparse EHR row costs ~1/20 of one
-    check_budget(config, len(dataset) if hasattr(dataset, "records") else len(dataset) // 20)
+    check_budget(config, len(dataset) if dataset.modality == SIGNALS else len(dataset) // 20)
     space_def = get_space(config.space)
     space = space_def.space.pinned(pins(space_def, config))
     if not resume:  # before the run folder is written: a target no child can meet stops the search at once
         from types import SimpleNamespace
 
-        from n2nas.searching.family import check_targets
+        from n2nas.searching.family import check_family
 
-        check_targets(config.family.flops_targets, space, ArchitectureCosts(space_def, SimpleNamespace(
-            dataset=dataset)), config.space)
+        check_family(config, space, ArchitectureCosts(space_def, SimpleNamespace(dataset=dataset)))
     resumed = open_run_dir(run_dir, config, resume)
     if resumed is not None:  # the resumed run's phases, plus this run's reading of the data
         read_s, clock = clock.seconds["data"], PhaseClock(resumed.get("phase_seconds"))
         clock.add("data", read_s)
     budget = Budget(config.budget_minutes, config.budget_epochs, config.warmup,
-                    float(resumed["elapsed_s"]) if resumed else 0.0, started)
+                    float(resumed["elapsed_s"]) if resumed else 0.0, started, clock=config.clock)
     split = load_or_make_split(run_dir, dataset, config, resume)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     # a clinical table's encoder is refitted on the training rows only (no-op for other data)
@@ -322,34 +325,17 @@ def finals(state: SearchState) -> None:
 
 
 def family(state: SearchState) -> None:
-    """Train once, deploy many: for each of ``config.family.flops_targets`` the controller searches again under
-    that FLOPs limit on the shared weights alone, and the winner is written with inherited weights to
-    ``RUN/family/`` (:mod:`n2nas.searching.family`). Members already in ``family.json`` (a resumed run) are kept."""
-    from controllers import make_controller
-    from n2nas.searching.family import (FAMILY_DIR, FAMILY_FILE, add_to_family, member_name, search_member,
-                                        write_member)
+    """Train once, deploy many: for each of ``config.family.flops_targets`` (smallest first) the controller searches
+    again under that FLOPs limit on the shared weights alone, and the winner is written to ``RUN/family/``
+    (:func:`n2nas.searching.family.add_members`). Members a resumed run already wrote are kept."""
+    from n2nas.searching.family import FAMILY_DIR, add_members, member_name, read_family
 
     config = state.config
-    done_path = state.run_dir / FAMILY_DIR / FAMILY_FILE
-    done = {m["name"] for m in json.loads(done_path.read_text())["members"]} if done_path.exists() else set()
-    chosen: list[dict] = []  # smaller budgets first: their members compete again under every larger one
-    for i, target in enumerate(sorted(config.family.flops_targets)):
-        state.progress.phase(f"family {member_name(target)}")
-        # a controller of its own per target, seeded by its position: a resumed search replays it from the log
-        controller = make_controller(config.controller, state.space.tokens, seed=config.seed + 1000 + i,
-                                     preset=config.controller_preset)
-        with state.clock("family"):
-            sample = search_member(target, config.family, controller, state.space, state.costs,
-                                   state.measured.reward, state.score_family, chosen)
-            if sample is None:
-                raise ConfigError("--flops-targets", f"no child under {target:.4g} FLOPs per record was scored ok; "
-                                                     "the run folder is complete without this member")
-            chosen.append(sample)
-            if member_name(target) in done:
-                continue
-            add_to_family(state.run_dir, write_member(state.run_dir / FAMILY_DIR / member_name(target), state.runner,
-                                                      state.space_def, state.dataset, sample, config.space, target,
-                                                      state.costs.of(sample)))
+    targets = sorted(config.family.flops_targets)
+    # a controller of its own per target, seeded by its position: a resumed search replays it from the log
+    add_members(state, targets, [config.seed + 1000 + i for i in range(len(targets))],
+                [state.run_dir / FAMILY_DIR / member_name(t) for t in targets],
+                keep=[m["name"] for m in read_family(state.run_dir)])
 
 
 def finish(state: SearchState) -> list[Pipeline]:

@@ -124,9 +124,9 @@ def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
     pool = pool or ranked([t for t in ok if "limits_waived" not in t])  # a probe beyond the limits is no result
     from search_spaces import get_space
 
-    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # EHR: feature columns
-    data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
-            inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
+    from n2nas.artifacts import data_card
+
+    data = data_card(dataset, get_space(config.space).input_size(dataset))
     out = []
     for t in pool[:config.top_k]:
         sample = Pipeline.from_json({"space": config.space, "sample": t["sample"]}, space).sample

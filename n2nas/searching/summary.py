@@ -91,9 +91,10 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     per_leads = {str(v): {"metric": trial_metric(t), "phase": t.get("phase"), "step": t.get("step"),
                           "flops_per_record": t.get("flops_per_record"), "params": t.get("params")}
                  for v, t in best_by_choice(trials, "leads").items()}
-    family_file = run_dir / "family" / "family.json"  # train once, deploy many: the members cut from the supernet
-    family = [{k: m.get(k) for k in ("name", "flops_per_record", "params", "metric_name", "val_metric", "model_dir")}
-              for m in json.loads(family_file.read_text())["members"]] if family_file.exists() else []
+    from n2nas.searching.family import read_family
+
+    family = [{k: m.get(k) for k in ("name", "flops_per_record", "params", "metric_name", "val_metric", "weights",
+                                     "inherited_val_metric", "model_dir") if k in m} for m in read_family(run_dir)]
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                *retrain_options, "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {

@@ -2,9 +2,9 @@
 
 Our controllers (random, grid, evolution; ENAS too) drive Tune through :class:`ControllerSearcher`, an ask/tell
 adapter: Tune asks for a configuration, the controller samples one child; a finished trial's metric goes back
-to the controller. A trial is a function trainable that trains its child alone (a fresh LocalRunner whose
-supernet only ever runs this child, with the child's own learning rate and weight decay) for ``epochs`` epochs,
-reporting the validation score and a checkpoint after each. Everything lives under ``out/tune`` (Tune's storage
+to the controller. A trial is a function trainable that trains its child alone with the one trainer
+(:func:`n2nas.train.trainer.fit`, the child's own learning rate and weight decay) for ``epochs`` epochs of
+``steps_per_epoch`` batches, reporting the validation score and a checkpoint (the trainer's state) after each. Everything lives under ``out/tune`` (Tune's storage
 path): ``resume=True`` restores the experiment there, finished trials are kept, unfinished and errored ones continue
 from their last checkpoint, and the controller continues from its saved state. Results come back as a table
 (``results.csv``) and the best child as ``best_pipeline.json``, the same file a weight-sharing search writes.
@@ -90,44 +90,61 @@ class ControllerSearcher(_Searcher):
 
 
 def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """Tune function trainable: train one child from scratch, report its validation score every epoch."""
+    """Tune function trainable: train one child from scratch with the one trainer (:func:`n2nas.train.trainer.fit`),
+    ``steps_per_epoch`` batches an epoch, reporting the validation score and a resumable checkpoint after each."""
     from ray import tune
     from ray.tune import Checkpoint
 
-    from n2nas.runners.local import LocalRunner, SharedTrainingConfig
-    from n2nas.train.primitives import pick_device
+    from n2nas.data.splits import loss_class_weights
+    from n2nas.measure.cost import ArchitectureCosts
+    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
+    from n2nas.train.primitives import WindowBatches, metric_inputs, pick_device, predict_records
+    from n2nas.train.trainer import FitConfig, fit
 
     torch.set_num_threads(max(1, int(setup["cpus"])))
-    space_def, seed = setup["space_def"], setup["seed"]
+    space_def, seed, dataset = setup["space_def"], setup["seed"], setup["dataset"]
     sample = space_def.space.pinned(setup["fixed"]).decode(trial_config["index_sample"])
     settings = space_def.training_settings(sample)
-    # rule "uniform": a trial trains its own child alone, never a sandwich of other children
-    shared = SharedTrainingConfig(lr=settings.get("lr", 2e-3), weight_decay=settings.get("weight_decay", 1e-4),
-                                  rule="uniform")
-    ctx = space_def.make_context(setup["dataset"], setup["train_idx"], setup["val_idx"], setup["cache_dir"], 1)
-    torch.manual_seed(seed)
-    runner = LocalRunner(space_def, ctx, shared, pick_device(setup["device"]), seed)
-    start = 0
+    device = pick_device(setup["device"])
+    ctx = space_def.make_context(dataset, setup["train_idx"], setup["val_idx"], setup["cache_dir"], 1)
+    data = ctx.pipeline_data(space_def.preprocess_config(sample), space_def.window_config(sample))
+    metric = reward_metric_name("auto", dataset.classes, dataset.multilabel)
+    cost = ArchitectureCosts(space_def, ctx).of(sample)
+    last: dict[str, Any] = {}
+
+    def validate(model) -> float:
+        probs = predict_records(model, data, ctx.val_idx, dataset.multilabel, device)
+        p, y = metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
+        last.update(evaluate_predictions(p, y, dataset.classes, dataset.multilabel))
+        return reward_metric(metric, p, y, dataset.classes, dataset.multilabel)
+
+    def report(entry: dict[str, Any], training) -> None:
+        score = entry[f"val_{metric}"]
+        ok = math.isfinite(score)
+        metrics = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(training.state(), Path(folder) / "trial.pt")
+            tune.report({**metrics, "metric": score if ok else math.nan, "metric_name": metric,
+                         "epoch": entry["epoch"], "status": "ok" if ok else "failed", "train_loss": entry["loss"],
+                         "params": cost["params"], "flops": cost["flops"], "sample": json.dumps(sample, default=list)},
+                        checkpoint=Checkpoint.from_directory(folder))
+
+    resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a resumed trial continues where its last report left it
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / "trial.pt", weights_only=True)
-        runner.load_state_dict(state["runner"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["epoch"])
-    for epoch in range(start, setup["epochs"]):
-        stats = runner.train_shared([sample] * setup["steps_per_epoch"])
-        result = runner.score([sample], ctx.val_idx)[0]
-        ok = result["status"] == "ok" and result["metric"] is not None
-        metrics = {k: v for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))}
-        report = {**metrics, "metric": float(result["metric"]) if ok else math.nan,
-                  "metric_name": result["metric_name"], "epoch": epoch + 1,
-                  "status": result["status"], "train_loss": stats["shared_loss"], "params": result["params"],
-                  "flops": result["flops"], "sample": json.dumps(sample, default=list)}
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({"runner": runner.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1},
-                       Path(folder) / "trial.pt")
-            tune.report(report, checkpoint=Checkpoint.from_directory(folder))
+            resume = torch.load(Path(folder) / "trial.pt", weights_only=True)
+    weight = None
+    if settings["class_weighting"]:
+        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel),
+                              dtype=torch.float32, device=device)
+    # a child trained alone the way a short ``n2nas retrain`` trains it: AdamW, lr decayed over the trial's steps
+    recipe = FitConfig(epochs=setup["epochs"], lr=settings["lr"], batch_size=settings["batch_size"],
+                       weight_decay=settings["weight_decay"], steps_per_epoch=setup["steps_per_epoch"], seed=seed,
+                       metric=metric)
+    fit(lambda: space_def.build_child(sample, space_def.input_size(dataset), len(dataset.classes)),
+        WindowBatches(data, ctx.train_idx, space_def.augment_config(sample), device), validate, recipe, device=device,
+        class_weight=weight, multilabel=dataset.multilabel, on_epoch=report, resume=resume)
 
 
 def tune_search(data, config: TuneConfig, out: str | Path, resume: bool = False, address: str | None = None):
@@ -196,6 +213,7 @@ def results_table(grid):
 
 
 def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
+    from n2nas.artifacts import data_card
     from n2nas.space import Pipeline
     from n2nas.storage import atomic_write_text
 
@@ -208,9 +226,7 @@ def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
     sample = Pipeline.from_json({"space": config.space, "sample": json.loads(best["sample"])}, space).sample
     from search_spaces import get_space
 
-    inputs = "n_leads" if hasattr(dataset, "records") else "n_inputs"  # as the search writes it (EHR: columns)
-    data = {"classes": list(dataset.classes), "multilabel": dataset.multilabel,
-            inputs: get_space(config.space).input_size(dataset), "source": dataset.source}
+    data = data_card(dataset, get_space(config.space).input_size(dataset))
     scores = {k: (float(best[k]) if k not in ("trial_id", "status", "sample", "metric_name") else best[k])
               for k in table.columns if k != "sample" and best[k] == best[k]}
     atomic_write_text(out / "best_pipeline.json",

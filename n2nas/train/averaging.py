@@ -1,6 +1,6 @@
 """An exponential moving average of a model's weights, scored and saved in place of the last step's weights.
 
-Why: on a few thousand ECG records the validation F1 of consecutive retrain epochs swings by 0.1-0.2 (see any
+Why: on a few thousand ECG records the validation score of consecutive retrain epochs swings widely (see any
 ``history.json``), so early stopping on the raw weights picks a lucky or unlucky epoch. Averaging the weights over
 the last few epochs smooths that walk (Polyak averaging; the same device as SWA and the "EMA" of image-model recipes).
 """

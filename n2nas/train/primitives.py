@@ -109,6 +109,36 @@ class DataContext:
         self._prepared[preprocess.cache_key()] = (prepared, stats)
 
 
+@dataclass
+class WindowBatches:
+    """Training batches of one pipeline's windows for :func:`n2nas.train.trainer.fit`: one random window per record
+    (``data.train_batch``), augmented on the device with the trainer's generator."""
+
+    data: PipelineData
+    indices: np.ndarray
+    augment: object  # AugmentConfig
+    device: torch.device
+
+    @property
+    def n_train(self) -> int:
+        """Training records in one pass."""
+        return len(self.indices)
+
+    def batches(self, rng: np.random.Generator, generator: torch.Generator, batch_size: int, drop_last: bool):
+        """One seeded pass of ``(windows, targets)`` batches; every data-parallel worker draws the same ones."""
+        from n2nas.data.augment import augment_batch
+        from n2nas.data.splits import micro_batches
+
+        for idx in micro_batches(self.indices, batch_size, rng, drop_last=drop_last):
+            x, y = self.data.train_batch(idx, rng)
+            yield augment_batch(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device),
+                                self.augment, generator)
+
+    def example(self) -> torch.Tensor:
+        """One training window (a fixed draw that leaves the training RNG alone)."""
+        return torch.from_numpy(self.data.train_batch(self.indices[:1], np.random.default_rng(0))[0])
+
+
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool,
             class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy with (possibly soft, mixup) targets for single-label data; BCE for multi-label."""

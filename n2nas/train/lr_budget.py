@@ -1,5 +1,5 @@
 """The "budget" learning-rate schedule: decay linearly to zero over whichever ends first, the steps or the minutes
-(budgeted training, Li et al., ICLR 2020). Shared by ``n2nas retrain`` and the EHR trainer."""
+(budgeted training, Li et al., ICLR 2020). Used by the one trainer (:mod:`n2nas.train.trainer`)."""
 from __future__ import annotations
 
 import time
@@ -12,10 +12,9 @@ class BudgetProgress:
 
     Why at epoch ends: read at every step, the wall-time share made the first step's lr depend on how long that step
     took (the step share is still 0 there), so a seeded retrain with ``--max-minutes`` far from binding was not
-    reproducible: PTB-XL's resnet-12 net with the same seed and split scored 0.926 and then 0.939 fold-9 macro AUROC,
-    and two 2-epoch retrains in one process already differed after the first epoch. Read at the end of epoch ``e``,
-    the time share exceeds the next epoch's step shares only when ``e`` epochs' time extrapolated to all of them
-    overruns the budget, i.e. when the time budget really binds. ``mean`` turns one worker's value into the mean
+    reproducible (docs/12-lead.md has the run that showed it). Read at the end of epoch ``e``, the time share
+    exceeds the next epoch's step shares only when ``e`` epochs' time extrapolated to all of them overruns the
+    budget, i.e. when the time budget really binds. ``mean`` turns one worker's value into the mean
     over data-parallel workers, so that every replica sets the same lr."""
 
     def __init__(self, total_steps: int, max_minutes: float | None, mean: Callable[[float], float] = float,
