@@ -61,8 +61,15 @@ def test_search_leaves_a_complete_run_folder(tiny_run):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
     assert [t["step"] for t in lines] == list(range(len(lines))) == [t["step"] for t in result.trials]
-    # one warm-up epoch (one uniform child scored), two epochs of one controller step with 3 children, 3 derived
-    assert len(lines) == 1 + 2 * 3 + 3
+    # one warm-up epoch (one uniform child scored), two epochs of one controller step with 3 children, 3 derived,
+    # and (no finals) the space's default architecture, the reference, scored beside them
+    assert len(lines) == 1 + 2 * 3 + 3 + 1
+    from search_spaces import get_space
+
+    reference = get_space("ecg-small").space.pinned(FIXED).default_sample()
+    assert lines[-1]["phase"] == "derive" and lines[-1]["sample"] == json.loads(json.dumps(reference))
+    assert (run / "predictions" / f"{lines[-1]['step']}.npy").is_file()  # kept for the noise-aware pick
+    assert "pick" in json.loads((run / "comparisons.json").read_text())
     assert [t["phase"] for t in lines[:1]] == ["warmup"] and lines[0]["epoch"] == 0
     assert {t["epoch"] for t in lines if t["phase"] == "controller"} == {1, 2}
     for t in lines:

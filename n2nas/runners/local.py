@@ -319,7 +319,9 @@ class LocalRunner(Runner):
                 results.append({**base, "status": "failed", "metric": None, "metrics": _scalars(metrics),
                                 "error": f"{self.metric} undefined on these records"})
                 continue
-            results.append({**base, "status": "ok", "metric": metric, "metrics": _scalars(metrics)})
+            # the per-record probabilities go to the driver, which keeps those of compared phases and drops the rest
+            results.append({**base, "status": "ok", "metric": metric, "metrics": _scalars(metrics),
+                            "probs": probs.astype(np.float32)})
         return results
 
     def state_dict(self):

@@ -20,7 +20,7 @@ import numpy as np
 
 from n2nas.errors import ConfigError, DataError
 from n2nas.measure.reward import limits_broken
-from n2nas.searching.run_folder import nan_rewards
+from n2nas.searching.trials import nan_rewards
 from n2nas.space import Pipeline, sample_key
 from n2nas.storage import atomic_write_text
 
@@ -43,6 +43,7 @@ class FamilyConfig:
     rescored: int = 4
     finetune_epochs: int = 0
     finetune_lr: float = 0.3
+    grow: float = 0.5  # share of the drawn children under half the target that are grown up to it
 
     def __post_init__(self):
         if any(not t > 0 for t in self.flops_targets):
@@ -106,6 +107,32 @@ def _cheaper_options(sample: dict[str, Any], label: str, ladder: list[tuple[Any,
     an option off the ladder)."""
     now = next((cost for option, cost in ladder if option == sample.get(label)), None)
     return [option for option, cost in reversed(ladder) if now is not None and cost < now]
+
+
+def grow_to_limit(sample: dict[str, Any], space, costs, reward, rng: np.random.Generator,
+                  ladders: dict[str, list[tuple[Any, float]]]) -> dict[str, Any]:
+    """``sample`` made dearer one option step at a time (rounds over its decisions in random order, each moved to the
+    next dearer option of its ladder that keeps ``reward``'s hard limits) until no step fits: a child as close to
+    the limit as the steps allow. Why: the controller's draws under a loose limit are mostly far below it, so a
+    member could otherwise end at a fraction of its budget without a dearer child ever being scored."""
+    labels = list(ladders)
+    cost = costs.of(sample)
+    moved = True
+    while moved:
+        moved = False
+        for i in rng.permutation(len(labels)):
+            label, ladder = labels[i], ladders[labels[i]]
+            now = next((c for option, c in ladder if option == sample.get(label)), None)
+            for option, c in ladder:  # cheapest first: the next option up
+                if now is None or c <= now:
+                    continue
+                trial = {**sample, label: option}
+                trial_cost = _cost_of(trial, costs)
+                if trial_cost is not None and trial_cost["flops_per_record"] > cost["flops_per_record"] \
+                        and not limits_broken(reward, trial_cost):
+                    sample, cost, moved = trial, trial_cost, True
+                    break
+    return sample
 
 
 def _step_down(sample: dict[str, Any], cost: dict[str, Any], label: str, ladder, costs):
@@ -190,13 +217,18 @@ def check_targets(targets, space, costs, space_name: str, option: str = "--flops
 
 def search_member(target: float, family: FamilyConfig, controller, space, costs, reward,
                   score: Callable[[list[dict[str, Any]], str, Any], list[float | None]],
-                  carried: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
+                  carried: Sequence[dict[str, Any]] = (), stats: dict[str, Any] | None = None,
+                  pick: Callable[[int], int | None] | None = None) -> dict[str, Any] | None:
     """The controller's search under the hard limit ``target``: a child beyond it is shrunk until it fits
-    (:func:`shrink_to_limit`) and the controller learns from the child it scored; ``score(samples, phase,
+    (:func:`shrink_to_limit`) and the controller learns from the child it scored; a ``family.grow`` share of the
+    children under half the target are grown towards it (:func:`grow_to_limit`), so the search explores up to its
+    limit; ``score(samples, phase,
     reward)`` scores and logs feasible ones on the reward set (``phase="family"``) or the whole validation split
     (``"family-derive"``) and returns their rewards. ``carried``: members already chosen under smaller limits;
     those that fit are rescored beside this search's best, so a larger budget never gets a worse member than a
-    smaller one. Returns the best rescored sample, or None when no feasible child was found."""
+    smaller one. Returns the best rescored sample, or ``pick(n)``'s choice among the ``n`` just rescored (an index, or
+    None to keep the best), or None when no feasible child was found; ``stats`` (when given) receives how many
+    children were scored and the FLOPs of the dearest."""
     limited = replace(reward, max_flops=target)
     rng = np.random.default_rng(int(target) % (2 ** 32))
     ladders = option_ladders(space, costs)
@@ -206,11 +238,17 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
         drawn = [space.decode(s) for s in controller.sample(family.children_per_step)]
         draws += len(drawn)
         samples = [s for s in (shrink_to_limit(s, space, costs, limited, rng, ladders) for s in drawn) if s is not None]
+        samples = [grow_to_limit(s, space, costs, limited, rng, ladders)
+                   if costs.of(s)["flops_per_record"] < 0.5 * target and rng.random() < family.grow else s
+                   for s in samples]
         if not samples:
             continue
         rewards = score(samples, "family", limited)
         controller.update([space.encode(s) for s in samples], nan_rewards(rewards))
         scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
+    if stats is not None:
+        stats.update(children=len(scored), dearest_scored_flops=max(
+            (float(costs.of(s)["flops_per_record"]) for _, _, s in scored), default=None))
     unique: dict[str, dict[str, Any]] = {}
     for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
         unique.setdefault(sample_key(s), s)
@@ -222,7 +260,10 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
         return None
     rewards = score(best, "family-derive", limited)
     ranked = sorted(((r, i) for i, r in enumerate(rewards) if r is not None), key=lambda t: (-t[0], t[1]))
-    return best[ranked[0][1]] if ranked else None
+    if not ranked:
+        return None
+    chosen = pick(len(best)) if pick is not None else None
+    return best[ranked[0][1] if chosen is None else chosen]
 
 
 def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: Sequence[Path],
@@ -242,8 +283,18 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
         controller = make_controller(config.controller, state.space.tokens, seed=seed,
                                      preset=config.controller_preset)
         with state.clock("family"):
+            stats: dict[str, Any] = {}
+
+            def pick(n: int, section=f"family {member_name(target)}") -> int | None:
+                """The noise rule over the ``n`` children just rescored (the last ``n`` trial lines)."""
+                steps = list(range(state.step - n, state.step))
+                trials = [state.log.get(s) for s in steps]
+                ok = [t for t in trials if t is not None and t["status"] == "ok" and t["reward"] is not None]
+                picked = state.pick_within_noise(ok, state.ctx.val_idx, section)
+                return None if picked is None else steps.index(picked["step"])
+
             sample = search_member(target, config.family, controller, state.space, state.costs,
-                                   state.measured.reward, state.score_family, chosen)
+                                   state.measured.reward, state.score_family, chosen, stats, pick)
             if sample is None:
                 raise ConfigError(option, f"no child under {target:.4g} FLOPs per record was scored ok; "
                                                      "the run folder is complete without this member")
@@ -251,18 +302,19 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
             if Path(folder).name in keep:
                 continue
             entry = write_member(Path(folder), state.runner, state.space_def, state.dataset, sample,
-                                 state.config.space, target, state.costs.of(sample), config.family)
+                                 state.config.space, target, state.costs.of(sample), config.family, stats)
             add_to_family(state.run_dir, entry)
             written.append(entry)
     return written
 
 
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
-                 target: float | None, cost: dict[str, Any], family: FamilyConfig = FamilyConfig()) -> dict[str, Any]:
+                 target: float | None, cost: dict[str, Any], family: FamilyConfig = FamilyConfig(),
+                 stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cut ``sample``'s standalone child from the runner's supernet (inherited weights, BatchNorm recalibrated on
     the runner's calibration records), score it on the whole validation split and write it as a model folder; with
     ``family.finetune_epochs``, that folder is ``<folder>-inherited`` and the child fine-tuned from it is written to
-    ``folder``. Returns the member's family-file entry."""
+    ``folder``. Returns the member's family-file entry (with ``stats``, how its search went, as ``search``)."""
     import dataclasses
 
     import torch
@@ -283,7 +335,7 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
                          "flops_per_record": cost["flops_per_record"]})
     entry = {"name": folder.name, "flops_target": target, "flops_per_record": cost["flops_per_record"],
              "params": cost["params"], "metric_name": metric_name, "val_metric": score, "weights": "inherited",
-             "model_dir": str(folder)}
+             "model_dir": str(folder), **({"search": stats} if stats is not None else {})}
     files = {NORM_FILE: stats_json(data.stats)}
     metrics = {"metric": metric_name, "validation": validation, "flops_target": target, "batchnorm": "recalibrated"}
     if not family.finetune_epochs:

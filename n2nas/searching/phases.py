@@ -27,17 +27,21 @@ from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
 from n2nas.searching.family import family_seconds
 from n2nas.searching.finals import RESERVE_MARGIN, finals_seconds, run_search_finals
+from n2nas.searching.noise import (cheapest_within_noise, compare_trials, metric_scorer, record_comparison,
+                                   save_predictions)
 from n2nas.searching.plan import (check_budget, derive_candidates, derive_stops, pins, prepare_everything,
                                   reward_set, score_board, seconds_per_full_child)
-from n2nas.searching.run_folder import (config_json, load_or_make_split, nan_rewards, open_run_dir, rank, trial_line,
-                                        write_best, write_run_summary)
+from n2nas.searching.run_folder import (config_json, load_or_make_split, open_run_dir, rank,
+                                        ranked_finals, rung_depth, trial_line, write_best, write_run_summary)
 from n2nas.searching.screen import screen_search
-from n2nas.searching.trials import TrialLog
-from n2nas.space import Pipeline
+from n2nas.searching.trials import TrialLog, nan_rewards
+from n2nas.space import Pipeline, sample_key
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 # phase of a scored child -> the clock it is booked on (None: inside its phase's own clock)
 _SCORING_CLOCK = {"derive": "derive", "screen": None, "final": None, "family": "family", "family-derive": "family"}
+# phases whose children are compared with their noise (:mod:`n2nas.searching.noise`): their predictions are kept
+COMPARED_PHASES = ("screen", "derive", "final", "family-derive")
 
 
 @dataclass
@@ -117,6 +121,9 @@ class SearchState:
                 r["wall_s"] = (time.monotonic() - begun) / len(samples)
         rewards = []
         for i, (st, sample) in enumerate(zip(steps, samples)):
+            probs = results[i].pop("probs", None) if results is not None else None
+            if probs is not None and phase in COMPARED_PHASES and self.log.get(st) is None:
+                save_predictions(self.run_dir, st, probs)
             logged = self.log.get(st) or self.log.append(trial_line(
                 st, phase, self.epoch, sample, results[i], self.budget.elapsed, measured,
                 waive_limits=phase == "screen"))
@@ -125,6 +132,26 @@ class SearchState:
         self.progress.elapsed(self.budget.elapsed)
         self.progress.scored(*score_board(self.log.records), metric_name=self.metric_name)
         return rewards
+
+    def pick_within_noise(self, trials: list[dict[str, Any]], records, section: str,
+                          labels: dict[int, str] | None = None) -> dict[str, Any] | None:
+        """Of scored ``trials`` (all on ``records``, predictions kept), the cheapest within the noise of the best
+        (:func:`n2nas.searching.noise.cheapest_within_noise`), the comparison kept under ``section``; None when
+        fewer than two can be compared."""
+        from n2nas.metrics import reward_metric_name
+        from n2nas.train.primitives import metric_inputs
+
+        dataset = self.dataset
+        name = reward_metric_name(self.config.shared.reward_metric, dataset.classes, dataset.multilabel)
+        _, y = metric_inputs(self.ctx.targets[np.asarray(records)], self.ctx.targets[np.asarray(records)],
+                             dataset.multilabel)
+        compared = compare_trials(self.run_dir, trials, y, metric_scorer(name, dataset.classes, dataset.multilabel),
+                                  seed=self.config.seed)
+        if compared is None:
+            return None
+        picked = cheapest_within_noise(compared)
+        record_comparison(self.run_dir, section, compared, picked.key, labels)
+        return next(t for t in trials if t["step"] == picked.key)
 
     def feasible(self, sample: dict[str, Any]) -> bool:
         """Whether ``sample`` keeps the reward's hard limits on parameters and FLOPs."""
@@ -310,6 +337,12 @@ def derive(state: SearchState) -> None:
                              derived + statuses.count("failed"))):
             break
         state.score([sample], state.ctx.val_idx, "derive")
+    reference = state.space.default_sample()
+    derived = {sample_key(t["sample"]) for t in state.log.records if t["phase"] == "derive"}
+    if not config.finals.children and sample_key(reference) not in derived and state.feasible(reference):
+        # without finals the pick is made among the derived children: the reference the search starts from is
+        # always one of them, so a search never returns something worse and dearer than it without saying so
+        state.score([reference], state.ctx.val_idx, "derive")
 
 
 def finals(state: SearchState) -> None:
@@ -342,12 +375,29 @@ def finish(state: SearchState) -> list[Pipeline]:
     """Rank the scored children and write ``best_pipeline.json``, ``report.png`` and ``summary.json``."""
     from n2nas.searching.report import write_report
 
-    pipelines = rank(state.log.records, state.space, state.dataset, state.config)
+    pipelines = rank(state.log.records, state.space, state.dataset, state.config, first=final_pick(state))
     write_best(state.run_dir, pipelines)
     write_report(state.run_dir)
     write_run_summary(state.run_dir, state.log.records, state.clock, state.data, state.config, state.budget)
     state.writer.close()
     return pipelines
+
+
+def final_pick(state: SearchState) -> dict[str, Any] | None:
+    """The search's result by the noise rule (:mod:`n2nas.searching.noise`): among the finalists of the finals' last
+    rung (or, without finals, every derived child), the cheapest whose validation score is within the noise of
+    the best; the space's default architecture is labelled ``reference``. None when nothing can be compared."""
+    trials = state.log.records
+    finals = ranked_finals(trials)
+    if finals:
+        depth = rung_depth(trials)
+        top = depth[sample_key(finals[0]["sample"])]
+        candidates = [t for t in finals if depth[sample_key(t["sample"])] == top]
+    else:
+        candidates = [t for t in trials if t["phase"] == "derive" and t["status"] == "ok" and t["reward"] is not None]
+    reference = sample_key(state.space.default_sample())
+    labels = {t["step"]: "reference" for t in candidates if sample_key(t["sample"]) == reference}
+    return state.pick_within_noise(candidates, state.ctx.val_idx, "pick", labels)
 
 
 def _log_epoch(writer, epoch: int, stats: dict[str, float], log: TrialLog) -> None:

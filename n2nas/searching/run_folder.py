@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,6 @@ def trial_line(step: int, phase: str, epoch: int, sample: dict, result: dict, el
         if key in result:
             line[key] = result[key]
     return line
-
-
-def nan_rewards(rewards: list[float | None]) -> list[float]:
-    """Rewards for a controller: a failed child's None becomes NaN (controllers skip it)."""
-    return [math.nan if r is None else float(r) for r in rewards]
 
 
 def config_json(config) -> dict[str, Any]:
@@ -89,39 +83,40 @@ def _sample_key(trial: dict) -> str:
     return json.dumps(trial["sample"], sort_keys=True, default=list)
 
 
-def ranked_finals(trials: list[dict], capacity_tie: float = 0.0) -> list[dict]:
+def rung_depth(trials: list[dict]) -> dict[str, int]:
+    """How many final scorings (rungs) each finalist reached, by sample key."""
+    depth: dict[str, int] = {}
+    for t in trials:
+        if t["phase"] == "final":
+            depth[_sample_key(t)] = depth.get(_sample_key(t), 0) + 1
+    return depth
+
+
+def ranked_finals(trials: list[dict]) -> list[dict]:
     """Each finalist's last ``final`` trial, ranked by the rung it reached, then by that trial's reward: a later
-    rung trained longer, so its score outranks any earlier one. A finalist whose last scoring failed is left out.
-    With ``capacity_tie``, the finalist with the most parameters among those of the top rung within that reward
-    of the best goes first (see :class:`~n2nas.searching.finals.FinalsConfig`)."""
+    rung trained longer, so its score outranks any earlier one. A finalist whose last scoring failed is left out."""
     rungs: dict[str, list[dict]] = {}
     for t in sorted((t for t in trials if t["phase"] == "final"), key=lambda t: t["step"]):
         rungs.setdefault(_sample_key(t), []).append(t)
     last = [scores[-1] for scores in rungs.values()
             if scores[-1]["status"] == "ok" and scores[-1]["reward"] is not None]
-    ranked = sorted(last, key=lambda t: (-len(rungs[_sample_key(t)]), -t["reward"], t["step"]))
-    if capacity_tie > 0 and ranked:
-        top, depth = ranked[0], len(rungs[_sample_key(ranked[0])])
-        tied = [t for t in ranked
-                if len(rungs[_sample_key(t)]) == depth and t["reward"] >= top["reward"] - capacity_tie]
-        chosen = max(tied, key=lambda t: (t.get("params") or 0, t["reward"]))
-        ranked.remove(chosen)
-        ranked.insert(0, chosen)
-    return ranked
+    return sorted(last, key=lambda t: (-len(rungs[_sample_key(t)]), -t["reward"], t["step"]))
 
 
-def rank(trials: list[dict], space, dataset: Dataset, config) -> list[Pipeline]:
-    """The finalists (:func:`ranked_finals`), then the other derive-phase children by shared-weight reward
-    (controller-phase ones if none were derived)."""
+def rank(trials: list[dict], space, dataset: Dataset, config, first: dict | None = None) -> list[Pipeline]:
+    """``first`` (the search's pick, when it made one), then the finalists (:func:`ranked_finals`), then the other
+    derive-phase children by shared-weight reward (controller-phase ones if none were derived)."""
     ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
 
     def ranked(pool):
         return sorted(pool, key=lambda t: (-t["reward"], t["step"]))
 
-    final = ranked_finals(trials, config.finals.capacity_tie)
+    final = ranked_finals(trials)
     in_final = {_sample_key(t) for t in trials if t["phase"] == "final"}
     pool = final + ranked([t for t in ok if t["phase"] == "derive" and _sample_key(t) not in in_final])
     pool = pool or ranked([t for t in ok if "limits_waived" not in t])  # a probe beyond the limits is no result
+    if first is not None:
+        pool = [first] + [t for t in pool if t["step"] != first["step"]]
     from search_spaces import get_space
 
     from n2nas.artifacts import data_card

@@ -92,9 +92,11 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
                           "flops_per_record": t.get("flops_per_record"), "params": t.get("params")}
                  for v, t in best_by_choice(trials, "leads").items()}
     from n2nas.searching.family import read_family
+    from n2nas.searching.noise import read_comparisons
 
-    family = [{k: m.get(k) for k in ("name", "flops_per_record", "params", "metric_name", "val_metric", "weights",
-                                     "inherited_val_metric", "model_dir") if k in m} for m in read_family(run_dir)]
+    family = [{**{k: m.get(k) for k in ("name", "flops_target", "flops_per_record", "params", "metric_name",
+                                        "val_metric", "weights", "inherited_val_metric", "model_dir") if k in m},
+               **({"note": note} if (note := _under_target(m)) else {})} for m in read_family(run_dir)]
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                *retrain_options, "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
@@ -123,7 +125,24 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
         "next_command": shlex.join(command),
         **({"best_per_leads": per_leads} if per_leads else {}),
         **({"family": family} if family else {}),
+        **({"comparisons": comparisons} if (comparisons := read_comparisons(run_dir)) else {}),
     }
+
+
+def _under_target(member: dict) -> str | None:
+    """Why a family member uses under half its FLOPs target (None when it uses more): either no dearer child was
+    scored under the target, or none of the dearer ones scored higher on the shared weights."""
+    target, flops = member.get("flops_target"), member.get("flops_per_record")
+    if not target or flops is None or flops >= 0.5 * target:
+        return None
+    dearest = (member.get("search") or {}).get("dearest_scored_flops")
+    used = f"uses {100 * flops / target:.0f}% of its {target / 1e9:g} GFLOP target"
+    if dearest is None:
+        return f"{used}: how far its search reached is not recorded"
+    if dearest < 0.5 * target:
+        return f"{used}: no child dearer than {dearest / 1e9:.3g} GFLOPs was scored under it"
+    return (f"{used}: children up to {dearest / 1e9:.3g} GFLOPs were scored under it, and none dearer scored higher "
+            "on the shared weights")
 
 
 def _clock(seconds: float) -> str:
@@ -164,12 +183,39 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(("per leads", ", ".join(f"{k}: {best['metric_name']} {v['metric']:.3f}"
                                             for k, v in sorted(summary["best_per_leads"].items(),
                                                                key=lambda kv: -int(kv[0])))))
-    if summary.get("family"):  # one model folder per FLOPs target, inherited weights
+    if summary.get("family"):  # one model folder per FLOPs target, inherited or fine-tuned weights
         rows.append(("family", "; ".join(f"{m['name']} {m['flops_per_record'] / 1e6:.1f} MFLOPs "
-                                         f"{m['metric_name']} {m['val_metric']:.3f}" for m in summary["family"])))
+                                         f"{m['metric_name']} {m['val_metric']:.3f} ({m.get('weights', 'inherited')})"
+                                         for m in summary["family"])))
+        rows += [(f"  {m['name']}", m["note"]) for m in summary["family"] if m.get("note")]
+    for section, comparison in (summary.get("comparisons") or {}).items():
+        rows.append((section, compared_line(comparison["candidates"])))
+    if summary.get("comparisons"):
+        rows.append(("", "(score, minus the best's, 95% paired-bootstrap interval; * the pick: the cheapest within "
+                         "the noise of the best)"))
     rows.append(("next", summary["next_command"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"search finished: {summary['run_dir']}"] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def compared_line(candidates: list[dict[str, Any]]) -> str:
+    """One comparison as a line: each candidate's score and interval against the best, cheapest first, the pick
+    starred, and a warning when the pick is worse and dearer than the reference."""
+    parts = []
+    for c in sorted(candidates, key=lambda c: (c.get("flops_per_record") or 0.0)):
+        low, high = c["interval"]
+        name = c.get("label") or f"step {c['key']}"
+        flops = c.get("flops_per_record")
+        cost = f" {flops / 1e6:.1f}M" if flops else ""
+        parts.append(f"{'*' if c.get('picked') else ''}{name}{cost} {c['score']:.3f} "
+                     f"{c['vs_best']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    line = "; ".join(parts)
+    picked = next((c for c in candidates if c.get("picked")), None)
+    reference = next((c for c in candidates if c.get("label") == "reference"), None)
+    if picked and reference and picked is not reference and picked["score"] < reference["score"] \
+            and (picked.get("flops_per_record") or 0) > (reference.get("flops_per_record") or 0):
+        line += " - the pick scores below the reference and costs more"
+    return line
 
 
 def _fmt(value: float | None) -> str:

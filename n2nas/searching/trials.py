@@ -62,3 +62,8 @@ class TrialLog:
         self.records.append(record)
         self._by_step[record["step"]] = record
         return record
+
+
+def nan_rewards(rewards: list[float | None]) -> list[float]:
+    """Rewards for a controller: a failed child's None becomes NaN (controllers skip it)."""
+    return [math.nan if r is None else float(r) for r in rewards]
