@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -16,12 +16,12 @@ class Controller(abc.ABC):
 
     A failed child's reward is ``nan`` (or None); every controller ignores it when learning.
 
-    ``presets`` names the configurations ``--controller-preset`` may ask for: name -> a function returning the
-    ``config`` argument of the constructor. The first is used when none is named; a controller without any takes
-    no configuration.
+    ``config_class`` is the frozen dataclass of the constructor's ``config`` argument; its ``@preset`` static
+    methods (:mod:`n2nas.presets`) are the configurations ``--controller-preset`` may ask for, and the first is
+    used when none is named. A controller without one takes no configuration.
     """
 
-    presets: ClassVar[dict[str, Callable[[], Any]]] = {}
+    config_class: ClassVar[type | None] = None
 
     def __init__(self, tokens: tuple[Token, ...]):
         self.tokens = tuple(tokens)

@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from n2nas.errors import ConfigError
+from n2nas.presets import named, preset
 from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
 from search_spaces.twelve_lead import residual_layers
@@ -127,11 +128,13 @@ class ECGSpaceConfig:
                               f"activations must be among {ACTIVATION_NAMES} and include relu")
 
     @staticmethod
+    @preset()
     def small() -> "ECGSpaceConfig":
         """6 layers, 32-64-128 channels, stem stride 8: a few-minute search on 2 CPU cores."""
         return ECGSpaceConfig(n_layers=6, base_width=32, stem_stride=8, stride_at=_thirds(6), widen_at=_thirds(6))
 
     @staticmethod
+    @preset()
     def cpu() -> "ECGSpaceConfig":
         """The ``small`` layout with only the decisions weight sharing can score within a CPU hour: plain
         convolutions of every kernel size (3-15, one elastic kernel per layer), widths 0.5-1.5 and skips; ReLU
@@ -143,6 +146,7 @@ class ECGSpaceConfig:
                        widths=(0.5, 0.75, 1.0, 1.5), dilations=(1,), activations=("relu",), default_batch_size=32)
 
     @staticmethod
+    @preset()
     def twelve_lead() -> "ECGSpaceConfig":
         """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched (12, 6
         limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops. Default preprocessing
@@ -161,6 +165,7 @@ class ECGSpaceConfig:
                        default_weight_decay=1e-3, default_augment="strong")
 
     @staticmethod
+    @preset()
     def twelve_lead_resnet() -> "ECGSpaceConfig":
         """The 12-lead space's options around a deeper, residual layout: 8 layers (4 two-conv blocks),
         64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
@@ -174,12 +179,14 @@ class ECGSpaceConfig:
                        default_window="crop:3")
 
     @staticmethod
+    @preset()
     def n2nas() -> "ECGSpaceConfig":
         """12 layers, 64-128-256 channels, stem stride 4: the full-size space for GPU searches."""
         return ECGSpaceConfig(n_layers=12, base_width=64, stem_stride=4, stride_at=_thirds(12),
                               widen_at=_thirds(12))
 
     @staticmethod
+    @preset()
     def hannun() -> "ECGSpaceConfig":
         """Hannun et al. (2019): 16 two-conv residual blocks = 32 layers, 32 channels doubling every 4 blocks,
         length halved before every other block, unstrided stem (the paper's first convolution)."""
@@ -310,7 +317,7 @@ class ECGSpace:
         name = sample["augment"]
         if name not in AUGMENT:
             raise ConfigError("augment", f"expected one of {AUGMENT}, got {name!r}")
-        return getattr(AugmentConfig, name)()
+        return named(AugmentConfig, name, "augment")
 
     def training_settings(self, sample: dict[str, Any]) -> dict[str, Any]:
         """``lr``, ``batch_size``, ``dropout``, ``weight_decay``, ``class_weighting`` as plain Python values."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.space import Choice, SearchSpace
 from search_spaces.ehr_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_weights, mlp_params
 
@@ -55,11 +56,13 @@ class EHRSpaceConfig:
             raise ConfigError("EHRSpaceConfig.activations", f"must be among {ACTIVATIONS}")
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "EHRSpaceConfig":
         """Table 3 of DiagnoseNET."""
         return EHRSpaceConfig()
 
     @staticmethod
+    @preset()
     def small() -> "EHRSpaceConfig":
         """Table 3 with units <= 512 and at most 8 layers: the supernet fits a laptop."""
         return replace(EHRSpaceConfig(), units=UNITS[:6], layers=LAYERS[:3])

@@ -39,6 +39,7 @@ from scipy import ndimage, signal
 
 from n2nas.data.record import Record
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 NORMALISATIONS = ("none", "record_z", "global_z", "minmax", "robust")
 # Per-record, per-lead statistics kept next to the cached signal; every normalisation is an affine map of them.
@@ -87,16 +88,19 @@ class PreprocessConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @staticmethod
+    @preset()
     def raw(fs: int = 300) -> "PreprocessConfig":
         """Resampling only."""
         return PreprocessConfig(fs=fs, band=None, normalise="none")
 
     @staticmethod
+    @preset()
     def standard(fs: int = 300) -> "PreprocessConfig":
         """0.5-40 Hz band-pass and per-record z-score: the common ECG deep-learning front end."""
         return PreprocessConfig(fs=fs)
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "PreprocessConfig":
         """DiagnoseNET's beat-window input: 300 Hz, baseline removal, band-pass, R peaks."""
         return PreprocessConfig(fs=300, baseline="median", rpeaks=True)

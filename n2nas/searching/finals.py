@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.searching.screen import HalvingPlan, ScreenResult, steps_per_pass, successive_halving
 from n2nas.space import sample_key
 from n2nas.train.averaging import check_ema_decay
@@ -89,6 +90,7 @@ class FinalsConfig:
         return [n] + ([self.survivors] if 0 < self.survivors < n and self.growth > 1 else [])
 
     @staticmethod
+    @preset()
     def off() -> "FinalsConfig":
         """No finals: the best derive-phase child by shared-weight score is the result."""
         return FinalsConfig(children=0, reference=False)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
 from n2nas.train.averaging import StateAverage, check_ema_decay
 
@@ -62,6 +63,7 @@ class ScreenConfig:
         check_ema_decay("screen.ema_decay", self.ema_decay)
 
     @staticmethod
+    @preset()
     def off() -> "ScreenConfig":
         """No screen: preprocessing is searched through shared weights like every other token."""
         return ScreenConfig(candidates=0)
