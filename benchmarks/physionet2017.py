@@ -227,7 +227,8 @@ def main() -> None:
     """Search (ENAS and random), retrain every row with one recipe, print the comparison table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="cpu-hour", choices=list(presets_of(SearchConfig)), help="search preset (default cpu-hour)")
+    ap.add_argument("--preset", default="cpu-hour", choices=list(presets_of(SearchConfig)),
+                    help="search preset (default cpu-hour)")
     ap.add_argument("--space", default=None, help="search space (default: the preset's)")
     ap.add_argument("--search-minutes", type=float, default=60, help="budget of each search (default 60)")
     ap.add_argument("--retrain-minutes", type=float, default=30, help="budget of each retraining (default 30)")

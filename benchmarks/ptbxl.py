@@ -124,7 +124,8 @@ def main() -> None:
     """Search (ENAS and random), retrain every row with one recipe, print the comparison on fold 9."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="12-lead", choices=list(presets_of(SearchConfig)), help="search preset (default 12-lead)")
+    ap.add_argument("--preset", default="12-lead", choices=list(presets_of(SearchConfig)),
+                    help="search preset (default 12-lead)")
     ap.add_argument("--search-minutes", type=float, default=30, help="budget of each search (default 30)")
     ap.add_argument("--retrain-minutes", type=float, default=15, help="budget of each retraining (default 15)")
     ap.add_argument("--epochs", type=int, default=60, help="retraining epochs at most (default 60)")

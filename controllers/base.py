@@ -58,8 +58,8 @@ def random_index_sample(tokens: tuple[Token, ...], rng) -> dict[str, Any]:
 def single_thread() -> Iterator[None]:
     """Run a block with one intra-op thread, then restore the previous count.
 
-    The controller's tensors are tiny; on a busy 2-core machine torch's thread pool made its steps about 60x
-    slower (2 s instead of 0.03 s per update) by waiting for a second core it could not get.
+    The controller's tensors are tiny; on a busy 2-core machine torch's thread pool made its steps many times
+    slower by waiting for a second core it could not get (docs/search.md#controller-threads).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
