@@ -25,18 +25,21 @@ from n2nas.grid.run import GridPreset
 from n2nas.measure.latency import LatencyConfig
 from n2nas.measure.reward import RewardConfig
 from n2nas.presets import named, presets_of, summary
+from n2nas.retrain import RetrainConfig
 from n2nas.runners.local import SharedTrainingConfig
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import ScreenConfig
 from n2nas.searching.tune import TuneConfig
+from n2nas.train.trainer import FitConfig
 from search_spaces.ecg import ECGSpaceConfig
 from search_spaces.ecg_res import ECGResConfig
 from search_spaces.ehr import EHRSpaceConfig
 
 FAMILIES = (SearchConfig, RewardConfig, ENASConfig, EvolutionConfig, ECGSpaceConfig, ECGResConfig, EHRSpaceConfig,
             GridPreset, SyntheticECGConfig, SyntheticEHRConfig, PruneConfig, QATConfig, AugmentConfig,
-            PreprocessConfig, WindowConfig, LatencyConfig, ScreenConfig, FinalsConfig, SharedTrainingConfig, TuneConfig)
+            PreprocessConfig, WindowConfig, LatencyConfig, ScreenConfig, FinalsConfig, SharedTrainingConfig, TuneConfig,
+            RetrainConfig, FitConfig)
 EVERY_PRESET = [(cls, name) for cls in FAMILIES for name in presets_of(cls)]
 
 
