@@ -56,7 +56,8 @@ from n2nas.metrics import cinc2017_f1, evaluate_predictions, paired_bootstrap  #
 from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.evaluation import predict  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
-from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
+from n2nas.presets import named, presets_of  # noqa: E402
+from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.searching.screen import ScreenConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -226,7 +227,8 @@ def main() -> None:
     """Search (ENAS and random), retrain every row with one recipe, print the comparison table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="cpu-hour", choices=list(SEARCH_PRESETS), help="search preset (default cpu-hour)")
+    ap.add_argument("--preset", default="cpu-hour", choices=list(presets_of(SearchConfig)),
+                    help="search preset (default cpu-hour)")
     ap.add_argument("--space", default=None, help="search space (default: the preset's)")
     ap.add_argument("--search-minutes", type=float, default=60, help="budget of each search (default 60)")
     ap.add_argument("--retrain-minutes", type=float, default=30, help="budget of each retraining (default 30)")
@@ -269,7 +271,7 @@ def main() -> None:
     except ValueError:
         ap.error(f"--retrain-seeds expects comma-separated integers, got {args.retrain_seeds!r}")
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-pn17-"))
-    base = SearchConfig.named(args.preset)
+    base = named(SearchConfig, args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
                "fixed": parse_fixed(args.fix)}
     if args.space:

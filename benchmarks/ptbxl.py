@@ -47,7 +47,8 @@ from n2nas.measure.cost import pipeline_cost  # noqa: E402
 from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
 from n2nas.retrain import RetrainConfig  # noqa: E402
 from n2nas.evaluation import load_thresholds  # noqa: E402
-from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig  # noqa: E402
+from n2nas.presets import named, presets_of  # noqa: E402
+from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
@@ -123,7 +124,8 @@ def main() -> None:
     """Search (ENAS and random), retrain every row with one recipe, print the comparison on fold 9."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="12-lead", choices=list(SEARCH_PRESETS), help="search preset (default 12-lead)")
+    ap.add_argument("--preset", default="12-lead", choices=list(presets_of(SearchConfig)),
+                    help="search preset (default 12-lead)")
     ap.add_argument("--search-minutes", type=float, default=30, help="budget of each search (default 30)")
     ap.add_argument("--retrain-minutes", type=float, default=15, help="budget of each retraining (default 15)")
     ap.add_argument("--epochs", type=int, default=60, help="retraining epochs at most (default 60)")
@@ -156,7 +158,7 @@ def main() -> None:
     except ValueError:
         ap.error(f"--retrain-seeds expects comma-separated integers, got {args.retrain_seeds!r}")
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-ptbxl-"))
-    base = SearchConfig.named(args.preset)
+    base = named(SearchConfig, args.preset)
     changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
                "fixed": parse_fixed(args.fix)}
     if args.space is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -16,12 +16,12 @@ class Controller(abc.ABC):
 
     A failed child's reward is ``nan`` (or None); every controller ignores it when learning.
 
-    ``presets`` names the configurations ``--controller-preset`` may ask for: name -> a function returning the
-    ``config`` argument of the constructor. The first is used when none is named; a controller without any takes
-    no configuration.
+    ``config_class`` is the frozen dataclass of the constructor's ``config`` argument; its ``@preset`` static
+    methods (:mod:`n2nas.presets`) are the configurations ``--controller-preset`` may ask for, and the first is
+    used when none is named. A controller without one takes no configuration.
     """
 
-    presets: ClassVar[dict[str, Callable[[], Any]]] = {}
+    config_class: ClassVar[type | None] = None
 
     def __init__(self, tokens: tuple[Token, ...]):
         self.tokens = tuple(tokens)
@@ -58,8 +58,8 @@ def random_index_sample(tokens: tuple[Token, ...], rng) -> dict[str, Any]:
 def single_thread() -> Iterator[None]:
     """Run a block with one intra-op thread, then restore the previous count.
 
-    The controller's tensors are tiny; on a busy 2-core machine torch's thread pool made its steps about 60x
-    slower (2 s instead of 0.03 s per update) by waiting for a second core it could not get.
+    The controller's tensors are tiny; on a busy 2-core machine torch's thread pool made its steps many times
+    slower by waiting for a second core it could not get (docs/search.md#controller-threads).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

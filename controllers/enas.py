@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from controllers.base import Controller, finite, single_thread
+from n2nas.presets import preset
 from n2nas.space import KINDS
 
 
@@ -40,18 +41,21 @@ class ENASConfig:
     baseline_start: str | None = None
 
     @staticmethod
+    @preset("few_updates")
+    def few_updates() -> "ENASConfig":
+        """For searches that afford tens, not thousands, of controller updates (CPU hours; the default): lr 0.005,
+        baseline decay 0.9 started at the first rewards' mean; the script's LSTM, tanh constant and skip prior."""
+        return ENASConfig(lr=5e-3, baseline_decay=0.9, baseline_start="first")
+
+    @staticmethod
+    @preset("paper")
     def paper() -> "ENASConfig":
         """ENAS paper, section 3: LSTM of 100 units, Adam lr 0.00035, tanh constant 2.5, temperature 5.0,
         entropy weight 1e-4, skip prior 0.4 (its weight, not given there, from the released script)."""
         return ENASConfig(lstm_size=100, lstm_layers=1, lr=3.5e-4, tanh_constant=2.5, temperature=5.0)
 
     @staticmethod
-    def few_updates() -> "ENASConfig":
-        """For searches that afford tens, not thousands, of controller updates (CPU hours): lr 0.005, baseline
-        decay 0.9 started at the first rewards' mean; the script's LSTM, tanh constant and skip prior."""
-        return ENASConfig(lr=5e-3, baseline_decay=0.9, baseline_start="first")
-
-    @staticmethod
+    @preset("enas_macro_script")
     def enas_macro_script() -> "ENASConfig":
         """Released scripts/cifar10_macro_search.sh: lstm_size 64, lr 0.001, tanh constant 1.5, no temperature,
         entropy 1e-4, skip target 0.4, skip weight 0.8, baseline decay 0.99 (the code's default)."""
@@ -81,8 +85,7 @@ class _Policy(nn.Module):
 class ENASController(Controller):
     """LSTM policy over the flat token list."""
 
-    presets = {"few_updates": ENASConfig.few_updates, "paper": ENASConfig.paper,
-               "enas_macro_script": ENASConfig.enas_macro_script}
+    config_class = ENASConfig
 
     def __init__(self, tokens, seed: int = 0, config: ENASConfig = ENASConfig.enas_macro_script()):
         super().__init__(tokens)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controllers.base import Controller, finite, random_index_sample
+from n2nas.presets import preset
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
 
 
@@ -18,20 +19,22 @@ class EvolutionConfig:
     sample_size: int = 10
 
     @staticmethod
+    @preset()
+    def small() -> "EvolutionConfig":
+        """For budgets of a few hundred children (the default)."""
+        return EvolutionConfig(population=20, sample_size=5)
+
+    @staticmethod
+    @preset()
     def real2019() -> "EvolutionConfig":
         """The paper's large-scale setting (P=100, S=25)."""
         return EvolutionConfig(population=100, sample_size=25)
-
-    @staticmethod
-    def small() -> "EvolutionConfig":
-        """For budgets of a few hundred children."""
-        return EvolutionConfig(population=20, sample_size=5)
 
 
 class EvolutionController(Controller):
     """Children are random until the population is full, then mutants of tournament winners."""
 
-    presets = {"small": EvolutionConfig.small, "real2019": EvolutionConfig.real2019}
+    config_class = EvolutionConfig
 
     def __init__(self, tokens, seed: int = 0, config: EvolutionConfig = EvolutionConfig.small()):
         super().__init__(tokens)

@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from n2nas.errors import ConfigError
+from n2nas.presets import named, preset
 from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
 from search_spaces.twelve_lead import residual_layers
@@ -127,40 +128,42 @@ class ECGSpaceConfig:
                               f"activations must be among {ACTIVATION_NAMES} and include relu")
 
     @staticmethod
+    @preset()
     def small() -> "ECGSpaceConfig":
         """6 layers, 32-64-128 channels, stem stride 8: a few-minute search on 2 CPU cores."""
         return ECGSpaceConfig(n_layers=6, base_width=32, stem_stride=8, stride_at=_thirds(6), widen_at=_thirds(6))
 
     @staticmethod
+    @preset()
     def cpu() -> "ECGSpaceConfig":
         """The ``small`` layout with only the decisions weight sharing can score within a CPU hour: plain
         convolutions of every kernel size (3-15, one elastic kernel per layer), widths 0.5-1.5 and skips; ReLU
-        and dilation 1 throughout. On PhysioNet 2017 a supernet over these learns (loss 0.60, children's macro
-        AUROC ~0.91 after 1000 single-path steps), while one that also samples separable and pooling ops,
-        dilations and activations stays at the class prior (loss 0.95, every child predicting N). Batch 32, the
-        plain CNN's recipe (twice the steps per pass of 64 for about 1.3x the wall time on a CPU)."""
+        and dilation 1 throughout. On PhysioNet 2017 a supernet over these learns, while one that also samples
+        separable and pooling ops, dilations and activations stays at the class prior (docs/search.md). Batch 32,
+        the plain CNN's recipe: twice the steps per pass of 64 for little more wall time on a CPU
+        (docs/search.md#ecg-cpu)."""
         return replace(ECGSpaceConfig.small(), ops=("conv3", "conv5", "conv7", "conv9", "conv15"),
                        widths=(0.5, 0.75, 1.0, 1.5), dilations=(1,), activations=("relu",), default_batch_size=32)
 
     @staticmethod
+    @preset()
     def twelve_lead() -> "ECGSpaceConfig":
         """``cpu``'s network for 12-lead records at 100 Hz (PTB-XL's benchmark rate), with the lead set searched (12, 6
         limb, 3 = I/II/V2, 2 = I/II, 1 = II): 50 or 100 Hz, no filter or band-pass, 3-10 s crops. Default preprocessing
         (the screen's first candidate with the ``12-lead`` preset's screen): 12 leads, 100 Hz, no filter, per-record
         z-score, 5 s crops. Why 5 s, not 10: a retrain is wall-capped, and a 10 s crop costs twice the training FLOPs
-        per epoch (run 2's 10 s pick trained 7 epochs in 15 min, resnet-12's 3 s crops 19); run 1's search chose 5 s on
-        validation (docs/12-lead.md). Augmentation ``strong`` (noise, scaling, wander, stretch, polarity flip, lead
-        dropout, mixup), pinned in a search like the training tokens: every net overfits PTB-XL's ~1,230 training
-        records (run 3: validation AUROC peaked at epoch 3-21 of 26-44, then fell), and run 3's pick retrained on folds
-        1-8 for 35 epochs reached validation macro AUROC 0.920 with it (still rising), 0.916 without (peak at epoch 21)
-        and 0.914 with ``light``. The finals cannot judge it: after 15 passes from scratch they ranked none 0.913, light
-        0.909, strong 0.899 (a 15-min dev search), the order of the retrain's first 15 epochs."""
+        per epoch (docs/12-lead.md run 2); run 1's search chose 5 s on validation. Augmentation ``strong`` (noise,
+        scaling, wander, stretch, polarity flip, lead dropout, mixup), pinned in a search like the training tokens:
+        every net overfits PTB-XL's ~1,230 training records (run 3), and on folds 1-8 strong augmentation gave run
+        3's pick the best validation AUROC of none, light and strong; the finals cannot judge it, their 15 passes
+        rank it last (docs/12-lead.md run 4)."""
         return replace(ECGSpaceConfig.cpu(), fs_options=(50, 100), default_fs=100, filters=("none", "bandpass"),
                        default_filter="none", normalisations=("none", "record_z"),
                        windows=("crop:3", "crop:5", "crop:10"), default_window="crop:5", lead_sets=(12, 6, 3, 2, 1),
                        default_weight_decay=1e-3, default_augment="strong")
 
     @staticmethod
+    @preset()
     def twelve_lead_resnet() -> "ECGSpaceConfig":
         """The 12-lead space's options around a deeper, residual layout: 8 layers (4 two-conv blocks),
         64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
@@ -168,18 +171,20 @@ class ECGSpaceConfig:
         child is resnet-12's network (kernels 5 and 3, residual blocks), so the screen ranks the preprocessing on it
         and the finals train it as the reference a searched child has to beat; its default preprocessing is
         resnet-12's too (3 s crops). Crops of 3 or 5 s only: this layout costs 0.2 GFLOP per 10 s record at width
-        1.0, and a wall-capped retrain on 10 s crops ran 7 epochs in 15 minutes where 3 s crops ran 19 (run 2)."""
+        1.0, and a wall-capped retrain on 10 s crops ran far fewer epochs than on 3 s crops (docs/12-lead.md run 2)."""
         return replace(ECGSpaceConfig.twelve_lead(), n_layers=8, base_width=64, stem_stride=2,
                        stride_at=(2, 4, 6), widen_at=(4,), residual_default=True, windows=("crop:3", "crop:5"),
                        default_window="crop:3")
 
     @staticmethod
+    @preset()
     def n2nas() -> "ECGSpaceConfig":
         """12 layers, 64-128-256 channels, stem stride 4: the full-size space for GPU searches."""
         return ECGSpaceConfig(n_layers=12, base_width=64, stem_stride=4, stride_at=_thirds(12),
                               widen_at=_thirds(12))
 
     @staticmethod
+    @preset()
     def hannun() -> "ECGSpaceConfig":
         """Hannun et al. (2019): 16 two-conv residual blocks = 32 layers, 32 channels doubling every 4 blocks,
         length halved before every other block, unstrided stem (the paper's first convolution)."""
@@ -310,7 +315,7 @@ class ECGSpace:
         name = sample["augment"]
         if name not in AUGMENT:
             raise ConfigError("augment", f"expected one of {AUGMENT}, got {name!r}")
-        return getattr(AugmentConfig, name)()
+        return named(AugmentConfig, name, "augment")
 
     def training_settings(self, sample: dict[str, Any]) -> dict[str, Any]:
         """``lr``, ``batch_size``, ``dropout``, ``weight_decay``, ``class_weighting`` as plain Python values."""
@@ -355,7 +360,7 @@ def plain_cnn_sample(space) -> dict[str, Any]:
     """A plain hand-designed CNN as a sample of an ECG space (meant for ``ecg-small``: 6 layers, 32-64-128
     channels, 313 k parameters): 100 Hz, no filter, per-record z-score, 30 s crops, no augmentation, conv7 +
     ReLU in every layer, no skips, width 1.0, lr 1e-3, batch 32, dropout 0.2, class weighting. It is the
-    reference a search must beat (about 0.79 validation CinC F1 after ~15 epochs on PhysioNet 2017)."""
+    reference a search must beat (its scores: docs/search.md#plain-cnn)."""
     ss: SearchSpace = getattr(space, "space", space)
     n_layers = sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
     sample = {"fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:30", "augment": "none",

@@ -25,6 +25,7 @@ import numpy as np
 from torch import nn
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.space import Choice, Repeat, SearchSpace
 from search_spaces.ecg import (AUGMENT, DROPOUTS, FILTERS, FS_OPTIONS, LRS, NORMALISE, WEIGHT_DECAYS, WINDOWS,
                                ECGSpace)
@@ -73,6 +74,7 @@ class ECGResConfig:
             raise ConfigError("ECGResConfig.default_batch_size", f"must be one of {self.batch_sizes}")
 
     @staticmethod
+    @preset()
     def cpu() -> "ECGResConfig":
         """Four stages of up to 16-32-64-96 channels, 1-3 blocks each: from about 0.001 GFLOPs per 30 s
         record (smallest child, 100 Hz) to 1.1-2.7 GFLOPs (largest child, 300 Hz, by window), the residual net's
@@ -80,6 +82,7 @@ class ECGResConfig:
         return ECGResConfig()
 
     @staticmethod
+    @preset()
     def large() -> "ECGResConfig":
         """Up to 32-64-128-256 channels and 4 blocks per stage: for GPU searches (not registered as a space)."""
         return ECGResConfig(stage_channels=(32, 64, 128, 256), depths=(1, 2, 3, 4))

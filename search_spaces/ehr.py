@@ -23,6 +23,7 @@ from torch import nn
 
 from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.space import Choice, SearchSpace
 from search_spaces.ehr_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_weights, mlp_params
 
@@ -55,11 +56,13 @@ class EHRSpaceConfig:
             raise ConfigError("EHRSpaceConfig.activations", f"must be among {ACTIVATIONS}")
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "EHRSpaceConfig":
         """Table 3 of DiagnoseNET."""
         return EHRSpaceConfig()
 
     @staticmethod
+    @preset()
     def small() -> "EHRSpaceConfig":
         """Table 3 with units <= 512 and at most 8 layers: the supernet fits a laptop."""
         return replace(EHRSpaceConfig(), units=UNITS[:6], layers=LAYERS[:3])
@@ -90,8 +93,8 @@ class EHRSpace:
     """Search-space definition for EHR rows: tokens, supernet, standalone children, data context, trainer."""
 
     # Training tokens weight sharing cannot score (the supernet trains with its own optimizer): a search pins them
-    # to the space's defaults (lr 0.001, batch 768, dropout 0.2). Searched, they only decided the finals: a 4-min
-    # diabetes130 search trained a sampled lr 0.1 / batch 24576 child there to macro F1 0.01.
+    # to the space's defaults (lr 0.001, batch 768, dropout 0.2). Searched, they only decided the finals, which
+    # then trained children with an extreme lr and batch to nothing (docs/ehr.md#the-ehr-cpu-preset).
     supernet_blind: tuple[str, ...] = ("lr", "batch_size", "dropout")
 
     def __init__(self, name: str, config: EHRSpaceConfig):

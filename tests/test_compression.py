@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from n2nas.artifacts import build_model, load_model_dir
-from n2nas.compress.prune import (PruneConfig, Pruner, layer_amounts, pack_state, prunable_layers, sparsity_report,
-                                  state_bytes, unpack_state)
+from n2nas.compress.prune import (PruneConfig, Pruner, layer_amounts, pack_state, prunable_layers, prune_option,
+                                  sparsity_report, state_bytes, unpack_state)
 from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static
 from n2nas.data.readers import load_physionet2017
+from n2nas.errors import ConfigError
 from n2nas.retrain import RetrainConfig, retrain
 from n2nas.evaluation import evaluate
 from n2nas.space import Pipeline
@@ -41,8 +42,10 @@ def test_polynomial_schedule_values():
     assert cfg.sparsity_at(100, 100) == cfg.sparsity_at(10_000, 100) == 0.5
     values = [cfg.sparsity_at(t, 100) for t in range(101)]
     assert all(b >= a for a, b in zip(values, values[1:]))  # never un-prunes
-    assert PruneConfig.named("none") is None and PruneConfig.named("70").final == 0.7
-    assert PruneConfig.named("adaptive").per_layer == "adaptive"
+    assert prune_option("none") is None and prune_option("70").final == 0.7
+    assert prune_option("adaptive") == PruneConfig.adaptive() and prune_option("fixed") == PruneConfig.fixed()
+    with pytest.raises(ConfigError, match="--prune"):
+        prune_option("most")
 
 
 def test_adaptive_amounts_follow_output_channels_and_hit_the_target():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from controllers import CONTROLLERS, controller_class, make_controller
+from controllers import CONTROLLERS, controller_presets, make_controller
 from controllers.enas import ENASConfig, ENASController
 from controllers.evolution import EvolutionConfig, EvolutionController
 from controllers.grid import GridController
@@ -19,7 +19,7 @@ SPACE = SearchSpace("toy", (Choice("fs", (100, 150, 300), "preprocessing"),
                             Repeat("layer", 4, (Choice("op", ("a", "b", "c", "d")), Skips("skip"))),
                             Choice("lr", (1e-3, 1e-2), "training")))
 # every registered controller with each of its presets (None: one without any): a new one is covered here too
-VARIANTS = [(name, preset) for name in CONTROLLERS for preset in (controller_class(name).presets or [None])]
+VARIANTS = [(name, preset) for name in CONTROLLERS for preset in (controller_presets(name) or [None])]
 
 
 def roundtrip(state):

@@ -1,23 +1,99 @@
-"""A preset run through the command line is the preset: options left unset never replace its values."""
+"""Presets: one mechanism for every family, each preset builds, the command line offers exactly the presets, and a
+preset run through the command line is the preset (options left unset never replace its values)."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from dataclasses import replace
 
 import pytest
 
+from controllers import CONTROLLERS, controller_class, controller_presets
+from controllers.enas import ENASConfig
+from controllers.evolution import EvolutionConfig
 from n2nas.cli import build_parser
 from n2nas.cli.search import search_config
+from n2nas.compress.prune import PruneConfig
+from n2nas.compress.quantize import QATConfig
+from n2nas.data.augment import AugmentConfig
+from n2nas.data.preprocess import PreprocessConfig
+from n2nas.data.synthetic import SyntheticECGConfig
+from n2nas.data.synthetic_ehr import SyntheticEHRConfig
+from n2nas.data.windows import WindowConfig
+from n2nas.errors import ConfigError
+from n2nas.grid.run import GridPreset
+from n2nas.measure.latency import LatencyConfig
 from n2nas.measure.reward import RewardConfig
-from n2nas.searching.loop import SEARCH_PRESETS, SearchConfig
+from n2nas.presets import named, presets_of, summary
+from n2nas.retrain import RetrainConfig
+from n2nas.runners.local import SharedTrainingConfig
+from n2nas.searching.finals import FinalsConfig
+from n2nas.searching.loop import SearchConfig
+from n2nas.searching.screen import ScreenConfig
+from n2nas.searching.tune import TuneConfig
+from n2nas.train.trainer import FitConfig
+from search_spaces.ecg import ECGSpaceConfig
+from search_spaces.ecg_res import ECGResConfig
+from search_spaces.ehr import EHRSpaceConfig
+
+FAMILIES = (SearchConfig, RewardConfig, ENASConfig, EvolutionConfig, ECGSpaceConfig, ECGResConfig, EHRSpaceConfig,
+            GridPreset, SyntheticECGConfig, SyntheticEHRConfig, PruneConfig, QATConfig, AugmentConfig,
+            PreprocessConfig, WindowConfig, LatencyConfig, ScreenConfig, FinalsConfig, SharedTrainingConfig, TuneConfig,
+            RetrainConfig, FitConfig)
+EVERY_PRESET = [(cls, name) for cls in FAMILIES for name in presets_of(cls)]
 
 
 def cli_config(*argv: str) -> SearchConfig:
     return search_config(build_parser().parse_args(["search", *argv]))
 
 
-@pytest.mark.parametrize("name", list(SEARCH_PRESETS))
+def subcommand(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
+    return next(a for a in parser._actions if flag in a.option_strings)
+
+
+@pytest.mark.parametrize("cls,name", EVERY_PRESET, ids=lambda v: getattr(v, "__name__", v))
+def test_every_preset_of_every_family_builds_and_says_what_it_is_for(cls, name):
+    built = named(cls, name)
+    assert isinstance(built, cls) and dataclasses.is_dataclass(built)
+    assert built == named(cls, name)  # a preset is a value: building it twice gives the same one
+    assert summary(cls, name) and "\n" not in summary(cls, name)
+
+
+def test_every_family_has_presets_and_an_unknown_name_is_one_error_naming_the_option():
+    assert all(presets_of(cls) for cls in FAMILIES)
+    with pytest.raises(ConfigError, match="--preset.*'thorough'.*known: demo, cpu-hour"):
+        named(SearchConfig, "thorough")
+
+
+def test_cli_choices_are_the_presets():
+    search = subcommand("search")
+    assert option(search, "--preset").choices == list(presets_of(SearchConfig))
+    assert list(presets_of(SearchConfig)) == ["demo", "cpu-hour", "cpu-3h", "12-lead", "gpu", "ehr-cpu", "default"]
+    assert option(search, "--reward").choices == list(presets_of(RewardConfig)) == ["mnas", "accuracy",
+                                                                                   "mnas-latency"]
+    assert option(subcommand("tune"), "--preset").choices == list(presets_of(TuneConfig))
+    assert list(controller_presets("enas")) == ["few_updates", "paper", "enas_macro_script"]
+    assert list(controller_presets("evolution")) == ["small", "real2019"]
+    controller_help = option(search, "--controller-preset").help
+    for name in CONTROLLERS:
+        cls = controller_class(name)
+        assert list(controller_presets(name)) == (list(presets_of(cls.config_class)) if cls.config_class else [])
+        for preset_name in controller_presets(name):
+            assert preset_name in controller_help
+    grid_help = option(subcommand("grid"), "--preset").help
+    assert all(name in grid_help for name in presets_of(GridPreset))
+    assert list(presets_of(GridPreset)) == ["diagnosenet", "residual-lr-batch"]
+
+
+@pytest.mark.parametrize("name", list(presets_of(SearchConfig)))
 def test_every_preset_through_the_cli_is_the_preset(name):
-    assert cli_config("--preset", name) == SearchConfig.named(name)
+    assert cli_config("--preset", name) == named(SearchConfig, name)
 
 
 def test_cpu_hour_keeps_its_accuracy_reward_unless_an_option_changes_it():
@@ -28,7 +104,7 @@ def test_cpu_hour_keeps_its_accuracy_reward_unless_an_option_changes_it():
 
 
 def test_given_options_change_only_their_fields():
-    base = SearchConfig.named("demo")
+    base = named(SearchConfig, "demo")
     config = cli_config("--preset", "demo", "--controller", "evolution", "--controller-preset", "real2019",
                         "--no-latency", "--fix", "fs=100", "--backend", "ray", "--workers", "2")
     assert config == replace(base, controller="evolution", controller_preset="real2019", fixed={"fs": 100},
@@ -40,8 +116,8 @@ def test_the_help_names_every_preset_with_its_budget(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["search", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for name in SEARCH_PRESETS:
-        assert f"{name} = " in out, name
+    for name in presets_of(SearchConfig):
+        assert f"{name} = {summary(SearchConfig, name)}" in out, name
 
 
 def test_finals_option_turns_the_scratch_finals_on_or_off():
@@ -49,15 +125,15 @@ def test_finals_option_turns_the_scratch_finals_on_or_off():
     assert (trained.children, trained.reference) == (2, True)
     off = cli_config("--preset", "demo", "--finals", "0").finals
     assert (off.children, off.reference) == (0, False)
-    assert cli_config("--preset", "demo").finals == SearchConfig.named("demo").finals
+    assert cli_config("--preset", "demo").finals == named(SearchConfig, "demo").finals
 
 
 def test_train_once_presets_search_the_residual_space_for_the_issue_budgets():
     for name in ("cpu-3h", "gpu"):
-        config = SearchConfig.named(name)
+        config = named(SearchConfig, name)
         assert config.space == "ecg-res"
         assert {0.05e9, 0.1e9, 0.33e9} <= set(config.family.flops_targets)
-    assert SearchConfig.named("cpu-3h").budget_minutes <= 180
+    assert named(SearchConfig, "cpu-3h").budget_minutes <= 180
 
 
 def test_the_gpu_preset_on_a_machine_without_cuda_is_one_line_and_writes_nothing(tmp_path, capsys):

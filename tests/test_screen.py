@@ -12,6 +12,7 @@ import torch
 
 import n2nas
 from n2nas.data.readers import load_physionet2017
+from n2nas.presets import named
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import (HalvingPlan, ScreenConfig, balanced_candidates, rung_sizes, run_screen,
@@ -65,8 +66,8 @@ def test_the_default_preprocessing_leads_the_candidates_when_asked():
                                 np.random.default_rng(seed))
         assert len(plain) == 9 and led[0] == default and led.count(default) == 1 and len(led) in (8, 9)
         assert len({json.dumps(p, sort_keys=True) for p in led}) == len(led)
-    assert SearchConfig.named("12-lead").screen.default_candidate
-    assert not SearchConfig.named("cpu-hour").screen.default_candidate
+    assert named(SearchConfig, "12-lead").screen.default_candidate
+    assert not named(SearchConfig, "cpu-hour").screen.default_candidate
 
 
 def test_rung_sizes_narrow_to_one():

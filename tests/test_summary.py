@@ -109,7 +109,10 @@ def test_search_command_prints_the_summary_or_json(tmp_path, monkeypatch, capsys
     data = tmp_path / "tiny2017"
     copy_sample_records(data, per_class=6)
     spec, run = f"physionet2017:{data}", tmp_path / "cli-run"
-    monkeypatch.setitem(n2nas.searching.loop.SEARCH_PRESETS, "demo", lambda: tiny_config(budget_epochs=1))
+    from n2nas.presets import preset
+
+    monkeypatch.setattr(n2nas.searching.loop.SearchConfig, "demo",
+                        staticmethod(preset("demo")(lambda: tiny_config(budget_epochs=1))))
     real, results = n2nas.searching.loop.search, []
     monkeypatch.setattr(n2nas.searching.loop, "search", lambda *a, **kw: results.append(real(*a, **kw)) or results[-1])
     fix = [arg for k, v in FIXED.items() for arg in ("--fix", f"{k}={v}")]

@@ -11,6 +11,8 @@ from n2nas.cli.options import DEVICE_HELP, number, parse_fixed
 def register(sub) -> None:
     """Add ``n2nas grid`` to the command tree."""
     from n2nas.data.spec import SPEC_HELP
+    from n2nas.grid.run import GridPreset
+    from n2nas.presets import presets_of
 
     p = sub.add_parser("grid", help="train every cell of a hyperparameter grid from scratch; table + CSV + plot",
                        description="Presets: diagnosenet (--space ehr-mlp: DiagnoseNET Table 4, units x layers, "
@@ -20,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--space", default=None,
                    help="search space whose decisions the grid sets, e.g. ehr-mlp, ecg (default: the preset's)")
     p.add_argument("--preset", default=None,
-                   help="a named grid: diagnosenet | residual-lr-batch (default: none, the --grid axes only)")
+                   help=f"a named grid: {' | '.join(presets_of(GridPreset))} (default: none, the --grid axes only)")
     p.add_argument("--grid", action="append", default=[], metavar="LABEL=[v1,v2,...]",
                    help="one axis of the grid, e.g. --grid 'lr=[0.01,0.001]' (repeatable; default: the preset's axes)")
     p.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE",

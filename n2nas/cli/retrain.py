@@ -57,7 +57,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     import dataclasses
 
     from n2nas.artifacts import load_pipeline
-    from n2nas.compress.prune import PruneConfig
+    from n2nas.compress.prune import prune_option
     from n2nas.compress.quantize import QATConfig
     from n2nas.data.spec import load_dataset
     from n2nas.retrain import RetrainConfig, retrain
@@ -67,7 +67,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     config = dataclasses.replace(RetrainConfig(), epochs=args.epochs, seed=args.seed, device=args.device,
                                  max_minutes=args.max_minutes, schedule=args.schedule, workers=args.workers,
                                  global_batch=args.global_batch,
-                                 norm=args.norm, ema_decay=args.ema_decay or None, prune=PruneConfig.named(args.prune),
+                                 norm=args.norm, ema_decay=args.ema_decay or None, prune=prune_option(args.prune),
                                  qat=QATConfig.default() if args.qat else None, class_weight=args.class_weight)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     summary = retrain(pipeline, dataset, args.out, config, log=log)

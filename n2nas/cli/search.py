@@ -10,10 +10,13 @@ from n2nas.errors import ConfigError
 
 def register(sub) -> None:
     """Add ``n2nas search`` to the command tree."""
-    from controllers import CONTROLLERS, controller_class
+    from controllers import CONTROLLERS, controller_presets
     from n2nas.data.spec import SPEC_HELP
+    from n2nas.presets import presets_of, summary
     from n2nas.runners import BACKENDS
-    from n2nas.searching.loop import SEARCH_PRESETS, preset_summary
+    from n2nas.searching.loop import SearchConfig
+
+    search_presets = list(presets_of(SearchConfig))
 
     p = sub.add_parser("search", help="search a pipeline (ENAS: weight-shared supernet + controller)",
                        description="Search a pipeline. Prints a summary at the end (best pipeline, its score and "
@@ -25,13 +28,12 @@ def register(sub) -> None:
                    help="what samples children (default: the preset's, enas: LSTM + REINFORCE)")
     p.add_argument("--controller-preset", default=None, metavar="NAME",
                    help="the controller's named configuration: " + "; ".join(
-                       f"{name}: {', '.join(controller_class(name).presets)}" for name in CONTROLLERS
-                       if controller_class(name).presets) + " (default: the controller's first)")
+                       f"{name}: {', '.join(controller_presets(name))}" for name in CONTROLLERS
+                       if controller_presets(name)) + " (default: the controller's first)")
     p.add_argument("--data", default="sample", help=f"data SPEC: {SPEC_HELP} (default: sample)")
-    p.add_argument("--preset", default="demo", choices=[*SEARCH_PRESETS, "thorough"],
-                   metavar="{" + ",".join(SEARCH_PRESETS) + "}",
+    p.add_argument("--preset", default="demo", choices=search_presets,
                    help="search size, every option left unset keeps the preset's value: " + "; ".join(
-                       f"{name} = {preset_summary(name)}" for name in SEARCH_PRESETS) + " (default: demo)")
+                       f"{name} = {summary(SearchConfig, name)}" for name in search_presets) + " (default: demo)")
     p.add_argument("--budget-minutes", type=number(float), default=None, metavar="M",
                    help="end the whole search within M minutes of wall time, data preparation and derive phase "
                         "included: 30%% warm-up, then ENAS epochs, then a derive reserve of 5-25%% sized from the "
@@ -90,9 +92,10 @@ def _flops_list(text: str) -> tuple[float, ...]:
 def search_config(args: argparse.Namespace):
     """The :class:`SearchConfig` the command line asks for: the ``--preset``, changed only where an option was
     given (an option left unset never replaces the preset's value)."""
+    from n2nas.presets import named
     from n2nas.searching.loop import SearchConfig
 
-    base = SearchConfig.named(args.preset)
+    base = named(SearchConfig, args.preset)
     changes = {field: getattr(args, field) for field in ("space", "controller", "controller_preset", "seed", "device",
                                                      "clock")
                if getattr(args, field) is not None}
@@ -145,10 +148,11 @@ def _summary_of(result, data_spec: str) -> dict:
 
 def add_reward_options(p: argparse.ArgumentParser) -> None:
     """Reward and measurement options of ``n2nas search``."""
-    from n2nas.measure.reward import REWARD_PRESETS
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.presets import presets_of
 
     g = p.add_argument_group("reward: metric x (FLOPs/target)^w x (energy/target)^v x (latency/target)^u")
-    g.add_argument("--reward", default=None, choices=list(REWARD_PRESETS),
+    g.add_argument("--reward", default=None, choices=list(presets_of(RewardConfig)),
                    help="reward preset: mnas (w = -0.07 on FLOPs), accuracy (bare metric), mnas-latency (u = -0.07 "
                         "on latency); the options below override it (default: the search preset's: mnas, "
                         "accuracy for cpu-hour)")
@@ -187,9 +191,10 @@ def reward_and_measure(args: argparse.Namespace, reward=None, measure=None):
     """``(RewardConfig, MeasureConfig)``: ``reward`` and ``measure`` (default: the plain configs), replaced by the
     ``--reward`` preset when one is named, then changed by each reward or measurement option that was given."""
     from n2nas.measure import LatencyConfig, MeasureConfig
-    from n2nas.measure.reward import REWARD_PRESETS, RewardConfig
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.presets import named
 
-    reward = REWARD_PRESETS[args.reward]() if args.reward else (reward or RewardConfig())
+    reward = named(RewardConfig, args.reward, "--reward") if args.reward else (reward or RewardConfig())
     measure = measure or MeasureConfig()
     names = {"flops_weight": "flops_weight", "flops_target": "flops_target", "energy_weight": "energy_weight",
              "energy_target": "energy_target_j", "latency_weight": "latency_weight",

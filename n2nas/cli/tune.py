@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--space", default=None, help="search space, see `n2nas space show` (default ecg-small)")
     p.add_argument("--controller", default="random", choices=list(CONTROLLERS),
                    help="what proposes the next trial, through an ask/tell Tune searcher (default random)")
+    # TuneConfig's presets, written out: importing n2nas.searching.tune imports Ray, too slow for every command
     p.add_argument("--preset", default="default", choices=["default", "smoke"],
                    help="default: 8 trials x 3 epochs x 20 steps; smoke: 2 trials of 1 epoch x 2 steps, to try the "
                         "command out (default: default)")
@@ -43,9 +44,10 @@ def register(sub) -> None:
 def _cmd_tune(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from n2nas.presets import named
     from n2nas.searching.tune import TuneConfig, results_table, tune_search
 
-    base = TuneConfig.smoke() if args.preset == "smoke" else TuneConfig()
+    base = named(TuneConfig, args.preset)
     changes = {"controller": args.controller, "seed": args.seed, "device": args.device}
     for name in ("trials", "epochs", "steps_per_epoch", "concurrent", "space"):
         if getattr(args, name) is not None:

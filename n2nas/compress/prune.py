@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from n2nas.errors import ConfigError
+from n2nas.presets import named, preset, presets_of
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 VALUES, MASK, SHAPE = "#values", "#bitmask", "#shape"  # key suffixes of packed tensors (never module names)
@@ -53,26 +54,16 @@ class PruneConfig:
             raise ConfigError("PruneConfig", "ramp must be in (0, 1], every_steps >= 1 and power > 0")
 
     @staticmethod
+    @preset()
     def fixed(final: float = 0.5) -> "PruneConfig":
         """The same sparsity in every layer, 10% -> ``final``."""
         return PruneConfig(final=final)
 
     @staticmethod
+    @preset()
     def adaptive(final: float = 0.7) -> "PruneConfig":
         """Per-layer sparsity growing with output channels, ``final`` overall (parameter-weighted)."""
         return PruneConfig(final=final, per_layer="adaptive")
-
-    @staticmethod
-    def named(name: str) -> "PruneConfig | None":
-        """CLI names: ``none``, ``50``, ``70`` (fixed, percent) or ``adaptive``."""
-        if name == "none":
-            return None
-        if name == "adaptive":
-            return PruneConfig.adaptive()
-        try:
-            return PruneConfig.fixed(int(name) / 100)
-        except ValueError:
-            raise ConfigError("--prune", f"expected none, a percentage or adaptive, got {name!r}") from None
 
     def sparsity_at(self, step: int, ramp_steps: int) -> float:
         """Target sparsity after ``step`` optimizer steps: s_f + (s_i - s_f) (1 - t / T)^power, then s_f."""
@@ -80,6 +71,20 @@ class PruneConfig:
             return self.final
         frac = 1.0 - max(step, 0) / ramp_steps
         return self.final + (self.initial - self.final) * frac ** self.power
+
+
+def prune_option(text: str) -> PruneConfig | None:
+    """``--prune``: ``none``, a percentage (fixed sparsity, e.g. ``50`` or ``70``) or a preset name (``adaptive``,
+    ``fixed``)."""
+    known = presets_of(PruneConfig)
+    if text == "none":
+        return None
+    if text in known:
+        return named(PruneConfig, text, "--prune")
+    try:
+        return PruneConfig.fixed(int(text) / 100)
+    except ValueError:
+        raise ConfigError("--prune", f"expected none, a percentage or {' / '.join(known)}, got {text!r}") from None
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 QUANT_FILE = "quantization.json"
 
@@ -41,6 +42,7 @@ class QATConfig:
             raise ConfigError("QATConfig.backend", f"unknown quantization backend {self.backend!r}")
 
     @staticmethod
+    @preset()
     def default() -> "QATConfig":
         """x86 backend, observers frozen at 70% and BN statistics at 80% of the planned epochs."""
         return QATConfig()

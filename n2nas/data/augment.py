@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from n2nas.presets import preset
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -31,16 +33,19 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
 
     @staticmethod
+    @preset()
     def none() -> "AugmentConfig":
         """No augmentation."""
         return AugmentConfig()
 
     @staticmethod
+    @preset()
     def light() -> "AugmentConfig":
         """Mild noise, scaling and wander."""
         return AugmentConfig(noise_p=0.5, noise_sigma=0.03, scale_p=0.5, wander_p=0.3, wander_amplitude=0.2)
 
     @staticmethod
+    @preset()
     def strong() -> "AugmentConfig":
         """Everything, including stretch, polarity flip, lead dropout and mixup."""
         return AugmentConfig(noise_p=0.8, noise_sigma=0.08, scale_p=0.8, scale_range=(0.6, 1.5), wander_p=0.5,

@@ -7,24 +7,11 @@ gives what normalising the whole record gives (:func:`normalise_record` is defin
 R peaks are detected once per record on one fixed filtered copy (:func:`rpeak_signal`).
 
 R-peak detector: neurokit2's ``ecg_findpeaks`` (method "neurokit"), refined to the local extremum with wfdb's
-``correct_peaks``. Measured on 2 shared, busy cores (300 Hz; sensitivity/PPV against the known beat times of
-:mod:`n2nas.data.synthetic`, 10 x 30 s records per class, 50 ms tolerance):
-
-======================  =========  ===========  ===========  ============  ===========
-detector                ms/record  N            AF           PVC/bigeminy  noisy
-======================  =========  ===========  ===========  ============  ===========
-wfdb XQRS (until now)   43-94      .993/1.000   .996/1.000   .806/1.000    .969/.952
-XQRS on a 150 Hz copy   19-43      .993/1.000   .996/1.000   1.000/1.000   .925/.948
-wfdb gqrs               124        not measured (slower than XQRS)
-neurokit2 (chosen)      1.7-3.7    .985/1.000   .988/1.000   1.000/.996    .321/.773
-======================  =========  ===========  ===========  ============  ===========
-
-XQRS costs 130-280 s for the 6000 PhysioNet 2017 records even on 2 processes, more than the whole 2-minute
-cold-start budget, and ~60 s at 150 Hz; neurokit2 is 11-25x faster than either and as good on N, AF and ectopic
-rhythms. On real records it agrees with the old XQRS peaks as often as XQRS at 150 Hz does (N 93 %, AF 95 %,
-O 88 % of peaks within 50 ms; 200 records). It misses many beats of noise-dominated records, where beat
-positions carry little anyway (a record with fewer peaks than a window's beats gets evenly spaced pseudo-beats,
-:mod:`n2nas.data.windows`).
+``correct_peaks``: an order of magnitude faster than wfdb's XQRS, which alone would spend more than a search's
+cold-start budget on a PhysioNet-2017-sized data set, and as good on N, AF and ectopic rhythms. It misses many
+beats of noise-dominated records, where beat positions carry little anyway (a record with fewer peaks than a
+window's beats gets evenly spaced pseudo-beats, :mod:`n2nas.data.windows`). The comparison:
+docs/data.md#r-peak-detector.
 """
 from __future__ import annotations
 
@@ -39,6 +26,7 @@ from scipy import ndimage, signal
 
 from n2nas.data.record import Record
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 NORMALISATIONS = ("none", "record_z", "global_z", "minmax", "robust")
 # Per-record, per-lead statistics kept next to the cached signal; every normalisation is an affine map of them.
@@ -87,16 +75,19 @@ class PreprocessConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @staticmethod
+    @preset()
     def raw(fs: int = 300) -> "PreprocessConfig":
         """Resampling only."""
         return PreprocessConfig(fs=fs, band=None, normalise="none")
 
     @staticmethod
+    @preset()
     def standard(fs: int = 300) -> "PreprocessConfig":
         """0.5-40 Hz band-pass and per-record z-score: the common ECG deep-learning front end."""
         return PreprocessConfig(fs=fs)
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "PreprocessConfig":
         """DiagnoseNET's beat-window input: 300 Hz, baseline removal, band-pass, R peaks."""
         return PreprocessConfig(fs=300, baseline="median", rpeaks=True)
@@ -182,7 +173,7 @@ def remove_baseline(sig: np.ndarray, fs: float) -> np.ndarray:
     base = np.empty_like(sig)
     for lead in range(sig.shape[0]):
         # one lead at a time: scipy's 1-D median filter is a running median (O(n log w)), the same numbers as
-        # the 2-D (1, w) footprint at ~20x less time (1.5 ms instead of 35 ms for a 30 s, 300 Hz lead)
+        # the 2-D (1, w) footprint in far less time (docs/data.md#preprocessing-timings)
         first = ndimage.median_filter(sig[lead], size=odd(0.2), mode="nearest")
         base[lead] = ndimage.median_filter(first, size=odd(0.6), mode="nearest")
     return sig - base
@@ -190,7 +181,8 @@ def remove_baseline(sig: np.ndarray, fs: float) -> np.ndarray:
 
 def quartiles(sig: np.ndarray) -> np.ndarray:
     """``(3, leads)``: the 25th, 50th and 75th percentiles along the last axis, equal to ``np.percentile``'s
-    default (linear) method, from one ``np.partition`` (2.6x faster: it runs 9 times per record in a pass)."""
+    default (linear) method, from one ``np.partition`` (faster, and it runs 9 times per record in a pass;
+    docs/data.md#preprocessing-timings)."""
     n = sig.shape[-1]
     pos = np.array([0.25, 0.5, 0.75]) * (n - 1)
     lo = np.floor(pos).astype(np.int64)

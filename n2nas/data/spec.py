@@ -45,11 +45,12 @@ def load_dataset(spec: str, *, skip_bad: bool = False, min_seconds: float = 1.0,
         folder, labels = arg.split(",")
         return load_wfdb_csv(folder, labels, **opts)
     if kind == "synthetic-ecg":
-        from n2nas.data.synthetic import SYNTHETIC_PRESETS, synthetic_ecg_folder
+        from n2nas.data.synthetic import SyntheticECGConfig, synthetic_ecg_folder
+        from n2nas.presets import presets_of
 
-        preset = arg or "small"
-        if preset not in SYNTHETIC_PRESETS:
-            raise ConfigError("data spec", f"unknown synthetic-ecg preset {preset!r} ({', '.join(SYNTHETIC_PRESETS)})")
+        preset, known = arg or "small", presets_of(SyntheticECGConfig)
+        if preset not in known:
+            raise ConfigError("data spec", f"unknown synthetic-ecg preset {preset!r} ({', '.join(known)})")
         folder = synthetic_ecg_folder(cache_root or default_cache_root(), preset=preset)
         return load_physionet2017(folder, **opts)
     if kind == "ehr" and arg:

@@ -72,9 +72,8 @@ def grouped_split(labels: np.ndarray | None, groups: np.ndarray, val: float, tes
 
     The groups themselves are split by scikit-learn's seeded ``train_test_split``, stratified by each group's
     first row's class (classes held by fewer than 2 groups share one stratum): row class shares stay close to
-    the whole set's. ``StratifiedGroupKFold`` does the same job but took 83 s on the 57k patients of the
-    Diabetes 130 table; this takes well under a second. Without labels (multi-label data) groups are drawn
-    unstratified.
+    the whole set's. ``StratifiedGroupKFold`` does the same job far more slowly on the Diabetes 130 table's
+    patients (docs/data.md#patient-splits). Without labels (multi-label data) groups are drawn unstratified.
     """
     names, first, of_row = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
     unit = np.arange(len(names))

@@ -23,6 +23,7 @@ import numpy as np
 import wfdb
 
 from n2nas.errors import ConfigError
+from n2nas.presets import named, preset
 
 # Bump when the synthesiser changes, so cached synthetic folders written by older code are not reused.
 GENERATOR_VERSION = 1
@@ -322,18 +323,17 @@ class SyntheticECGConfig:
     seconds: tuple[float, float]
     fs: float = 300.0
 
-    @classmethod
-    def small(cls) -> "SyntheticECGConfig":
+    @staticmethod
+    @preset()
+    def small() -> "SyntheticECGConfig":
         """80 records of 9-15 s: enough for a smoke search in seconds."""
-        return cls(n_per_class=20, seconds=(9.0, 15.0))
+        return SyntheticECGConfig(n_per_class=20, seconds=(9.0, 15.0))
 
-    @classmethod
-    def medium(cls) -> "SyntheticECGConfig":
+    @staticmethod
+    @preset()
+    def medium() -> "SyntheticECGConfig":
         """600 records of 9-30 s: enough for the classes to be learned, not just fitted."""
-        return cls(n_per_class=150, seconds=(9.0, 30.0))
-
-
-SYNTHETIC_PRESETS = {"small": SyntheticECGConfig.small, "medium": SyntheticECGConfig.medium}
+        return SyntheticECGConfig(n_per_class=150, seconds=(9.0, 30.0))
 
 
 def synthetic_ecg_folder(cache_root: str | Path, preset: str | SyntheticECGConfig = "small",
@@ -345,10 +345,8 @@ def synthetic_ecg_folder(cache_root: str | Path, preset: str | SyntheticECGConfi
     """
     if isinstance(preset, SyntheticECGConfig):
         config, label = preset, "custom"
-    elif preset in SYNTHETIC_PRESETS:
-        config, label = SYNTHETIC_PRESETS[preset](), preset
     else:
-        raise ConfigError("preset", f"unknown synthetic-ecg preset {preset!r} ({', '.join(SYNTHETIC_PRESETS)})")
+        config, label = named(SyntheticECGConfig, preset, "preset"), preset
     key = hashlib.sha256(repr((GENERATOR_VERSION, asdict(config), seed)).encode()).hexdigest()[:10]
     root = Path(cache_root)
     final = root / f"synthetic-ecg-{label}-seed{seed}-{key}"

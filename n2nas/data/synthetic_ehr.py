@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from n2nas.data.ehr import EHRDataset
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 N_CLASSES = 14
 # Class shares of the 14 care-purpose categories. The DiagnoseNET paper's Table 1 figures were not available
@@ -73,11 +74,13 @@ class SyntheticEHRConfig:
             raise ConfigError("synthetic-ehr", "signal must lie in [0, 1]")
 
     @staticmethod
+    @preset()
     def tiny() -> "SyntheticEHRConfig":
         """600 patients x 400 features: tests."""
         return SyntheticEHRConfig(n_patients=600, n_features=400)
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "SyntheticEHRConfig":
         """DiagnoseNET's feature count (14637) and 10k patients."""
         return SyntheticEHRConfig()

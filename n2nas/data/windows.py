@@ -15,6 +15,7 @@ import numpy as np
 
 from n2nas.data.prepared import PreparedSignals
 from n2nas.data.preprocess import STATS
+from n2nas.presets import preset
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class WindowConfig:
     beat_samples: int = 260
 
     @staticmethod
+    @preset()
     def diagnosenet() -> "WindowConfig":
         """Five consecutive 260-sample beat windows."""
         return WindowConfig(mode="beats")

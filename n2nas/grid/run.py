@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from n2nas.errors import ConfigError
 from n2nas.grid.report import format_table, table_columns, write_csv, write_plot
+from n2nas.presets import named, preset
 from n2nas.storage import atomic_write_text
 
 
@@ -64,34 +65,36 @@ class GridPreset:
     data: str = "sample"
     about: str = ""
 
+    @staticmethod
+    @preset()
+    def diagnosenet() -> "GridPreset":
+        """DiagnoseNET's Table 4 / Fig. 4 on the EHR MLP: hidden layers x units, Adam 0.001, <= 40 epochs."""
+        from search_spaces.ehr import LAYERS, UNITS
 
-def presets() -> dict[str, GridPreset]:
-    """Named grids (``--preset``)."""
-    from search_spaces.ehr import LAYERS, UNITS
-
-    return {
-        "diagnosenet": GridPreset(
+        return GridPreset(
             "diagnosenet", "ehr-mlp", ("ehr-mlp",), (("layers", LAYERS), ("units", UNITS)),
             {"lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768},
             GridConfig(epochs=40, patience=5, protocol="diagnosenet"), "synthetic-ehr",
-            "DiagnoseNET Table 4 / Fig. 4: hidden layers x units, Adam 0.001, <= 40 epochs, early stopping"),
-        "residual-lr-batch": GridPreset(
+            "DiagnoseNET Table 4 / Fig. 4: hidden layers x units, Adam 0.001, <= 40 epochs, early stopping")
+
+    @staticmethod
+    @preset()
+    def residual_lr_batch() -> "GridPreset":
+        """The compression thesis' Tables 2-5: the Hannun / DiagnoseNET residual ECG net, lr x batch size."""
+        return GridPreset(
             "residual-lr-batch", "ecg-hannun", ("ecg", "ecg-hannun"),
             (("lr", (0.01, 0.001)), ("batch_size", (16, 32, 64))), {"__fixed_pipeline__": "hannun"},
             GridConfig(epochs=40, patience=8, schedule="plateau"), "sample",
-            "Compression thesis Tables 2-5: Hannun/DiagnoseNET residual ECG net, lr x batch size"),
-    }
+            "Compression thesis Tables 2-5: Hannun/DiagnoseNET residual ECG net, lr x batch size")
 
 
 def get_preset(name: str, space: str | None = None) -> GridPreset:
-    """The preset ``name``; ConfigError when unknown or when ``space`` is not one it belongs to."""
-    known = presets()
-    if name not in known:
-        raise ConfigError("--preset", f"unknown grid preset {name!r} (known: {', '.join(known)})")
-    preset = known[name]
-    if space is not None and space not in preset.families:
-        raise ConfigError("--space", f"preset {name!r} is a grid over {' / '.join(preset.families)}, not {space!r}")
-    return preset
+    """The ``--preset`` ``name`` of :class:`GridPreset`; ConfigError when unknown or when ``space`` is not one it
+    belongs to."""
+    grid = named(GridPreset, name, "--preset")
+    if space is not None and space not in grid.families:
+        raise ConfigError("--space", f"preset {name!r} is a grid over {' / '.join(grid.families)}, not {space!r}")
+    return grid
 
 
 def parse_grid(items: Iterable[str]) -> list[tuple[str, tuple[Any, ...]]]:

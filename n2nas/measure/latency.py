@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from n2nas.presets import preset
+
 
 @dataclass(frozen=True)
 class LatencyConfig:
@@ -29,6 +31,7 @@ class LatencyConfig:
             raise ValueError("LatencyConfig.cpu_threads must be >= 1 or None")
 
     @staticmethod
+    @preset()
     def thorough() -> "LatencyConfig":
         """For reporting a final model's latency rather than ranking children."""
         return LatencyConfig(warmup=10, repeats=50, max_seconds=60.0)

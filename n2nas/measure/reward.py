@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,19 @@ class RewardConfig:
                 raise ConfigError(f"--{name.replace('_', '-')}", f"must be positive, got {value}")
 
     @staticmethod
-    def accuracy_only() -> "RewardConfig":
-        """The bare metric: no cost terms, no limits."""
-        return RewardConfig(flops_weight=0.0)
-
-    @staticmethod
+    @preset()
     def mnas(flops_target: float | None = None) -> "RewardConfig":
         """EfficientNet's soft FLOPs trade-off, w = -0.07 (the default)."""
         return RewardConfig(flops_weight=-0.07, flops_target=flops_target)
 
     @staticmethod
+    @preset("accuracy")
+    def accuracy_only() -> "RewardConfig":
+        """The bare metric: no cost terms, no limits."""
+        return RewardConfig(flops_weight=0.0)
+
+    @staticmethod
+    @preset()
     def mnas_latency(target_ms: float = 10.0) -> "RewardConfig":
         """MnasNet's original soft latency trade-off, w = -0.07 on measured latency, no FLOPs term."""
         return RewardConfig(flops_weight=0.0, latency_weight=-0.07, latency_target_ms=target_ms)
@@ -82,11 +86,6 @@ class RewardConfig:
     def resolved(self, default_flops: float) -> "RewardConfig":
         """This config with an unset FLOPs target replaced by ``default_flops``."""
         return self if self.flops_target is not None else replace(self, flops_target=float(default_flops))
-
-
-# --reward name -> RewardConfig
-REWARD_PRESETS = {"mnas": RewardConfig.mnas, "accuracy": RewardConfig.accuracy_only,
-                  "mnas-latency": RewardConfig.mnas_latency}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 
 from n2nas.data.splits import loss_class_weights
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.cost import ArchitectureCosts
@@ -76,11 +77,13 @@ class SharedTrainingConfig:
     shrink_steps: int = 300
 
     @staticmethod
+    @preset()
     def sandwich() -> "SharedTrainingConfig":
         """BigNAS's sandwich rule: largest + smallest + 2 random children per step, in-place distillation."""
         return SharedTrainingConfig(rule="sandwich")
 
     @staticmethod
+    @preset()
     def uniform() -> "SharedTrainingConfig":
         """One uniformly sampled single path per step (SPOS), whatever the space prefers."""
         return SharedTrainingConfig(rule="uniform")

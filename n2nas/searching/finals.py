@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.searching.screen import HalvingPlan, ScreenResult, steps_per_pass, successive_halving
 from n2nas.space import sample_key
 from n2nas.train.averaging import check_ema_decay
@@ -28,27 +29,25 @@ class FinalsConfig:
     ``survivors`` then train on to ``growth`` times that and are scored again (0: one rung). ``children=0`` ranks
     by shared-weight score alone.
 
-    Why a second rung: after three passes from scratch the finalists of a 60-min PhysioNet 2017 search spread over
-    0.49-0.62 validation F1, and such early scores favour small nets that converge fast over wider ones that end
-    higher after a full retrain. Nine passes for the best two, at about the first rung's cost again, come closer
-    to the retrain that follows (there they were 0.700 and 0.715). ``ema_decay`` (None: off) scores an
-    exponential moving average of each candidate's weights, as the retrain does.
+    Why a second rung: after three passes from scratch the finalists' scores spread widely, and such early scores
+    favour small nets that converge fast over wider ones that end higher after a full retrain. Nine passes for the
+    best two, at about the first rung's cost again, come closer to the retrain that follows
+    (docs/search.md#the-finals). ``ema_decay`` (None: off) scores an exponential moving average of each
+    candidate's weights, as the retrain does.
 
     ``capacity_tie``: of the last rung's finalists within this reward of the best, the one with the most
-    parameters is the result (0: the best score alone). Why: after nine passes the finalists of two 60-min
-    PhysioNet 2017 searches lay 0.010-0.015 apart, which is the epoch-to-epoch spread of one training run, while
-    the 30-min retrains that followed ordered the three pipelines by size: 422k parameters 0.792 validation /
-    0.800 test CinC F1, 313k 0.768 / 0.795, 211k 0.750 / 0.790. The larger net gains more from the retrain's
-    far longer training, and the reward (with any cost terms it has) already rates them equal.
+    parameters is the result (0: the best score alone). Why: after nine passes finalists lay within the
+    epoch-to-epoch spread of one training run, while the retrains that followed ordered them by size
+    (docs/search.md#the-finals). The larger net gains more from the retrain's far longer training, and the reward
+    (with any cost terms it has) already rates them equal.
 
     ``stretch``: with a time budget, the survivors' rung may train up to this many times its added steps to use
     what the reserve's safety margin (:data:`RESERVE_MARGIN`) left over (see :func:`successive_halving`).
 
     ``spread``: a token label (None: off); the finalists are first the best derived child of each value of that
     token, then the best of the rest. Why: shared weights can mis-rank whole families. In a 20-min diabetes130
-    search every one of the 12 derived MLPs' top three was *linear* (shared-weight macro AUROC 0.835-0.837 against
-    0.829 for the best relu child), so the finals never trained a relu MLP, which alone reached 0.874 validation
-    AUROC after 10 passes against 0.855 for the linear one.
+    search the derived MLPs' top three were all *linear*, so the finals never trained a relu MLP, which trained
+    alone beat the linear one (docs/ehr.md#the-ehr-cpu-preset).
 
     ``vary``: a token label (None: off), typically one the supernet cannot score and the search pins (dropout):
     the finals also train the best finalist with each other option of that token, so a decision that only
@@ -57,8 +56,8 @@ class FinalsConfig:
 
     ``carry_reference``: the reference trains in every rung whatever its first-rung rank, so a searched child is
     returned only when it beats the default architecture after the longest training the finals give. Why: on
-    PTB-XL the finals' first rung (3 passes) spread as widely as the whole field (0.878-0.907 validation macro
-    AUROC), while the default network, resnet-12's, was the better net after a full retrain in four runs."""
+    PTB-XL the finals' first rung (3 passes) spread as widely as the whole field, while the default network,
+    resnet-12's, was the better net after a full retrain in four runs (docs/12-lead.md#the-12-lead-preset)."""
 
     children: int = 3
     passes: float = 3.0
@@ -89,6 +88,7 @@ class FinalsConfig:
         return [n] + ([self.survivors] if 0 < self.survivors < n and self.growth > 1 else [])
 
     @staticmethod
+    @preset()
     def off() -> "FinalsConfig":
         """No finals: the best derive-phase child by shared-weight score is the result."""
         return FinalsConfig(children=0, reference=False)
@@ -161,9 +161,9 @@ def run_finals(config: FinalsConfig, runner, initial: dict[str, Any], candidates
 
 
 # The finals' reserve is their estimate times this: ``step_s`` is the mean step of sampled children, finalists are
-# often wider, and on a shared machine one epoch's timing varies. Without it a 60-min benchmark search reserved
-# 457 s, needed 474 s, and skipped the second rung. The derive phase may use the margin (it stops on the bare
-# estimate), and the survivors' rung stretches into what is left of it.
+# often wider, and on a shared machine one epoch's timing varies. Without it a 60-min benchmark search's finals
+# needed more than their reserve and skipped the second rung (docs/search.md#the-finals). The derive phase may use
+# the margin (it stops on the bare estimate), and the survivors' rung stretches into what is left of it.
 RESERVE_MARGIN = 1.25
 
 

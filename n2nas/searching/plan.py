@@ -78,8 +78,9 @@ def derive_stops(budget: Budget, derived: int, full_child_s: float, after_s: flo
     ``tried`` scorings in all (ok or failed; default ``derived``). It leaves what follows it (the finals and the
     family, ``after_s`` seconds) their time once it has
     ``finalists`` children (at least one) to hand them; before that it stops only when one more scoring would
-    overrun the budget: finals over too few children cannot choose. (A 20-min search on a busy machine had its
-    derive phase cut after one child by an over-estimated finals reserve, and the finals then used 118 of 480 s.)"""
+    overrun the budget: finals over too few children cannot choose. (An over-estimated finals reserve once cut a
+    20-min search's derive phase after one child, and the finals then used a fraction of it:
+    docs/search.md#the-derive-phase.)"""
     if derived >= max(1, finalists):
         return budget.derive_over(full_child_s + after_s)
     return (derived if tried is None else tried) > 0 and budget.derive_over(full_child_s)

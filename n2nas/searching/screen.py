@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 from n2nas.searching.checkpoint import load_checkpoint, save_checkpoint
 from n2nas.train.averaging import StateAverage, check_ema_decay
 
@@ -41,7 +42,8 @@ class ScreenConfig:
     first candidate (and wins ties), as the finals' reference is the default network; the other
     ``candidates - 1`` are the balanced draw; it is carried to every rung (see :attr:`HalvingPlan.carried`), down
     to a last rung where the best other candidate meets it alone. Why: in a 30-min PTB-XL search the default (12
-    leads) lost to 3 leads by 0.005 validation macro AUROC after three passes, less than one pass moves a score."""
+    leads) lost to 3 leads after three passes by less than one pass moves a score, and won after nine
+    (docs/12-lead.md#the-12-lead-preset)."""
 
     candidates: int = 9
     keep: float = 1 / 3
@@ -62,6 +64,7 @@ class ScreenConfig:
         check_ema_decay("screen.ema_decay", self.ema_decay)
 
     @staticmethod
+    @preset()
     def off() -> "ScreenConfig":
         """No screen: preprocessing is searched through shared weights like every other token."""
         return ScreenConfig(candidates=0)
@@ -177,19 +180,19 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
     come back from the trial log through ``score``). ``time_left()`` is the remaining seconds (None: no time
     limit); a later rung whose measured cost would not fit is skipped and the best so far wins, and within a rung
     a candidate that would not fit at the step times measured so far is not started (the rung ranks those
-    trained). Why: a 4-min demo search on a loaded machine started every finalist of its first rung and ended
-    at 5:34.
+    trained). Why: a 4-min demo search on a loaded machine started every finalist of its first rung and overran
+    its budget (docs/search.md#the-screen).
 
     With ``plan.ema_decay``, a candidate is scored with an exponential moving average of its weights
     (:class:`~n2nas.train.averaging.StateAverage`, folded in every 8 steps) and trains on from its raw weights. Why:
     a few passes at the shared stage's learning rate leave the raw weights in a noisy place (consecutive epochs of
-    one net differ by up to 0.1 validation F1 on PhysioNet 2017), and the rung ranks candidates that differ by less.
+    one net differ by more than the candidates of a rung do; docs/search.md#the-screen).
 
     ``plan.stretch`` > 1 lets the last rung (when there are several) use the time left: its survivors train up to
     ``stretch`` times the steps the rung adds, all by the same factor, as far as 90% of ``time_left()`` covers at
-    each survivor's own measured step time (in a 60-min search one survivor had 7x the other's FLOPs, and a
-    step time averaged over the rung let the search run 33 s over). Why: a reserve estimated with a safety margin otherwise ends the search early (a 60-min
-    search reserved 594 s for its finals, used 425 s, and stopped 171 s before its budget).
+    each survivor's own measured step time (survivors can differ several-fold in FLOPs, and a step time averaged
+    over the rung let a search overrun). Why: a reserve estimated with a safety margin otherwise ends the search
+    early (docs/search.md#the-screen).
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial

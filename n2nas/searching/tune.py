@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from n2nas.errors import ConfigError
+from n2nas.presets import preset
 
 try:  # Ray is an optional extra; without it only importing this module's names fails, never n2nas itself
     from ray.tune.search import Searcher as _Searcher
@@ -47,6 +48,13 @@ class TuneConfig:
     fixed: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
+    @preset()
+    def default() -> "TuneConfig":
+        """8 trials x 3 epochs x 20 steps."""
+        return TuneConfig()
+
+    @staticmethod
+    @preset()
     def smoke() -> "TuneConfig":
         """Seconds per trial: for tests and trying the command out."""
         return TuneConfig(trials=2, epochs=1, steps_per_epoch=2, concurrent=2)
