@@ -157,19 +157,6 @@ def test_a_later_rung_outranks_an_earlier_higher_score():
     assert [t["sample"]["window"] for t in ranked_finals(trials)] == ["c", "b", "a"]
 
 
-def test_within_the_capacity_tie_the_finalist_with_most_parameters_wins():
-    def sized(step, window, reward, params):
-        return {**_trial(step, "final", window, reward), "params": params}
-
-    trials = [sized(0, "a", 0.60, 900), sized(1, "b", 0.55, 100), sized(2, "c", 0.50, 500),
-              sized(3, "b", 0.715, 100), sized(4, "c", 0.700, 500)]  # a: dropped after the first rung
-    assert [t["sample"]["window"] for t in ranked_finals(trials)] == ["b", "c", "a"]
-    assert [t["sample"]["window"] for t in ranked_finals(trials, 0.02)] == ["c", "b", "a"]
-    assert [t["sample"]["window"] for t in ranked_finals(trials, 0.01)] == ["b", "c", "a"]  # 0.015 apart: no tie
-    with pytest.raises(ConfigError, match="capacity_tie"):
-        FinalsConfig(capacity_tie=-0.1)
-
-
 def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
     config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
                      reward_records=8, derive_children=3, top_k=3, device="cpu",
@@ -184,9 +171,13 @@ def test_the_best_trained_finalist_is_the_best_pipeline(tiny_data, tmp_path):
     assert len(final) == first + (2 if first == 3 else 0)  # the best two of three are trained on and rescored
     best = json.loads((tmp_path / "run" / "best_pipeline.json").read_text())
     last_rung = final[first:] or final
-    top = max(last_rung, key=lambda t: (t["reward"], -t["step"]))
-    tied = [t for t in last_rung if t["reward"] >= top["reward"] - config.finals.capacity_tie]
-    top = max(tied, key=lambda t: (t["params"], t["reward"]))  # within the tie, the larger net
+    # the noise rule: the cheapest finalist of the last rung whose interval against the best reaches 0
+    pick = json.loads((tmp_path / "run" / "comparisons.json").read_text())["pick"]
+    assert sorted(c["key"] for c in pick["candidates"]) == sorted(t["step"] for t in last_rung)
+    within = [c for c in pick["candidates"] if c["interval"][1] >= 0]
+    cheapest = min(within, key=lambda c: (c["flops_per_record"], c["params"], -c["score"]))
+    assert [c["key"] for c in pick["candidates"] if c["picked"]] == [cheapest["key"]]
+    top = next(t for t in last_rung if t["step"] == cheapest["key"])
     assert best["sample"] == top["sample"]
     assert json.loads(json.dumps(result.best(1)[0].sample)) == top["sample"]
     assert not (tmp_path / "run" / "checkpoint" / "final").exists()

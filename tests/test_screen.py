@@ -236,7 +236,14 @@ def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, 
 
     top_two = sorted(screen[:4], key=lambda t: (-t["reward"], t["step"]))[:2]
     assert [setting(t) for t in screen[4:]] == [setting(t) for t in top_two]
-    winner = setting(best(screen[4:]))
+    # the winner by the noise rule: the cheaper of the last rung's two unless the other beats it beyond the noise
+    comparison = json.loads((tmp_path / "run" / "comparisons.json").read_text())["screen"]["candidates"]
+    assert sorted(c["key"] for c in comparison) == [4, 5]
+    within = [c for c in comparison if c["interval"][1] >= 0]
+    assert any(c["key"] == best(screen[4:])["step"] for c in within)  # the best is always within its own noise
+    picked = min(within, key=lambda c: (c["flops_per_record"], c["params"], -c["score"]))
+    assert [c["key"] for c in comparison if c["picked"]] == [picked["key"]]
+    winner = setting(screen[picked["key"]])
     later = [t for t in result.trials if t["phase"] != "screen"]
     assert later and all({k: t["sample"][k] for k in keys} == winner for t in later)
     assert not (tmp_path / "run" / "checkpoint" / "screen").exists()

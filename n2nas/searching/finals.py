@@ -35,11 +35,8 @@ class FinalsConfig:
     (docs/search.md#the-finals). ``ema_decay`` (None: off) scores an exponential moving average of each
     candidate's weights, as the retrain does.
 
-    ``capacity_tie``: of the last rung's finalists within this reward of the best, the one with the most
-    parameters is the result (0: the best score alone). Why: after nine passes finalists lay within the
-    epoch-to-epoch spread of one training run, while the retrains that followed ordered them by size
-    (docs/search.md#the-finals). The larger net gains more from the retrain's far longer training, and the reward
-    (with any cost terms it has) already rates them equal.
+    Which finalist of the last rung is the result is decided by the noise rule (:mod:`n2nas.searching.noise`): the
+    cheapest whose validation score is within the paired-bootstrap noise of the best.
 
     ``stretch``: with a time budget, the survivors' rung may train up to this many times its added steps to use
     what the reserve's safety margin (:data:`RESERVE_MARGIN`) left over (see :func:`successive_halving`).
@@ -66,7 +63,6 @@ class FinalsConfig:
     survivors: int = 2
     growth: float = 3.0
     ema_decay: float | None = 0.998
-    capacity_tie: float = 0.02
     stretch: float = 2.0
     spread: str | None = None
     vary: str | None = None
@@ -78,8 +74,6 @@ class FinalsConfig:
                                         "required")
         if not self.stretch >= 1:
             raise ConfigError("finals.stretch", f"must be >= 1, got {self.stretch}")
-        if not self.capacity_tie >= 0:
-            raise ConfigError("finals.capacity_tie", f"must be >= 0, got {self.capacity_tie}")
         check_ema_decay("finals.ema_decay", self.ema_decay)
 
     def rungs(self, n: int) -> list[int]:

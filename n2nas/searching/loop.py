@@ -180,7 +180,7 @@ class SearchConfig:
                             controller_steps=2, children_per_step=4, derive_children=12, derive_top=4,
                             screen=ScreenConfig.off(), reward=RewardConfig.accuracy_only(),
                             shared=SharedTrainingConfig(reward_metric="macro_auroc"),
-                            finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0, capacity_tie=0.005,
+                            finals=FinalsConfig(passes=5.0, survivors=3, growth=3.0,
                                                 vary="dropout"),
                             fixed={"activation": "relu"}, retrain_options=("--epochs", "30", "--class-weight", "0.5"))
 

@@ -232,11 +232,26 @@ def screen(state: SearchState) -> None:
 
     config = state.config
     if state.winner is None and state.resumed is None:
+        scored: dict[str, int] = {}  # each screened sample's latest trial step
+
+        def score(sample):
+            scored[sample_key(sample)] = state.step
+            return state.score([sample], state.reward_idx, "screen")[0]
+
+        def pick(last_rung) -> int | None:
+            trials = [state.log.get(scored[sample_key(r["sample"])]) for r in last_rung]
+            ok = [t for t in trials if t is not None and t["status"] == "ok" and t["reward"] is not None]
+            default = sample_key(state.space.default_sample())
+            picked = state.pick_within_noise(ok, state.reward_idx, "screen",
+                                             {t["step"]: "default" for t in ok if sample_key(t["sample"]) == default})
+            if picked is None:
+                return None
+            return next(r["candidate"] for r in last_rung if sample_key(r["sample"]) == sample_key(picked["sample"]))
+
         with state.clock("screen"):
             screened = screen_search(config.screen, state.runner, state.space, state.space_def, state.ctx,
                                      state.budget, config.seed, state.progress,
-                                     state.run_dir / "checkpoint" / "screen",
-                                     lambda sample: state.score([sample], state.reward_idx, "screen")[0])
+                                     state.run_dir / "checkpoint" / "screen", score, pick)
         if screened is not None:
             state.winner, state.screen_s = screened.winner, state.budget.elapsed
             state.runner.load_state_dict(screened.state)

@@ -155,7 +155,7 @@ class ScreenResult:
 
 def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: list[dict[str, Any]],
                steps_per_pass: int, score: Callable[[dict[str, Any]], float | None], folder: Path,
-               time_left: Callable[[], float | None]) -> ScreenResult:
+               time_left: Callable[[], float | None], pick=None) -> ScreenResult:
     """The screen of :class:`ScreenConfig` over ``candidates`` (preprocessing dicts laid over the sample ``base``);
     the rung that would hold one candidate is left to the weight-shared stage. See :func:`successive_halving`."""
     sizes = rung_sizes(len(candidates), config.keep)
@@ -164,12 +164,13 @@ def run_screen(config: ScreenConfig, runner, base: dict[str, Any], candidates: l
                        first_steps=int(round(max(config.first_passes * steps_per_pass, config.min_steps))),
                        growth=config.growth, ema_decay=config.ema_decay,
                        carried=0 if config.default_candidate else None)
-    return successive_halving(runner, plan, base, candidates, score, folder, time_left)
+    return successive_halving(runner, plan, base, candidates, score, folder, time_left, pick=pick)
 
 
 def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidates: list[dict[str, Any]],
                        score: Callable[[dict[str, Any]], float | None], folder: Path,
-                       time_left: Callable[[], float | None], initial: dict[str, Any] | None = None) -> ScreenResult:
+                       time_left: Callable[[], float | None], initial: dict[str, Any] | None = None,
+                       pick: Callable[[list[dict[str, Any]]], int | None] | None = None) -> ScreenResult:
     """Train each of ``candidates`` (dicts laid over the sample ``base``) on its own copy of the runner's weights,
     starting from ``initial`` (default: the runner's state now): rung ``r`` keeps the best ``plan.sizes[r]`` and
     trains each to ``plan.first_steps * plan.growth**r`` steps (times ``plan.scale[i]`` for candidate ``i``, e.g.
@@ -193,6 +194,9 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
     each survivor's own measured step time (survivors can differ several-fold in FLOPs, and a step time averaged
     over the rung let a search overrun). Why: a reserve estimated with a safety margin otherwise ends the search
     early (docs/search.md#the-screen).
+
+    ``pick(last_rung)`` (optional) chooses the winner among the last rung's results (each with its ``candidate``
+    index and ``sample``), or returns None to keep the best reward; the search passes the noise rule.
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = runner.state_dict() if initial is None else initial
@@ -290,6 +294,9 @@ def successive_halving(runner, plan: HalvingPlan, base: dict[str, Any], candidat
                                                     math.isfinite(r["reward"]) else -math.inf), r["candidate"]))
         alive = [r["candidate"] for r in ranked]
     best = alive[0]
+    if pick is not None and rungs:  # the last rung's winner by a rule of the caller's (the noise rule)
+        chosen = pick([{**r, "sample": {**base, **candidates[r["candidate"]]}} for r in rungs[-1]])
+        best = best if chosen is None else chosen
     state = load(best)
     return ScreenResult(winner=dict(candidates[best]), state=state if state is not None else initial, rungs=rungs,
                         seconds=time.monotonic() - started)
@@ -301,7 +308,7 @@ def steps_per_pass(space_def, sample: dict[str, Any], ctx) -> int:
 
 
 def screen_search(config: ScreenConfig, runner, space, space_def, ctx, budget, seed: int, progress, folder: Path,
-                  score: Callable[[dict[str, Any]], float | None]) -> ScreenResult | None:
+                  score: Callable[[dict[str, Any]], float | None], pick=None) -> ScreenResult | None:
     """A search's stage one: the winning preprocessing and its trained runner state, or None when nothing is
     screened (screen off, preprocessing pinned, or a space without preprocessing). ``budget`` caps it at
     ``max_share`` of a time budget."""
@@ -319,4 +326,4 @@ def screen_search(config: ScreenConfig, runner, space, space_def, ctx, budget, s
 
     progress.phase("preprocessing screen")
     return run_screen(config, runner, base, candidates, steps_per_pass(space_def, base, ctx), score, folder,
-                      time_left)
+                      time_left, pick)
