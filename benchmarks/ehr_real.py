@@ -18,11 +18,20 @@ exactly these training and validation rows, and the grid's cells get the same va
   choice adds from what the retrain recipe adds;
 - LogisticRegression (lbfgs, multinomial, C=1, on the sparse matrix);
 - HistGradientBoostingClassifier (early stopping on 10% of the training rows), which needs a dense matrix: it
-  gets a dense copy of the training rows only (the benchmark's baseline, not the n2nas path).
+  gets a dense copy of the training rows only (the benchmark's baseline, not the n2nas path);
+- ``--pipeline NAME=FILE``: an ``ehr-mlp-small`` pipeline JSON retrained like the searched MLP;
+- with a family (``--flops-targets``): each member folder of the search as written (inherited, and fine-tuned when
+  the search fine-tuned it) and, with ``--retrain-members``, each member retrained like the searched MLP.
+
+``--retrain-seeds`` retrains every MLP row once per seed (initialisation and batch order; the split stays
+``--seed``'s) and compares seed means; ``--parallel`` runs those retrains side by side in processes.
 
 Scores on the test patients: accuracy, macro F1, macro AUROC (one-vs-rest, classes absent from the test rows
 left out), then the searched MLP's macro AUROC minus each other row's on the same test encounters with a paired
-bootstrap 95% interval. Also prints the cold and warm read times of the table (parse + encode, then the cache).
+bootstrap 95% interval, then the Pareto table of every row (:func:`benchmarks.scoring.pareto_table`; FLOPs per
+encounter; logistic regression counted as the dense linear layer it is, the boosted trees have no FLOPs), drawn as
+``report.png`` in ``--out`` (one panel per target). Also prints the cold and warm read times of the table (parse +
+encode, then the cache), each wall-clock figure with the load average at its start and end.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/ehr_real.py --data ../shared/data/diabetes130 \\
         --targets chapter,readmitted30 --search-minutes 20 --epochs 15 --cell-minutes 4 --retrain-epochs 30
@@ -42,13 +51,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import n2nas  # noqa: E402
+from benchmarks.common import add_options, finish_options, load_avg, load_span, member_rows, run_jobs  # noqa: E402
+from benchmarks.common import search_config  # noqa: E402
+from benchmarks.scoring import (by_row, folder_cost, format_pareto, function_latency_ms, module_cost,  # noqa: E402
+                                paired_gap, pareto_table, plot_pareto, print_seed_spread)
 from n2nas.data.ehr import EHRDataset  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import Split  # noqa: E402
 from n2nas.data.table import fit_on_training  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
+from n2nas.evaluation import predict  # noqa: E402
 from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
-from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
+from n2nas.metrics import evaluate_predictions, macro_auroc_ranks  # noqa: E402
+from n2nas.searching.family import read_family  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.rows import predict_rows, split_indices  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -71,7 +87,7 @@ def benchmark_split(ds: EHRDataset, config: SearchConfig, seed: int) -> tuple[np
 
 
 def shown(row: dict) -> dict:
-    """A row without its test probabilities (kept for :func:`paired_gaps`), for logs and the report."""
+    """A row without its test probabilities (kept for the gaps and the Pareto table), for logs and the report."""
     return {k: v for k, v in row.items() if k != "probs"}
 
 
@@ -84,15 +100,17 @@ def check_search_split(run_dir: Path, seen_idx: np.ndarray, train_idx: np.ndarra
 
 
 def read_times(spec: str) -> dict[str, float]:
-    """Cold (fresh cache: parse + encode + store) and warm (cache) seconds of ``load_dataset(spec)``."""
+    """Cold (fresh cache: parse + encode + store) and warm (cache) seconds of ``load_dataset(spec)``, and the load
+    average at start and end."""
     root = Path(tempfile.mkdtemp(prefix="n2nas-read-"))
+    load0 = load_avg()
     try:
         start = time.perf_counter()
         load_dataset(spec, cache_root=root)
         cold = time.perf_counter() - start
         start = time.perf_counter()
         load_dataset(spec, cache_root=root)
-        return {"cold_s": round(cold, 2), "warm_s": round(time.perf_counter() - start, 3)}
+        return {"cold_s": round(cold, 2), "warm_s": round(time.perf_counter() - start, 3), "load": (load0, load_avg())}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -105,24 +123,25 @@ def rows_of(ds: EHRDataset, idx: np.ndarray, tag: str) -> EHRDataset:
 
 def scores(probs: np.ndarray, y: np.ndarray, classes) -> dict[str, float]:
     """Accuracy, macro F1 and macro AUROC of single-label probabilities (and the probabilities, as ``probs``, for
-    :func:`paired_gaps`; dropped from the report)."""
+    the gaps and the Pareto table; dropped from the report)."""
     m = evaluate_predictions(probs, y, classes, False)
     return {**{k: m[k] for k in ("accuracy", "macro_f1", "macro_auroc")}, "probs": probs}
 
 
-def paired_gaps(rows: list[dict], y: np.ndarray, n_classes: int, log) -> list[dict]:
-    """The first row's (the searched MLP's) test macro AUROC minus each other row's, with a paired bootstrap 95%
-    interval over the test encounters (:func:`n2nas.metrics.paired_bootstrap`)."""
-    onehot = np.eye(n_classes, dtype=bool)
+def auroc_of(probs, labels) -> float:
+    """Macro AUROC (one-vs-rest, rank-based) of single-label probabilities against class indices."""
+    probs = np.asarray(probs)
+    return macro_auroc_ranks(np.eye(probs.shape[-1], dtype=bool)[labels], probs)
 
-    def auroc(probs, labels):
-        return macro_auroc_ranks(onehot[labels], probs)
 
+def paired_gaps(rows: dict[str, dict], first: str, log, n_resamples: int = 1000) -> list[dict]:
+    """Row ``first``'s (the searched MLP's) test macro AUROC minus each other row's (seed means), with a paired
+    bootstrap 95% interval over the test encounters (:func:`benchmarks.scoring.paired_gap`)."""
     gaps = []
-    for row in rows[1:]:
-        gap = paired_bootstrap(auroc, rows[0]["probs"], row["probs"], y, n_resamples=1000)
-        gaps.append({"minus": row["method"], **gap})
-        log(f"gap: {gaps[-1]}")
+    for name, row in rows.items():
+        if name != first:
+            gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples)})
+            log(f"gap: {gaps[-1]}")
     return gaps
 
 
@@ -134,14 +153,14 @@ def baselines(ds: EHRDataset, train_idx, test_idx, seed: int, log) -> list[dict]
     y = ds.label_indices()
     present = np.unique(y[train_idx])  # a class with no training row cannot be a column of predict_proba
     out = []
-    start = time.perf_counter()
+    load0, start = load_avg(), time.perf_counter()
     lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(ds.X[train_idx], y[train_idx])
     secs = time.perf_counter() - start
-    out.append({"method": "LogisticRegression", "train_s": secs, "size": f"{lr.coef_.size + lr.intercept_.size} "
-                "params", **scores(_full(lr.predict_proba(ds.X[test_idx]), present, len(ds.classes)),
-                                   y[test_idx], ds.classes)})
+    out.append({"method": "LogisticRegression", "train_s": secs, "load": (load0, load_avg()),
+                "size": f"{lr.coef_.size + lr.intercept_.size} params", "cost": linear_cost(lr, ds.n_features),
+                **scores(_full(lr.predict_proba(ds.X[test_idx]), present, len(ds.classes)), y[test_idx], ds.classes)})
     log(f"logistic regression: {shown(out[-1])}")
-    start = time.perf_counter()
+    load0, start = load_avg(), time.perf_counter()
     dense = ds.X[train_idx].toarray()  # HGB takes dense input: the training rows only, for this baseline
     hgb = HistGradientBoostingClassifier(max_iter=300, early_stopping=True, validation_fraction=0.1,
                                          n_iter_no_change=10, random_state=seed).fit(dense, y[train_idx])
@@ -150,10 +169,20 @@ def baselines(ds: EHRDataset, train_idx, test_idx, seed: int, log) -> list[dict]
     trees = hgb.n_iter_ * (1 if len(present) == 2 else len(present))
     probs = np.concatenate([hgb.predict_proba(ds.X[test_idx[s:s + 4096]].toarray())
                             for s in range(0, len(test_idx), 4096)])
-    out.append({"method": "HistGradientBoosting", "train_s": secs, "size": f"{trees} trees",
+    no_flops = {"params": None, "flops_per_record": None,  # trees compare, they do not multiply
+                "latency_ms": function_latency_ms(hgb.predict_proba, ds.n_features)}
+    out.append({"method": "HistGradientBoosting", "train_s": secs, "load": (load0, load_avg()),
+                "size": f"{trees} trees", "cost": no_flops,
                 **scores(_full(probs, present, len(ds.classes)), y[test_idx], ds.classes)})
     log(f"gradient boosting: {shown(out[-1])}")
     return out
+
+
+def linear_cost(lr, n_features: int) -> dict:
+    """Logistic regression as the dense linear layer it computes: params, FLOPs and CPU latency per encounter."""
+    import torch
+
+    return module_cost(torch.nn.Linear(n_features, lr.coef_.shape[0]), (n_features,))
 
 
 def _full(probs: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
@@ -208,66 +237,149 @@ def retrained(fitted: EHRDataset, sample: dict, metric: str, train_idx, val_idx,
             **scores(probs, fitted.label_indices()[test_idx], fitted.classes)}
 
 
-def searched(fitted: EHRDataset, config: SearchConfig, train_idx, val_idx, test_idx, args, out: Path,
-             log) -> tuple[dict, dict]:
-    """ENAS on the training + validation rows only (its own split of them checked to be the benchmark's), then the
-    best pipeline retrained from scratch the way ``n2nas retrain`` does, keeping the epoch best on the search's
-    own reward metric."""
+def mlp_job(fitted: EHRDataset, sample: dict, metric: str, idx: tuple, args, seed: int) -> dict:
+    """:func:`retrained` with retrain seed ``seed`` (the split stays ``--seed``'s), with the load average at its
+    start and end."""
+    load0 = load_avg()
+    row = retrained(fitted, sample, metric, *idx, argparse.Namespace(**{**vars(args), "seed": seed}))
+    return {**row, "load": (load0, load_avg())}
+
+
+def mlp_cost(sample: dict, n_features: int, n_classes: int) -> dict:
+    """Params, FLOPs and CPU latency per encounter of an ``ehr-mlp-small`` sample's network."""
+    space = get_space(SPACE)
+    model = space.build_child({**space.space.default_sample(), **sample}, n_features, n_classes)
+    return module_cost(model, (n_features,))
+
+
+def searched(fitted: EHRDataset, config: SearchConfig, train_idx, val_idx, args, out: Path, log) -> dict:
+    """ENAS on the training + validation rows only (its own split of them checked to be the benchmark's): its best
+    sample, the reward metric (which the retrains keep their best epoch on), run folder, family and minutes."""
     seen_idx = np.sort(np.concatenate([train_idx, val_idx]))
     seen = rows_of(fitted, seen_idx, "search")
     config = dataclasses.replace(config, budget_minutes=args.search_minutes, seed=args.seed, device="cpu")
-    start = time.perf_counter()
+    load0, start = load_avg(), time.perf_counter()
     result = search(seen, config, out=out / f"search-{int(time.time())}")
     search_s = time.perf_counter() - start
     check_search_split(result.run_dir, seen_idx, train_idx, val_idx)
     best = result.best(1)[0]
     metric = best.scores.get("metric_name") or "macro_f1"
     log(f"search: {len(result.trials)} trials in {search_s:.0f} s, best {best.sample} ({metric})")
-    s = best.sample
-    row = {"method": f"searched MLP ({s['layers']} x {s['units']} {s['activation']}, dropout {s['dropout']})",
-           **retrained(fitted, s, metric, train_idx, val_idx, test_idx, args)}
-    return row, {"search_s": round(search_s, 1), "trials": len(result.trials), "sample": s, "metric": metric,
-                 "run_dir": str(result.run_dir)}
+    return {"search_s": round(search_s, 1), "load": (load0, load_avg()), "trials": len(result.trials),
+            "sample": best.sample, "metric": metric, "run_dir": str(result.run_dir),
+            "family": read_family(result.run_dir)}
 
 
 def print_table(target: str, rows: list[dict]) -> None:
-    """One fixed-width table."""
+    """One fixed-width table: a line per row and retrain seed."""
     print(f"\n== {target} ==")
-    print(f"{'method':44s} {'accuracy':>8s} {'macro F1':>8s} {'macro AUROC':>11s} {'train s':>8s}  params/trees")
+    print(f"{'method':52s} {'accuracy':>8s} {'macro F1':>8s} {'macro AUROC':>11s} {'train s':>8s} {'load':>14s}"
+          "  params/trees")
     for r in rows:
-        print(f"{r['method']:44s} {r['accuracy']:8.4f} {r['macro_f1']:8.4f} {r['macro_auroc']:11.4f} "
-              f"{r['train_s']:8.1f}  {r['size']}")
+        print(f"{r['method']:52s} {r['accuracy']:8.4f} {r['macro_f1']:8.4f} {r['macro_auroc']:11.4f} "
+              f"{r['train_s']:8.1f} {load_span(r['load']):>14s}  {r['size']}")
 
 
-def print_gaps(gaps: list[dict]) -> None:
+def print_gaps(gaps: list[dict], first: str) -> None:
     """The searched MLP's test macro AUROC minus each other row's, with its 95% interval."""
-    print("searched MLP's test macro AUROC minus each row's (paired bootstrap over test encounters, 95% interval):")
+    print(f"{first}'s test macro AUROC minus each row's (seed means; paired bootstrap over test encounters, 95%):")
     for g in gaps:
-        print(f"  {g['minus']:44s} {g['difference']:+.4f}  [{g['low']:+.4f}, {g['high']:+.4f}]")
+        print(f"  {g['minus']:52s} {g['difference']:+.4f}  [{g['low']:+.4f}, {g['high']:+.4f}]")
+
+
+def mlp_name(prefix: str, s: dict) -> str:
+    """A row name that shows the MLP's shape."""
+    return f"{prefix} ({s.get('layers')} x {s.get('units')} {s.get('activation', 'relu')}, dropout {s.get('dropout')})"
+
+
+def run_target(target: str, args, out: Path, skip: set, log) -> tuple[dict, list[dict]]:
+    """Every row of one target: ``(report entry, Pareto table)``."""
+    load_start = load_avg()
+    ds = load_dataset(f"diabetes130:{args.folder},{target}")
+    config = search_config(args, SearchConfig.ehr_cpu())
+    train_idx, val_idx, test_idx = benchmark_split(ds, config, args.seed)
+    shared = set(ds.groups[train_idx]) & set(ds.groups[test_idx])
+    assert not shared, f"{len(shared)} patients on both sides"
+    fitted = fit_on_training(ds, train_idx)
+    y_test, idx = fitted.label_indices()[test_idx], (train_idx, val_idx, test_idx)
+    n_in, n_out = fitted.n_features, len(fitted.classes)
+    log(f"{target}: {len(ds)} rows, {fitted.n_features} features, train/val/test {len(train_idx)}/"
+        f"{len(val_idx)}/{len(test_idx)} rows, {len(np.unique(ds.groups[test_idx]))} test patients")
+    single, mlps, kinds, costs, extra = {}, {}, {}, {}, {}  # rows without and with retrain seeds
+    metric = "macro_auroc"
+    if "search" not in skip:
+        extra["search"] = found = searched(fitted, config, train_idx, val_idx, args, out / target, log)
+        metric = found["metric"]
+        name = mlp_name("searched MLP", found["sample"])
+        mlps[name], kinds[name] = found["sample"], "search"
+        test_rows = rows_of(fitted, test_idx, "test")
+        for label, entry in (m for member in found["family"] for m in member_rows(
+                f"member {member['name'].removeprefix('flops-')}", member).items()):
+            probs, _ = predict(entry["model_dir"], test_rows)
+            single[label] = {"method": label, "train_s": 0.0, "load": (load_avg(), load_avg()), "size": "folder",
+                             **scores(probs, y_test, fitted.classes)}
+            kinds[label], costs[label] = entry["kind"], folder_cost(entry["model_dir"], 30.0)
+        if args.retrain_members:
+            for member in found["family"]:
+                name = f"member {member['name'].removeprefix('flops-')} retrained"
+                mlps[name] = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json").sample
+                kinds[name] = "retrained"
+    if "grid" not in skip:
+        load0 = load_avg()
+        row, extra["grid"] = grid_best(ds, args, val_share(config), out / target / "grid", log)
+        single[row["method"]] = {**row, "load": (load0, load_avg())}
+        kinds[row["method"]], costs[row["method"]] = "reference", mlp_cost(extra["grid"]["best_sample"], n_in, n_out)
+        if "search" not in skip:  # the grid's best shape retrained like the searched MLP: what the search adds
+            cell = extra["grid"]["best_sample"]
+            name = f"grid's best cell, n2nas retrain ({cell['layers']} x {cell['units']})"
+            mlps[name], kinds[name] = cell, "reference"
+    for name, pipeline in args.extra_rows.items():
+        mlps[name], kinds[name] = pipeline["sample"], "pipeline"
+    done = run_jobs({(name, s): (mlp_job, (fitted, sample, metric, idx, args, s))
+                     for name, sample in mlps.items() for s in args.seeds}, args.parallel, args.threads)
+    costs.update({name: mlp_cost(sample, n_in, n_out) for name, sample in mlps.items()})
+    if "baselines" not in skip:
+        for row in baselines(fitted, train_idx, test_idx, args.seed, log):
+            single[row["method"]], kinds[row["method"]], costs[row["method"]] = row, "reference", row.pop("cost")
+    lines = [{**r, "method": name + (f" s{s}" if len(args.seeds) > 1 else "")} for (name, s), r in done.items()]
+    lines += list(single.values())
+    print_table(target, lines)
+    results = {key: {"pred": r["probs"], "y": y_test, "test": r} for key, r in done.items()}
+    results.update({(name, args.seed): {"pred": r["probs"], "y": y_test, "test": r} for name, r in single.items()})
+    rows = by_row(results, "macro_auroc", kinds)
+    if len(args.seeds) > 1:
+        print_seed_spread(rows, "test macro AUROC", width=52)
+    first = next((name for name, kind in kinds.items() if kind == "search"), None)
+    if first:
+        extra["paired_gaps"] = paired_gaps(rows, first, log)
+        print_gaps(extra["paired_gaps"], first)
+    table = pareto_table(rows, auroc_of, costs)
+    print(format_pareto(table, "AUROC", "row", f"{target}, seed mean over the retrain seeds of each MLP row"))
+    print(f"  CPU latency measured during this target, at {load_span((load_start, load_avg()))}")
+    return {"rows": [shown(r) for r in lines], **extra, "n_test": int(len(test_idx)), "n_features": n_in,
+            "pareto": table}, table
 
 
 def main() -> None:
-    """Read times, then one table per target."""
+    """Read times, then one table per target and the Pareto tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data/diabetes130")
+    add_options(ap, data="../shared/data/diabetes130", data_flag="--data", search_minutes=20.0, epochs=30,
+                epochs_flag="--retrain-epochs", retrain_cap=False, threads=1, out="runs/bench-ehr-real")
     ap.add_argument("--targets", default="chapter,readmitted30")
-    ap.add_argument("--search-minutes", type=float, default=20.0)
     ap.add_argument("--units", default="64,256,512")
     ap.add_argument("--layers", default="2,4")
     ap.add_argument("--epochs", type=int, default=20, help="epochs of each grid cell (DiagnoseNET's protocol)")
     ap.add_argument("--cell-minutes", type=float, default=None,
                     help="wall-time cap of each grid cell (DiagnoseNET's protocol; default: none)")
-    ap.add_argument("--retrain-epochs", type=int, default=30,
-                    help="epoch budget of the searched MLP's retrain (and of the grid cell retrained like it)")
     ap.add_argument("--retrain-patience", type=int, default=8,
                     help="the retrain stops after this many epochs without a better validation score")
     ap.add_argument("--class-weight", type=float, default=0.0,
                     help="power of the balanced class weights in the MLP retrains' loss (0 off, 0.5 sqrt, 1 balanced)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: search, grid, baselines")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="runs/bench-ehr-real")
-    args = ap.parse_args()
+    args = finish_options(ap, ap.parse_args())
+    for name, pipeline in args.extra_rows.items():
+        if pipeline["space"] != SPACE:
+            ap.error(f"--pipeline {name}: an {SPACE} pipeline is needed, got space {pipeline['space']!r}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -277,44 +389,17 @@ def main() -> None:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    times = read_times(f"diabetes130:{args.data},chapter")
-    print(f"read + encode {times['cold_s']} s cold, {times['warm_s']} s warm (cache)")
-    report = {"read": times, "targets": {}}
+    print(f"load average at start {load_avg():.1f}; MLP retrains: {args.retrain_epochs} epochs each (no wall cap), "
+          f"retrain seed(s) {','.join(map(str, args.seeds))}")
+    times = read_times(f"diabetes130:{args.folder},chapter")
+    print(f"read + encode {times['cold_s']} s cold, {times['warm_s']} s warm (cache) ({load_span(times['load'])})")
+    report, tables = {"read": times, "targets": {}}, {}
     for target in args.targets.split(","):
-        ds = load_dataset(f"diabetes130:{args.data},{target}")
-        config = SearchConfig.ehr_cpu()
-        train_idx, val_idx, test_idx = benchmark_split(ds, config, args.seed)
-        shared = set(ds.groups[train_idx]) & set(ds.groups[test_idx])
-        assert not shared, f"{len(shared)} patients on both sides"
-        fitted = fit_on_training(ds, train_idx)
-        log(f"{target}: {len(ds)} rows, {fitted.n_features} features, train/val/test {len(train_idx)}/"
-            f"{len(val_idx)}/{len(test_idx)} rows, {len(np.unique(ds.groups[test_idx]))} test patients")
-        rows, extra = [], {}
-        if "search" not in skip:
-            row, extra["search"] = searched(fitted, config, train_idx, val_idx, test_idx, args, out / target, log)
-            rows.append(row)
-            log(f"searched: {shown(row)}")
-        if "grid" not in skip:
-            row, extra["grid"] = grid_best(ds, args, val_share(config), out / target / "grid", log)
-            rows.append(row)
-            log(f"grid: {shown(row)}")
-            if "search" not in skip:  # the grid's best shape retrained like the searched MLP: what the search adds
-                cell = extra["grid"]["best_sample"]
-                rows.append({"method": f"grid's best cell, n2nas retrain ({cell['layers']} x {cell['units']})",
-                             **retrained(fitted, cell, extra["search"]["metric"], train_idx, val_idx, test_idx,
-                                         args)})
-                log(f"grid shape retrained: {shown(rows[-1])}")
-        if "baselines" not in skip:
-            rows += baselines(fitted, train_idx, test_idx, args.seed, log)
-        print_table(target, rows)
-        if "search" not in skip:
-            extra["paired_gaps"] = paired_gaps(rows, fitted.label_indices()[test_idx], len(fitted.classes), log)
-            print_gaps(extra["paired_gaps"])
-        rows = [shown(r) for r in rows]
-        report["targets"][target] = {"rows": rows, **extra, "n_test": int(len(test_idx)),
-                                     "n_features": fitted.n_features}
+        report["targets"][target], tables[f"diabetes130 {target}"] = run_target(target, args, out, skip, log)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"plot: {plot_pareto(tables, out / 'report.png', 'macro AUROC', 'encounter')}; load average at end "
+          f"{load_avg():.1f}")
     print(json.dumps(report, default=str))
 
 

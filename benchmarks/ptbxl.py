@@ -1,216 +1,252 @@
-"""Search 12-lead, multi-label PTB-XL records, retrain the winner, and score it on fold 9 next to a random-search
-winner and hand-designed 12-lead nets, all retrained with one recipe and one budget.
+"""Search 12-lead, multi-label PTB-XL records, retrain the winner, and score it on held-out folds next to a
+random-search winner and hand-designed 12-lead nets, all retrained with one recipe and one epoch budget.
 
-Usage: python benchmarks/ptbxl.py [DIR] [--search-minutes 30] [--retrain-minutes 15] [--preset 12-lead]
-       [--rows search,random,plain-cnn-12,resnet-12] [--space NAME] [--pipeline NAME=FILE ...] [--parallel 2]
-       [--retrain-seeds 0,1,2] [--out FOLDER]
+Usage: python benchmarks/ptbxl.py [DIR] [--search-minutes 30] [--epochs 60] [--retrain-minutes CAP]
+       [--preset 12-lead] [--rows search,random,plain-cnn-12,resnet-12] [--space NAME] [--pipeline NAME=FILE ...]
+       [--test-folds 9] [--folds FILE] [--retrain-seeds 0,1,2] [--retrain-members] [--parallel 2] [--out FOLDER]
 
-Protocol: records whose header says ``# fold: val`` (PTB-XL fold 9) are the test set; every other record (folds
-1-8, ``# fold: train``) is dev. Searches and retrainings see only dev, each with its own seeded, stratified
-validation split inside dev: the search picks its pipeline there, the retrain its epoch and the per-class decision
-thresholds (maximising each class's F1). Fold 9 picks nothing; it is predicted once per model, at the end. Rows:
+Protocol: each fold of ``--test-folds`` (default 9; any of PTB-XL's folds 1-9) is in turn the test set, and folds
+1-9 without it are that fold's dev records. Fold 10 is never read: it is kept aside. The searches see only the
+folds outside every test fold (one search, whichever fold is scored), each with its own seeded, stratified
+validation split: the search picks its pipeline there. Every row is then retrained on each test fold's dev records
+(its epoch and per-class decision thresholds chosen on a validation split inside them) and predicts its test fold
+once. A record's fold is its header's ``# fold:`` comment (a number, or the subset's ``val`` = fold 9 and
+``train`` = one of folds 1-8), or its ``strat_fold`` in ``--folds FILE`` (a CSV with ``record`` or ``ecg_id`` and
+``strat_fold`` or ``fold`` columns, such as PTB-XL's ``ptbxl_database.csv``); a test fold of 1-8 needs the latter
+when the headers only say ``train``. Every retrain runs ``--epochs`` epochs (no wall cap unless
+``--retrain-minutes``). Rows:
 
 - ``n2nas search``: the preset's ENAS search (``--search-minutes``), its best pipeline retrained;
 - ``random search``: the same search with ``--controller random`` and the same budget;
 - ``plain-cnn-12`` and ``resnet-12``: the hand-designed 12-lead references (:mod:`search_spaces.twelve_lead`);
-- ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search).
+- ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search);
+- with a family (``--flops-targets``): each member folder as the search wrote it (inherited, and fine-tuned when
+  the search fine-tuned it) and, with ``--retrain-members``, retrained from scratch like every other row.
 
-Columns: fold-9 macro AUROC (the PTB-XL benchmark's metric, over whole records), per-class AUROC, macro F1 at the
-kept thresholds, parameters, GFLOPs per 10 s record as evaluated (every multi-crop window), train minutes. Then each
-row's macro AUROC minus the best hand reference's on the same fold-9 records with a paired bootstrap 95% interval.
-The best hand reference is the one with the higher fold-9 AUROC: the comparison a search has to win against, chosen
-in the reference's favour. ``--retrain-seeds`` retrains every row once per seed (initialisation, batch order and the
-validation split inside dev): the same pipeline retrained twice moved 0.926 -> 0.938 on fold 9, as much as the gaps
-between rows, so the table then adds each row's mean and spread, and the intervals compare seed-mean AUROC.
+Columns: macro AUROC on the test fold (the PTB-XL benchmark's metric, over whole records), per-class AUROC, macro
+F1 at the kept thresholds, parameters, GFLOPs per 10 s record as evaluated (every multi-crop window), train
+minutes. With several test folds a row's score is the *mean* of its per-fold scores (each fold scored by the model
+that did not see it; the bootstrap resamples records within each fold). Then each row's score minus the best hand
+reference's on the same records with a paired bootstrap 95% interval: the best hand reference is the one with the
+higher test score, the comparison a search has to win, chosen in the reference's favour. ``--retrain-seeds``
+retrains every row once per seed (initialisation, batch order and the validation split inside dev); the table
+then adds each row's seed mean and spread, and the intervals compare seed-mean AUROC. Last, the Pareto table of
+every row (:func:`benchmarks.scoring.pareto_table`), drawn as ``report.png`` in the ``--out`` folder.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.physionet2017 import (_run_all, by_row, pipeline_rows, print_seed_spread,  # noqa: E402
-                                      retrain_and_predict, run_search, search_behaviour)
-from n2nas.cli.options import parse_fixed  # noqa: E402
+import n2nas  # noqa: E402
+from benchmarks.common import (add_options, budget_line, finish_options, folder_job, load_avg, load_span,  # noqa: E402
+                               member_rows, members_of, print_searches, retrain_config, retrain_job, run_jobs,
+                               search_behaviour, search_config, search_job)
+from benchmarks.scoring import (by_row, folder_cost, format_pareto, paired_gap, pareto_table,  # noqa: E402
+                                plot_pareto, print_seed_spread, row_score)
 from n2nas.data.spec import load_dataset  # noqa: E402
-from n2nas.data.splits import split_by_header  # noqa: E402
-from n2nas.errors import exit_on_error  # noqa: E402
-from n2nas.measure.cost import pipeline_cost  # noqa: E402
-from n2nas.metrics import evaluate_predictions, macro_auroc_ranks, paired_bootstrap  # noqa: E402
-from n2nas.retrain import RetrainConfig  # noqa: E402
-from n2nas.evaluation import load_thresholds  # noqa: E402
+from n2nas.errors import DataError, exit_on_error  # noqa: E402
+from n2nas.metrics import macro_auroc_ranks  # noqa: E402
 from n2nas.presets import named, presets_of  # noqa: E402
 from n2nas.searching.loop import SearchConfig  # noqa: E402
-from n2nas.space import Pipeline  # noqa: E402
 from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"
 REFERENCES = ("plain-cnn-12", "resnet-12")
 ROWS = ("search", "random") + REFERENCES
 RECORD_SECONDS = 10.0  # PTB-XL records are 10 s
+KEPT_ASIDE = 10  # PTB-XL's fold 10 is never read here
+HEADER_FOLDS = {"val": 9, "train": None}  # the subset's headers: fold 9, or one of folds 1-8 (which one unknown)
+
+
+def read_folds(dataset, folds_file: str | None = None) -> dict[str, int | None]:
+    """Each record's PTB-XL fold: from ``folds_file`` (``record`` or ``ecg_id``, and ``strat_fold`` or ``fold``)
+    when given, else from its ``# fold:`` header comment; None where only "one of folds 1-8" is known."""
+    if folds_file:
+        with open(folds_file, newline="") as fh:
+            table = list(csv.DictReader(fh))
+        key = next((k for k in ("record", "ecg_id") if table and k in table[0]), None)
+        col = next((k for k in ("strat_fold", "fold") if table and k in table[0]), None)
+        if key is None or col is None:
+            raise DataError(folds_file, "needs a record or ecg_id column and a strat_fold or fold column")
+        by_key = {str(int(float(r[key]))) if key == "ecg_id" else r[key]: int(float(r[col])) for r in table}
+    folds = {}
+    for record in dataset.records:
+        header = record.meta.get("header") or {}
+        if folds_file:
+            found = by_key.get(str(header.get("ecg_id")) if key == "ecg_id" else record.id)
+            if found is None:
+                raise DataError(folds_file, f"has no fold for record {record.id}")
+            folds[record.id] = found
+            continue
+        value = header.get("fold")
+        if value is None or not (value.isdigit() or value in HEADER_FOLDS):
+            raise DataError((record.meta.get("files") or [record.id])[0],
+                            f"record {record.id} has no '# fold:' header comment (a number, val or train)")
+        folds[record.id] = int(value) if value.isdigit() else HEADER_FOLDS[value]
+    return folds
+
+
+def fold_split(folder: str, test_folds: tuple[int, ...], fold: int | None, folds_file: str | None = None) -> tuple:
+    """``(dev, test)``: for a test ``fold``, that fold and folds 1-9 without it; for ``fold`` None (the searches'
+    records), folds 1-9 without every one of ``test_folds`` and no test set. Fold 10 is left out."""
+    data = load_dataset(f"wfdb:{folder},{Path(folder) / 'labels.csv'}")
+    folds = read_folds(data, folds_file)
+    if any(f is None for f in folds.values()) and set(test_folds) - {9}:
+        raise DataError(folder, f"test fold(s) {sorted(set(test_folds) - {9})}: the headers only say 'train' for "
+                                "folds 1-8; give --folds FILE with each record's strat_fold")
+    usable = {r: f for r, f in folds.items() if f != KEPT_ASIDE}
+    left_out = set(test_folds) if fold is None else {fold}
+    dev = [r for r, f in usable.items() if f not in left_out]
+    test = [r for r, f in usable.items() if f == fold]
+    if not dev or (fold is not None and not test):
+        raise DataError(folder, f"fold {fold} leaves {len(dev)} dev and {len(test)} test records")
+    return data.subset(dev), (data.subset(test) if fold is not None else None)
 
 
 def dev_and_test(folder: str) -> tuple:
-    """Folds 1-8 (dev) and fold 9 (test) of the folder, split by each header's ``# fold:`` comment."""
-    return split_by_header(load_dataset(f"wfdb:{folder},{Path(folder) / 'labels.csv'}"), "val")
+    """Folds 1-8 (dev) and fold 9 (test) of the folder: :func:`fold_split` with the default test fold."""
+    return fold_split(folder, (9,), 9)
 
 
-def cost(pipeline: Pipeline, n_classes: int) -> tuple[int, float]:
-    """Parameters and GFLOPs per 10 s, 12-lead record as evaluated (every multi-crop window)."""
-    found = pipeline_cost(pipeline, RECORD_SECONDS, 12, n_classes)
-    return found["params"], found["flops_per_record"] / 1e9
+def auroc_of(probs, y) -> float:
+    """Macro AUROC over whole records of multi-label probabilities (records x classes)."""
+    return macro_auroc_ranks(y, probs)
 
 
-def _search_job(folder: str, cfg: SearchConfig, out: str, threads: int) -> dict:
-    """One search on the dev records (in its own process when rows run side by side)."""
-    return run_search(dev_and_test(folder)[0], cfg, out, threads)
+def label(key: tuple, seeds: list[int], folds: list[int]) -> str:
+    """A model's name in the per-model table: the row, then its seed and fold when there are several."""
+    name, seed, fold = key
+    return name + (f" s{seed}" if len(seeds) > 1 else "") + (f" f{fold}" if len(folds) > 1 else "")
 
 
-def _retrain_job(folder: str, pipeline_json: dict, out: str, cfg: RetrainConfig, threads: int) -> dict:
-    """Retrain one pipeline on the dev records and score it once on fold 9 with its kept thresholds."""
-    dev, test = dev_and_test(folder)
-    summary, minutes, probs, y, pipeline = retrain_and_predict(dev, test, pipeline_json, out, cfg, threads)
-    scores = evaluate_predictions(probs, y, test.classes, True, load_thresholds(out))
-    return {"summary": summary, "minutes": minutes, "test": scores, "probs": probs, "y": y, "n_dev": len(dev),
-            "n_test": len(test), "cost": cost(pipeline, len(dev.classes)), "sample": pipeline.sample}
-
-
-def print_table(done: dict, classes: list[str]) -> None:
-    """One row per model: fold-9 macro AUROC, per-class AUROC, macro F1, params, GFLOPs per record, minutes."""
-    head = (f"{'pipeline':<14} {'leads':>5} {'params':>8} {'GFLOP/10s':>9} {'train min':>9} {'epochs':>6} "
-            f"{'val AUROC':>9} {'AUROC':>6} " + " ".join(f"{c[:5]:>5}" for c in classes) + f" {'mF1':>5}")
-    print(head)
-    for name, row in done.items():
-        s, (params, gflops) = row["test"], row["cost"]
+def print_table(done: dict, costs: dict, classes: list[str], seeds: list[int], folds: list[int]) -> None:
+    """One line per model: test macro AUROC, per-class AUROC, macro F1, params, GFLOPs per record, minutes."""
+    print(f"{'pipeline':<20} {'leads':>5} {'params':>8} {'GFLOP/10s':>9} {'train min':>9} {'load':>14} {'epochs':>6} "
+          f"{'val AUROC':>9} {'AUROC':>6} " + " ".join(f"{c[:5]:>5}" for c in classes) + f" {'mF1':>5}")
+    for key, row in done.items():
+        s, cost = row["test"], costs[key[0]]
+        val = row["summary"]["validation"].get("macro_auroc")
         per = " ".join(f"{s['per_class_auroc'][c]:>5.3f}" for c in classes)
-        print(f"{name:<14} {row['sample'].get('leads', 12):>5} {params:>8} {gflops:>9.3f} {row['minutes']:>9.1f} "
-              f"{row['summary']['epochs_run']:>6} {row['summary']['validation']['macro_auroc']:>9.3f} "
-              f"{s['macro_auroc']:>6.3f} {per} {s['macro_f1']:>5.3f}")
+        leads = n2nas.load_pipeline(Path(row["model_dir"]) / "pipeline.json").sample.get("leads", 12)
+        print(f"{label(key, seeds, folds):<20} {leads:>5} {cost['params']:>8} {cost['flops_per_record'] / 1e9:>9.3f} "
+              f"{row['minutes']:>9.1f} {load_span(row['load']):>14} {row['summary']['epochs_run']:>6} "
+              f"{val if val is None else round(val, 3)!s:>9} {s['macro_auroc']:>6.3f} {per} {s['macro_f1']:>5.3f}")
 
 
-def seed_mean_auroc(probs, y) -> float:
-    """Macro AUROC of ``probs`` (records x classes), or its mean over retrain seeds (records x seeds x classes)."""
-    probs = np.asarray(probs)
-    if probs.ndim == 2:
-        return macro_auroc_ranks(y, probs)
-    return float(np.mean([macro_auroc_ranks(y, probs[:, k]) for k in range(probs.shape[1])]))
-
-
-def print_gaps(rows: dict) -> None:
-    """Each row's fold-9 macro AUROC (its seeds' mean when ``probs`` has a seed axis) minus the best hand
-    reference's, paired bootstrap 95% interval (each resample takes the same records for every seed)."""
+def print_gaps(rows: dict, what: str = "fold-9") -> None:
+    """Each row's test macro AUROC (mean over seeds, then folds) minus the best hand reference's, paired bootstrap
+    95% interval (each resample takes the same records for every seed)."""
     refs = [r for r in REFERENCES if r in rows]
     if not refs:
         return
-    best = max(refs, key=lambda r: seed_mean_auroc(rows[r]["probs"], rows[r]["y"]))
+    best = max(refs, key=lambda r: row_score(auroc_of, rows[r]["preds"], rows[r]["ys"]))
     ref = rows[best]
-    print(f"fold-9 macro AUROC minus {best}'s (the best hand reference) on the same {len(ref['y'])} records "
-          f"(paired bootstrap over records, 95% interval):")
+    print(f"{what} macro AUROC minus {best}'s (the best hand reference) on the same "
+          f"{sum(len(y) for y in ref['ys'])} records (paired bootstrap over records, 95% interval):")
     for name, row in rows.items():
         if name != best:
-            gap = paired_bootstrap(seed_mean_auroc, row["probs"], ref["probs"], ref["y"])
-            print(f"  {name:<14} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
+            gap = paired_gap(auroc_of, row, ref)
+            print(f"  {name:<20} {gap['difference']:+.3f}  [{gap['low']:+.3f}, {gap['high']:+.3f}]")
 
 
 def main() -> None:
-    """Search (ENAS and random), retrain every row with one recipe, print the comparison on fold 9."""
+    """Search (ENAS and random), retrain every row with one recipe per test fold, print the comparison."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
-    ap.add_argument("--preset", default="12-lead", choices=list(presets_of(SearchConfig)),
-                    help="search preset (default 12-lead)")
-    ap.add_argument("--search-minutes", type=float, default=30, help="budget of each search (default 30)")
-    ap.add_argument("--retrain-minutes", type=float, default=15, help="budget of each retraining (default 15)")
-    ap.add_argument("--epochs", type=int, default=60, help="retraining epochs at most (default 60)")
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default {','.join(ROWS)})")
+    add_options(ap, data=str(DEFAULT_DIR), search_minutes=30, epochs=60, rows=ROWS)
+    ap.add_argument("--preset", default="12-lead", choices=list(presets_of(SearchConfig)), help="search preset (default 12-lead)")
     ap.add_argument("--flops-weight", type=float, default=None, help="FLOPs exponent of the reward (default: preset)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--space", default=None, help="search space of the searches (default: the preset's)")
-    ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
-    ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
-                    help="also retrain this pipeline JSON as row NAME")
-    ap.add_argument("--retrain-seeds", default=None, metavar="S1,S2,...",
-                    help="retrain every row once per seed; the gaps then compare seed-mean AUROC (default: --seed)")
-    ap.add_argument("--out", default=None, help="keep run and model folders here (default: a temporary folder)")
-    ap.add_argument("--parallel", type=int, default=1,
-                    help="run the searches side by side, then every retraining side by side, each in its own process")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads per job (default: all cores when --parallel 1, else 1)")
-    args = ap.parse_args()
-    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = set(rows_wanted) - set(ROWS)
-    if unknown:
-        ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
-    if args.threads is None:
-        import os
-
-        args.threads = 1 if args.parallel > 1 else (os.cpu_count() or 1)
-    extra_rows = pipeline_rows(ap, args.pipeline)
+    ap.add_argument("--test-folds", default="9", metavar="F1,F2,...",
+                    help="PTB-XL folds (1-9) scored in turn, each with folds 1-9 without it as dev (default 9)")
+    ap.add_argument("--folds", default=None, metavar="FILE",
+                    help="CSV of each record's fold (record or ecg_id; strat_fold or fold), e.g. ptbxl_database.csv")
+    args = finish_options(ap, ap.parse_args(), ROWS)
     try:
-        seeds = [int(v) for v in args.retrain_seeds.split(",")] if args.retrain_seeds else [args.seed]
+        test_folds = sorted({int(v) for v in args.test_folds.split(",") if v.strip()})
     except ValueError:
-        ap.error(f"--retrain-seeds expects comma-separated integers, got {args.retrain_seeds!r}")
+        ap.error(f"--test-folds expects comma-separated fold numbers, got {args.test_folds!r}")
+    if not test_folds or not set(test_folds) <= set(range(1, 10)):
+        ap.error(f"--test-folds takes folds 1-9 (fold {KEPT_ASIDE} is kept aside), got {args.test_folds!r}")
+    load_start = load_avg()
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-ptbxl-"))
-    base = named(SearchConfig, args.preset)
-    changes = {"seed": args.seed, "budget_minutes": args.search_minutes, "budget_epochs": None,
-               "fixed": parse_fixed(args.fix)}
-    if args.space is not None:
-        changes["space"] = args.space
-    if args.flops_weight is not None:
-        changes["reward"] = dataclasses.replace(base.reward, flops_weight=args.flops_weight)
-    cfg = dataclasses.replace(base, **changes)
-    searches = _run_all({row: (_search_job, (args.folder, dataclasses.replace(cfg, controller=ctrl),
-                                             str(work / f"{row}-run")))
-                         for row, ctrl in (("search", "enas"), ("random", "random")) if row in rows_wanted},
+    cfg = search_config(args, named(SearchConfig, args.preset))
+    search_split = (fold_split, (args.folder, tuple(test_folds), None, args.folds))
+    searches = run_jobs({row: (search_job, (search_split, dataclasses.replace(cfg, controller=ctrl),
+                                            str(work / f"{row}-run")))
+                         for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted},
                         args.parallel, args.threads)
-    contenders = {("n2nas search" if row == "search" else "random search"): found["best"]
-                  for row, found in searches.items()}
+    contenders, kinds = {}, {}
+    for row, found in searches.items():
+        name = "n2nas search" if row == "search" else "random search"
+        contenders[name], kinds[name] = found["best"], "search"
     fixed = fixed_pipelines()
-    contenders.update({row: fixed[row] for row in REFERENCES if row in rows_wanted})
-    contenders.update(extra_rows)
-    if not contenders:
+    contenders.update({row: fixed[row] for row in REFERENCES if row in args.rows_wanted})
+    contenders.update(args.extra_rows)
+    kinds.update({name: "pipeline" for name in args.extra_rows})
+    members = members_of(searches)
+    folders = {label: entry for name, member in members.items() for label, entry in member_rows(name, member).items()}
+    kinds.update({name: entry["kind"] for name, entry in folders.items()})
+    if args.retrain_members:
+        for name, member in members.items():
+            contenders[f"{name} retrained"] = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json").to_json()
+            kinds[f"{name} retrained"] = "retrained"
+    if not contenders and not folders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
-    def label(name: str, seed: int) -> str:
-        return name if len(seeds) == 1 else f"{name} s{seed}"
-
-    jobs = {(name, s): (_retrain_job, (args.folder, pipeline, str(work / label(name, s).replace(" ", "-")),
-                                       RetrainConfig(epochs=args.epochs, max_minutes=args.retrain_minutes, seed=s)))
-            for s in seeds for name, pipeline in contenders.items()}
+    splits = {f: (fold_split, (args.folder, tuple(test_folds), f, args.folds)) for f in test_folds}
+    jobs = {(name, s, f): (retrain_job, (splits[f], pipeline,
+                                         str(work / label((name, s, f), args.seeds, test_folds).replace(" ", "-")),
+                                         retrain_config(args, s)))
+            for f in test_folds for s in args.seeds for name, pipeline in contenders.items()}
+    jobs.update({(name, args.seeds[0], f): (folder_job, (splits[f], entry["model_dir"], entry["validation"]))
+                 for f in test_folds for name, entry in folders.items()})
     # every row of one seed side by side (as with one seed), or --parallel jobs when that is more
     side_by_side = 1 if args.parallel <= 1 else max(args.parallel, len(contenders))
-    results = _run_all(jobs, side_by_side, args.threads)
-    done = {label(*key): result for key, result in results.items()}
-    rows = by_row(results, "probs", "y", "macro_auroc", "auroc")
+    done = run_jobs(jobs, side_by_side, args.threads)
+    rows = by_row(done, "macro_auroc", kinds)
+    load_costs = load_avg()
+    costs = {name: folder_cost(next(r["model_dir"] for k, r in done.items() if k[0] == name), RECORD_SECONDS)
+             for name in rows}
     first = next(iter(done.values()))
     classes = list(first["test"]["per_class_auroc"])
-    print(f"dev (folds 1-8) {first['n_dev']} records, test (fold 9) {first['n_test']}; retrain <= "
-          f"{args.retrain_minutes:g} min, <= {args.epochs} epochs each, seed(s) {','.join(map(str, seeds))}; "
-          f"side by side: searches "
-          f"{min(max(args.parallel, 1), len(searches))}, retrains {side_by_side}, {args.threads} torch thread(s) each")
-    for row, found in searches.items():
-        print(f"{row} search: {found['minutes']:.1f} min wall, {len(found['trials'])} children scored, "
-              f"preset {args.preset}")
-    print_table(done, classes)
-    if len(seeds) > 1:
-        print_seed_spread(rows, "auroc", "fold-9 macro AUROC", width=14)
-    print_gaps(rows)
-    for name, row in done.items():
-        print(f"{name} thresholds (chosen on its dev validation split): "
-              f"{json.dumps({k: round(v, 2) for k, v in row['test']['thresholds'].items()})}")
+    what = f"test-fold {','.join(map(str, test_folds))}" if len(test_folds) > 1 else f"fold-{test_folds[0]}"
+    print(f"test fold(s) {','.join(map(str, test_folds))} (each scored with folds 1-9 without it as dev; fold "
+          f"{KEPT_ASIDE} unused); first fold: dev {first['n_dev']} records, test {first['n_test']}; "
+          f"{budget_line(args)}; side by side: searches {min(max(args.parallel, 1), max(len(searches), 1))}, "
+          f"retrains {side_by_side}, {args.threads} torch thread(s) each; load average at start {load_start:.1f}")
+    print_searches(searches, args.preset)
+    print_table(done, costs, classes, args.seeds, test_folds)
+    if len(args.seeds) > 1:
+        print_seed_spread(rows, f"{what} macro AUROC", width=20)
+    print_gaps(rows, what)
+    for key, row in done.items():
+        if row["test"].get("thresholds"):
+            print(f"{label(key, args.seeds, test_folds)} thresholds (chosen on its dev validation split): "
+                  f"{json.dumps({k: round(v, 2) for k, v in row['test']['thresholds'].items()})}")
     for row, found in searches.items():
         print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
         print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")
+    table = pareto_table(rows, auroc_of, costs)
+    how = (f"mean over test folds {','.join(map(str, test_folds))} of each fold's score" if len(test_folds) > 1
+           else f"test fold {test_folds[0]}") + f", seed mean over {len(args.seeds)} retrain seed(s)"
+    print(format_pareto(table, "AUROC", "10s", how))
+    print(f"  CPU latency measured at {load_span((load_costs, load_avg()))}; "
+          f"load average at end {load_avg():.1f}")
+    print(f"plot: {plot_pareto({f'PTB-XL, {what}': table}, work / 'report.png', 'macro AUROC', '10 s')}")
     (work / "results.json").write_text(json.dumps(
-        {name: {"test": row["test"], "minutes": row["minutes"], "params": row["cost"][0], "gflops": row["cost"][1],
-                "sample": row["sample"], "validation": row["summary"]["validation"]} for name, row in done.items()},
-        indent=1, default=str))
+        {label(key, args.seeds, test_folds): {
+            "test": row["test"], "minutes": row["minutes"], "load": row["load"], "fold": key[2],
+            "params": costs[key[0]]["params"], "gflops": costs[key[0]]["flops_per_record"] / 1e9,
+            "sample": n2nas.load_pipeline(Path(row["model_dir"]) / "pipeline.json").sample,
+            "validation": row["summary"]["validation"], "model_dir": row["model_dir"]} for key, row in done.items()}
+        | {"pareto": table}, indent=1, default=str))
 
 
 if __name__ == "__main__":

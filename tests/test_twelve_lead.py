@@ -215,30 +215,30 @@ def test_the_benchmark_compares_with_the_better_hand_reference(capsys):
     from n2nas.metrics import macro_auroc, macro_auroc_ranks
     from tests.conftest import load_benchmark
 
-    bench = load_benchmark("ptbxl")
+    bench, scoring = load_benchmark("ptbxl"), load_benchmark("scoring")
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, (120, 3))
 
     def row(signal):
         probs = np.clip(signal * y + rng.random(y.shape), 0, None)
-        return {"probs": probs, "y": y, "test": {"macro_auroc": macro_auroc(y, probs)}}
+        return {"pred": probs, "y": y, "test": {"macro_auroc": macro_auroc(y, probs)}}
 
-    done = {"n2nas search": row(0.9), "plain-cnn-12": row(0.2), "resnet-12": row(0.6)}
-    tied = np.round(done["resnet-12"]["probs"], 1)  # the bootstrap's rank-based AUROC equals scikit-learn's, ties too
+    done = {(name, 0): row(s) for name, s in (("n2nas search", 0.9), ("plain-cnn-12", 0.2), ("resnet-12", 0.6))}
+    tied = np.round(done["resnet-12", 0]["pred"], 1)  # the bootstrap's rank-based AUROC equals scikit-learn's, ties too
     assert macro_auroc_ranks(y, tied) == pytest.approx(macro_auroc(y, tied))
     assert macro_auroc_ranks(y[:, :1] * 0, tied[:, :1]) != macro_auroc_ranks(y[:, :1] * 0, tied[:, :1])  # NaN
-    bench.print_gaps(done)
+    bench.print_gaps(scoring.by_row(done, "macro_auroc"))
     out = capsys.readouterr().out
     assert "minus resnet-12's" in out
-    gap = done["n2nas search"]["test"]["macro_auroc"] - done["resnet-12"]["test"]["macro_auroc"]
+    gap = done["n2nas search", 0]["test"]["macro_auroc"] - done["resnet-12", 0]["test"]["macro_auroc"]
     assert f"{gap:+.3f}" in out.splitlines()[1]
     # several retrain seeds: the rows are grouped and compared on their seeds' mean AUROC
-    seeded = {(name, seed): {**row(signal + seed / 10), "y": y} for seed in (0, 1)
+    seeded = {(name, seed): row(signal + seed / 10) for seed in (0, 1)
               for name, signal in (("n2nas search", 0.9), ("resnet-12", 0.6))}
-    rows = bench.by_row(seeded, "probs", "y", "macro_auroc", "auroc")
-    assert rows["resnet-12"]["probs"].shape == (120, 2, 3)
+    rows = scoring.by_row(seeded, "macro_auroc")
+    assert rows["resnet-12"]["preds"][0].shape == (120, 2, 3)
     bench.print_gaps(rows)
-    mean_gap = np.mean(rows["n2nas search"]["auroc"]) - np.mean(rows["resnet-12"]["auroc"])
+    mean_gap = np.mean(rows["n2nas search"]["scores"]) - np.mean(rows["resnet-12"]["scores"])
     assert f"{mean_gap:+.3f}" in capsys.readouterr().out.splitlines()[1]
 
 

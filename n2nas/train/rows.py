@@ -27,6 +27,7 @@ class EHRPipelineData:
 
     dataset: EHRDataset
     targets: np.ndarray
+    stats: None = None  # no global normalisation statistics: rows come encoded
 
     def train_batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(B, F)`` float32 rows (only these rows are densified) and ``(B, C)`` targets."""
