@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from n2nas.errors import ConfigError
+from n2nas.train.trainer import CLOCKS
 
 PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final", "family")
 
@@ -57,9 +58,6 @@ def minimum_budget_minutes(n_records: int) -> float:
     """The smallest time budget that still prepares the data, warms the supernet up and scores one child:
     one minute, plus a quarter of a minute per thousand records (cold preparation and a pass over them)."""
     return round(1.0 + 0.25 * n_records / 1000, 2)
-
-
-CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
 
 
 def budget_clock(name: str) -> Callable[[], float]:
@@ -117,12 +115,17 @@ class Budget:
             return True
         return self.total_s is not None and self.elapsed >= self.total_s - self.derive_reserve_s
 
-    def plan_derive(self, seconds_per_child: float, children: int, finals_s: float = 0.0) -> None:
-        """Reserve time for the derive phase (``children`` scorings of ``seconds_per_child``) and the finals
-        (``finals_s``): between 5% and 40% of the budget."""
+    def plan_derive(self, seconds_per_child: float, children: int, finals_s: float = 0.0,
+                    most: float = 0.4) -> None:
+        """Reserve time for the derive phase (``children`` scorings of ``seconds_per_child``) and what follows it
+        (``finals_s``: the finals, the family): between 5% of the budget and ``most`` of it."""
         if self.total_s is not None and seconds_per_child > 0:
             self.derive_reserve_s = min(max(seconds_per_child * children + finals_s, 0.05 * self.total_s),
-                                        0.4 * self.total_s)
+                                        most * self.total_s)
+
+    def left(self) -> float | None:
+        """Seconds left of the time budget (None without one)."""
+        return None if self.total_s is None else self.total_s - self.elapsed
 
     def derive_over(self, seconds_per_child: float) -> bool:
         """True when scoring one more child on the whole validation split would overrun the time budget."""

@@ -218,7 +218,8 @@ def check_targets(targets, space, costs, space_name: str, option: str = "--flops
 def search_member(target: float, family: FamilyConfig, controller, space, costs, reward,
                   score: Callable[[list[dict[str, Any]], str, Any], list[float | None]],
                   carried: Sequence[dict[str, Any]] = (), stats: dict[str, Any] | None = None,
-                  pick: Callable[[int], int | None] | None = None) -> dict[str, Any] | None:
+                  pick: Callable[[int], int | None] | None = None,
+                  out_of_time: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
     """The controller's search under the hard limit ``target``: a child beyond it is shrunk until it fits
     (:func:`shrink_to_limit`) and the controller learns from the child it scored; a ``family.grow`` share of the
     children under half the target are grown towards it (:func:`grow_to_limit`), so the search explores up to its
@@ -234,7 +235,7 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
     ladders = option_ladders(space, costs)
     scored: list[tuple[float, int, dict[str, Any]]] = []
     draws = 0
-    while len(scored) < family.children and draws < 4 * family.children:
+    while len(scored) < family.children and draws < 4 * family.children and not (scored and out_of_time()):
         drawn = [space.decode(s) for s in controller.sample(family.children_per_step)]
         draws += len(drawn)
         samples = [s for s in (shrink_to_limit(s, space, costs, limited, rng, ladders) for s in drawn) if s is not None]
@@ -247,7 +248,8 @@ def search_member(target: float, family: FamilyConfig, controller, space, costs,
         controller.update([space.encode(s) for s in samples], nan_rewards(rewards))
         scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
     if stats is not None:
-        stats.update(children=len(scored), dearest_scored_flops=max(
+        stats.update(children=len(scored), stopped_for_time=len(scored) < family.children and out_of_time(),
+                     dearest_scored_flops=max(
             (float(costs.of(s)["flops_per_record"]) for _, _, s in scored), default=None))
     unique: dict[str, dict[str, Any]] = {}
     for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
@@ -278,7 +280,12 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
     from controllers import make_controller
 
     config, chosen, written = state.config, list(carried), []
-    for target, seed, folder in zip(targets, seeds, folders):
+    for n, (target, seed, folder) in enumerate(zip(targets, seeds, folders)):
+        # each member gets an equal share of what the budget has left: half to search, the rest to fine-tune
+        left = state.budget.left()
+        share = None if left is None else max(0.0, left) / (len(targets) - n)
+        tuning = config.family.finetune_epochs > 0
+        until = None if share is None else state.budget.elapsed + share * (0.5 if tuning else 1.0)
         state.progress.phase(f"family {member_name(target)}")
         controller = make_controller(config.controller, state.space.tokens, seed=seed,
                                      preset=config.controller_preset)
@@ -294,15 +301,22 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
                 return None if picked is None else steps.index(picked["step"])
 
             sample = search_member(target, config.family, controller, state.space, state.costs,
-                                   state.measured.reward, state.score_family, chosen, stats, pick)
+                                   state.measured.reward, state.score_family, chosen, stats, pick,
+                                   # a resumed run replays its logged children whatever its clock says
+                                   out_of_time=lambda: (until is not None and state.log.get(state.step) is None
+                                                        and state.budget.elapsed >= until))
             if sample is None:
                 raise ConfigError(option, f"no child under {target:.4g} FLOPs per record was scored ok; "
                                                      "the run folder is complete without this member")
             chosen.append(sample)
             if Path(folder).name in keep:
                 continue
+            left = state.budget.left()
+            minutes = None if share is None else max(0.05, (until + share * 0.5 - state.budget.elapsed) / 60.0)
             entry = write_member(Path(folder), state.runner, state.space_def, state.dataset, sample,
-                                 state.config.space, target, state.costs.of(sample), config.family, stats)
+                                 state.config.space, target, state.costs.of(sample), config.family, stats,
+                                 finetune_minutes=minutes if tuning and left is not None else None,
+                                 clock=config.clock)
             add_to_family(state.run_dir, entry)
             written.append(entry)
     return written
@@ -310,11 +324,13 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
 
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
                  target: float | None, cost: dict[str, Any], family: FamilyConfig = FamilyConfig(),
-                 stats: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stats: dict[str, Any] | None = None, finetune_minutes: float | None = None,
+                 clock: str = "wall") -> dict[str, Any]:
     """Cut ``sample``'s standalone child from the runner's supernet (inherited weights, BatchNorm recalibrated on
     the runner's calibration records), score it on the whole validation split and write it as a model folder; with
     ``family.finetune_epochs``, that folder is ``<folder>-inherited`` and the child fine-tuned from it is written to
-    ``folder``. Returns the member's family-file entry (with ``stats``, how its search went, as ``search``)."""
+    ``folder``, within ``finetune_minutes`` on ``clock`` when given. Returns the member's family-file entry (with
+    ``stats``, how its search went, as ``search``)."""
     import dataclasses
 
     import torch
@@ -343,7 +359,8 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
         return entry
     inherited = folder.with_name(folder.name + "-inherited")
     write_model_folder(inherited, pipeline, child.cpu(), weights="inherited", metrics=metrics, files=files)
-    tuned, history = _fine_tune(child.to(local.device), local, data, dataset, sample, space_def, family, metric_name)
+    tuned, history = _fine_tune(child.to(local.device), local, data, dataset, sample, space_def, family, metric_name,
+                                finetune_minutes, clock)
     metric_name, validation, tuned_score = _validated(tuned, local, data, dataset)
     weights = f"fine-tuned ({len(history)} epochs)"
     pipeline = dataclasses.replace(pipeline, scores={**pipeline.scores, "metric": tuned_score})
@@ -369,7 +386,7 @@ def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float]
 
 
 def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, family: FamilyConfig,
-               metric_name: str):
+               metric_name: str, minutes: float | None = None, clock: str = "wall"):
     """``child`` trained on from its inherited weights by the one trainer on the search's training records, the
     epoch best on validation kept; returns it and its history."""
     import copy
@@ -395,7 +412,7 @@ def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, f
 
     recipe = FitConfig(epochs=family.finetune_epochs, lr=family.finetune_lr * settings["lr"],
                        batch_size=settings["batch_size"], weight_decay=settings["weight_decay"], ema_decay=0.998,
-                       metric=metric_name)
+                       metric=metric_name, max_minutes=minutes, clock=clock)
     with torch.random.fork_rng(devices=[]):  # the search's own dropout stream goes on as if nothing was trained
         fitted = fit(lambda: copy.deepcopy(child), WindowBatches(data, ctx.train_idx, space_def.augment_config(sample),
                                                                  device),

@@ -85,7 +85,10 @@ class SearchState:
         margin); returns the bare estimate of what follows."""
         finals_s = finals_seconds(self.config.finals, self.space_def, self.ctx, self.step_s, self.full_child_s)
         after_s = finals_s + self.family_s()
-        self.budget.plan_derive(self.full_child_s or 0.0, self.config.derive_children, RESERVE_MARGIN * after_s)
+        # a family gets up to 60% of the budget: its members are what a train-once search is for
+        most = 0.6 if self.config.family.flops_targets else 0.4
+        self.budget.plan_derive(self.full_child_s or 0.0, self.config.derive_children, RESERVE_MARGIN * after_s,
+                                most)
         return after_s
 
     def family_s(self) -> float:

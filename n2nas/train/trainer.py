@@ -29,6 +29,7 @@ from n2nas.train.parallel import DistContext
 from n2nas.train.primitives import loss_fn
 
 OPTIMIZERS = ("adamw", "adam")
+CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
 SCHEDULES = ("budget", "plateau", "constant")
 
 
@@ -62,6 +63,7 @@ class FitConfig:
     qat: QATConfig | None = None
     steps_per_epoch: int | None = None
     metric: str = "score"  # the validation score's name in the history (``val_<metric>``)
+    clock: str = "wall"  # what max_minutes counts: "wall" time or this process's "cpu" time
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -70,6 +72,8 @@ class FitConfig:
             raise ConfigError("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError("--schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.clock not in CLOCKS:
+            raise ConfigError("--clock", f"expected one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.prune is not None and self.qat is not None:
             raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
         check_ema_decay("--ema-decay", self.ema_decay)
@@ -147,8 +151,9 @@ class Training:
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience)
             if config.schedule == "plateau" else None)
+        self.clock = CLOCKS[config.clock]
         self.progress = BudgetProgress(config.epochs * self.steps_per_epoch, config.max_minutes,
-                                       mean=lambda share: dist.sum(share) / dist.world)
+                                       mean=lambda share: dist.sum(share) / dist.world, clock=self.clock)
         self.epoch, self.steps, self.history = 0, 0, []
         self.best_score, self.best_state, self.best_epoch, self.patience_from = -math.inf, None, 0, None
         self.diverged: dict[str, Any] | None = None
@@ -203,8 +208,8 @@ def fit(make_model: Callable[[], nn.Module], data: TrainingBatches, validate: Ca
     if resume is not None:
         run.load_state(resume)
     model, c = run.model, config
-    start, status = time.monotonic(), "ok"
-    deadline = None if c.max_minutes is None else start + 60 * c.max_minutes
+    start, status, now = time.monotonic(), "ok", run.clock
+    deadline = None if c.max_minutes is None else now() + 60 * c.max_minutes
     while run.epoch < c.epochs and status == "ok":
         run.epoch += 1
         epoch = run.epoch
@@ -239,7 +244,7 @@ def fit(make_model: Callable[[], nn.Module], data: TrainingBatches, validate: Ca
             if i + 1 >= run.steps_per_epoch:
                 break
             # the same decision on every worker: a rank that stopped alone would leave the others in all_reduce
-            if deadline is not None and dist.sum(float(time.monotonic() > deadline)) > 0:
+            if deadline is not None and dist.sum(float(now() > deadline)) > 0:
                 break
         if status != "ok":
             log(json.dumps({"epoch": epoch, "diverged": True, "loss": batch_loss}))
@@ -266,7 +271,7 @@ def fit(make_model: Callable[[], nn.Module], data: TrainingBatches, validate: Ca
             on_epoch(entry, run)
         if c.patience is not None and eligible and epoch - max(run.best_epoch, run.patience_from) >= c.patience:
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
             break
         if c.schedule == "budget" and run.progress.spent(run.steps) >= 1.0:
             break  # the time budget is spent: every further step would run at lr 0
