@@ -1,5 +1,5 @@
-"""The layers of ARCHITECTURE.md hold: no module imports a higher layer, no imports go in a circle; every registered
-search space provides the protocols it offers.
+"""The layers of ARCHITECTURE.md hold: no module imports a higher layer, no imports go in a circle, no module
+imports another's private names; every registered search space provides the protocols it offers.
 
 Imports are read with ``ast`` from every module of n2nas/, controllers/ and search_spaces/, at the top of a file and
 inside functions alike. The layer order is declared once, in ARCHITECTURE.md's table, and parsed from there.
@@ -207,3 +207,36 @@ def test_architecture_names_every_method_of_the_protocol():
     assert not missing, f"ARCHITECTURE.md's 'Search space' entry should name {missing}"
     unnamed = [c.__name__ for c in _capabilities() if f"`{c.__name__}`" not in text]
     assert not unnamed, f"ARCHITECTURE.md's 'Search space' entry should name the optional protocols {unnamed}"
+
+
+def private_imports(module: str) -> list[str]:
+    """``from other import _name`` lines of ``module`` (``__future__`` and dunder names are public)."""
+    path = MODULES[module]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            names = [a.name for a in node.names]
+            where = "." * node.level + (node.module or "")
+        elif isinstance(node, ast.Import):
+            names, where = [a.name for a in node.names], ""
+        else:
+            continue
+        for name in names:
+            if any(part.startswith("_") and not part.endswith("__") for part in name.split(".")):
+                found.append(f"{module}:{node.lineno} imports {name}" + (f" from {where}" if where else ""))
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    # a name starting with _ is its module's own: a caller elsewhere makes it public first (and gives it a
+    # docstring), so that its module can still change it freely
+    wrong = [line for module in sorted(MODULES) for line in private_imports(module)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_private_import_check_sees_what_it_should(tmp_path, monkeypatch):
+    source = ("from __future__ import annotations\nfrom a import public, __version__\n"
+              "def f():\n    from a.b import _hidden\n    import c._d\n")
+    (tmp_path / "m.py").write_text(source)
+    monkeypatch.setitem(MODULES, "fake.m", tmp_path / "m.py")
+    assert private_imports("fake.m") == ["fake.m:4 imports _hidden from a.b", "fake.m:5 imports c._d"]
