@@ -57,10 +57,12 @@ from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
 from n2nas.measure import LatencyConfig, MeasureConfig  # noqa: E402
 from n2nas.measure.cost import pipeline_cost  # noqa: E402
 from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
-from n2nas.runners.local import LocalRunner, SharedTrainingConfig  # noqa: E402
+from n2nas.runners.local import LocalRunner  # noqa: E402
+from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
+from search_spaces.protocol import DescribesSamples, ElasticSpace  # noqa: E402
 
 PREPROCESSING = {"fs": 100, "filter": "bandpass", "normalise": "record_z", "window": "crop:10"}
 OPS = {"conv": "c", "sep": "s", "maxpool": "mp", "avgpool": "ap"}
@@ -138,7 +140,7 @@ def subset(dataset, n, seed):
 def describe(space_def, sample) -> str:
     """One line per child: the space's own ``describe_sample``, or, for the layer spaces (``ecg*``),
     fs / window / filter / normalise / width / ops (dilation after 'd', skip inputs after '+')."""
-    if hasattr(space_def, "describe_sample"):
+    if isinstance(space_def, DescribesSamples):
         return space_def.describe_sample(sample)
     ops = []
     for i in range(sum(1 for k in sample if k.endswith("/op"))):
@@ -165,7 +167,7 @@ def pick_children(args, space_def, space, dataset, rng) -> tuple[list[dict], lis
         return children, [record_gflops(args.space, c, dataset) for c in children]
     pool = [draw() for _ in range(max(40, 10 * args.children))]
     flops = [record_gflops(args.space, c, dataset) for c in pool]
-    if hasattr(space_def, "largest"):  # the whole range of the space, not only the range a uniform pool reaches
+    if isinstance(space_def, ElasticSpace):  # the whole range of the space, not only the range a uniform pool reaches
         base = space.default_sample()
         lo, hi = (record_gflops(args.space, f(base), dataset) for f in (space_def.smallest, space_def.largest))
     else:

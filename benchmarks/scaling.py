@@ -67,7 +67,7 @@ def _in_process(backend: str, workers: int, args) -> dict[str, float]:
     import torch
 
     from n2nas.runners import RunnerConfig, make_runner
-    from n2nas.runners.local import SharedTrainingConfig
+    from n2nas.runners.shared import SharedTrainingConfig
 
     _, space_def, ctx, children, steps = _setup(args)
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def _mpi_child(args) -> None:
     import torch
 
     from n2nas.runners import RunnerConfig
-    from n2nas.runners.local import SharedTrainingConfig
+    from n2nas.runners.shared import SharedTrainingConfig
     from n2nas.runners.mpi import MpiRunner, serve, world
 
     _, rank, size = world()

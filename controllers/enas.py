@@ -178,11 +178,6 @@ class ENASController(Controller):
             chosen, *_ = self._run(n, None)
         return chosen
 
-    def log_prob_and_entropy(self, samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability (<= 0) and entropy (>= 0) of given children under the current policy."""
-        _, log_prob, entropy, _ = self._run(len(samples), samples)
-        return log_prob, entropy
-
     def update(self, samples, rewards):
         """One REINFORCE step on the finite-reward children; failed children are left out entirely."""
         with single_thread():

@@ -16,6 +16,7 @@ from n2nas.errors import DataError
 from n2nas.metrics import evaluate_predictions
 from n2nas.space import Pipeline
 from n2nas.train.primitives import metric_inputs, pick_device, predict_records, targets_of
+from search_spaces.protocol import ChecksRecords
 
 
 def evaluate(model_dir: str | Path, dataset: Dataset, device: str = "auto", model=None) -> dict[str, Any]:
@@ -97,6 +98,5 @@ def check_leads(pipeline: Pipeline, dataset: Dataset, space_def) -> None:
             where = (record.meta.get("files") or [record.id])[0] if record.meta else record.id
             raise DataError(where, f"record {record.id} has {record.signal.shape[0]} lead(s) "
                                    f"({', '.join(record.leads)}); this model takes {need}")
-    check = getattr(space_def, "check_records", None)
-    if check is not None:
-        check(dataset)
+    if isinstance(space_def, ChecksRecords):
+        space_def.check_records(dataset)

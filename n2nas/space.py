@@ -150,7 +150,7 @@ class SearchSpace:
         for d in self.flat:
             if d.label in self.fixed:
                 continue
-            out[d.label] = tuple(sample[d.label]) if isinstance(d, Skips) else _index_of(d, sample[d.label])
+            out[d.label] = tuple(sample[d.label]) if isinstance(d, Skips) else index_of(d, sample[d.label])
         return out
 
     def validate(self, sample: dict[str, Any]) -> None:
@@ -167,7 +167,7 @@ class SearchSpace:
                 if len(value) != d.n_inputs or any(int(b) not in (0, 1) for b in value):
                     raise ConfigError(label, f"expected {d.n_inputs} flags of 0/1, got {value!r}")
             else:
-                _index_of(d, value)
+                index_of(d, value)
 
     def random_sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """A uniformly random sample."""
@@ -184,7 +184,7 @@ class SearchSpace:
                 idx[d.label] = tuple(int(b) for b in self.defaults.get(d.label, (0,) * d.n_inputs))
             else:
                 default = self.defaults.get(d.label, d.default)
-                idx[d.label] = _index_of(d, default) if default is not None else 0
+                idx[d.label] = index_of(d, default) if default is not None else 0
         return {**self.decode({k: v for k, v in idx.items() if k not in self.fixed}), **self.fixed}
 
     def pinned(self, fixed: dict[str, Any]) -> "SearchSpace":
@@ -194,7 +194,7 @@ class SearchSpace:
             if label not in known:
                 raise ConfigError(label, f"not a decision of search space {self.name!r}")
             if isinstance(known[label], Choice):
-                _index_of(known[label], value)
+                index_of(known[label], value)
         return replace(self, fixed={**self.fixed, **fixed})
 
     def grid(self, labels: list[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -219,7 +219,9 @@ class SearchSpace:
         return "\n".join(lines)
 
 
-def _index_of(d: Choice, value: Any) -> int:
+def index_of(d: Choice, value: Any) -> int:
+    """The position of ``value`` among ``d``'s options (JSON lists match tuples, ``True`` never matches ``1``);
+    ConfigError naming the decision when it is not one of them."""
     for i, opt in enumerate(d.options):
         if _same(opt, value):
             return i
@@ -274,7 +276,7 @@ class Pipeline:
         for label, value in obj["sample"].items():
             d = options.get(label)
             if isinstance(d, Choice):
-                value = d.options[_index_of(d, value)]
+                value = d.options[index_of(d, value)]
             elif isinstance(d, Skips):
                 value = tuple(int(b) for b in value)
             sample[label] = value

@@ -28,8 +28,8 @@ from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
 from search_spaces.twelve_lead import residual_layers
 
-__all__ = ["ECGSpaceConfig", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space", "hannun_sample",
-           "fixed_pipelines", "plain_cnn_sample", "BAND_HZ"]
+__all__ = ["ECGSpaceConfig", "ECGRecordSpace", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space",
+           "hannun_sample", "fixed_pipelines", "plain_cnn_sample", "BAND_HZ"]
 
 BAND_HZ = (0.5, 40.0)
 BEAT_SAMPLES_300HZ = 260  # DiagnoseNET's beat window at 300 Hz
@@ -226,8 +226,11 @@ def parse_window(token: str) -> tuple[str, int]:
     return mode, int(n)
 
 
-class ECGSpace:
-    """Search-space definition: the token list, the supernet, standalone children and the pipeline configs."""
+class ECGRecordSpace:
+    """What every space over ECG records shares, whatever its network: the data context, the record check, and the
+    pipeline pieces named by the preprocessing and training tokens (``fs``, ``filter``, ``normalise``, ``window``,
+    ``augment``, ``lr``, ``batch_size``, ``dropout``, ``weight_decay``, ``class_weighting``). A subclass adds its
+    decisions (``space``) and networks (``build_supernet``, ``build_child``, ``copy_shared_weights``)."""
 
     # A shared-weight score depends on the child's architecture and input only: the supernet trains with its own
     # optimizer (lr, weight decay never reach it), and batch size, dropout, class weighting and augmentation act
@@ -235,21 +238,11 @@ class ECGSpace:
     # noise to the shared training, so the search pins them to the space's defaults unless told otherwise.
     supernet_blind = ("lr", "weight_decay", "batch_size", "dropout", "class_weighting", "augment")
 
-    def __init__(self, name: str, config: ECGSpaceConfig):
+    def __init__(self, name: str, config):
         self.name, self.config = name, config
 
     def __repr__(self) -> str:
-        return f"ECGSpace({self.name!r}, {self.config!r})"
-
-    @cached_property
-    def space(self) -> SearchSpace:
-        """The flat :class:`SearchSpace` (named like this definition, so pipelines find it again)."""
-        return ecg_search_space(self.config, self.name)
-
-    @property
-    def layout(self) -> Layout:
-        """Per-layer resolution level and channels per width option."""
-        return Layout.of(self.config)
+        return f"{type(self).__name__}({self.name!r}, {self.config!r})"
 
     def input_size(self, dataset) -> int:
         """Leads of the records: the stem's input channels."""
@@ -271,19 +264,6 @@ class ECGSpace:
             from search_spaces.leads import check_standard_leads
 
             check_standard_leads(dataset, self.name)
-
-    def build_supernet(self, n_leads: int, n_classes: int) -> ECGSupernet:
-        """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""
-        return ECGSupernet(self.config, n_leads, n_classes)
-
-    def build_child(self, sample: dict[str, Any], n_leads: int, n_classes: int) -> nn.Module:
-        """A freshly initialised plain ``nn.Module`` with exactly the sampled architecture."""
-        self.space.validate(sample)
-        return build_child(self.config, sample, n_leads, n_classes)
-
-    def copy_shared_weights(self, supernet: ECGSupernet, child: nn.Module, sample: dict[str, Any]) -> None:
-        """Load ``supernet``'s weights for ``sample`` into ``child`` (then ``child(x) == supernet(x, sample)``)."""
-        copy_shared_weights(supernet, child, sample)
 
     def preprocess_config(self, sample: dict[str, Any]):
         """``PreprocessConfig`` of the sample's fs / filter / normalise tokens; R peaks only for beat windows."""
@@ -322,6 +302,36 @@ class ECGSpace:
         return {"lr": float(sample["lr"]), "batch_size": int(sample["batch_size"]),
                 "dropout": float(sample["dropout"]), "weight_decay": float(sample["weight_decay"]),
                 "class_weighting": bool(sample["class_weighting"])}
+
+
+class ECGSpace(ECGRecordSpace):
+    """The layer spaces (``ecg*``): per-layer ops, dilations, activations and skips over three resolution stages,
+    the ENAS-style supernet and its standalone children."""
+
+    config: ECGSpaceConfig
+
+    @cached_property
+    def space(self) -> SearchSpace:
+        """The flat :class:`SearchSpace` (named like this definition, so pipelines find it again)."""
+        return ecg_search_space(self.config, self.name)
+
+    @property
+    def layout(self) -> Layout:
+        """Per-layer resolution level and channels per width option."""
+        return Layout.of(self.config)
+
+    def build_supernet(self, n_leads: int, n_classes: int) -> ECGSupernet:
+        """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""
+        return ECGSupernet(self.config, n_leads, n_classes)
+
+    def build_child(self, sample: dict[str, Any], n_leads: int, n_classes: int) -> nn.Module:
+        """A freshly initialised plain ``nn.Module`` with exactly the sampled architecture."""
+        self.space.validate(sample)
+        return build_child(self.config, sample, n_leads, n_classes)
+
+    def copy_shared_weights(self, supernet: ECGSupernet, child: nn.Module, sample: dict[str, Any]) -> None:
+        """Load ``supernet``'s weights for ``sample`` into ``child`` (then ``child(x) == supernet(x, sample)``)."""
+        copy_shared_weights(supernet, child, sample)
 
 
 def hannun_sample(space) -> dict[str, Any]:

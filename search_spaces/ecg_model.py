@@ -164,7 +164,7 @@ class ECGSupernet(nn.Module):
             return self.stem(x, c_out)
         sel = torch.tensor(index, device=x.device)
         weight = self.stem.sliced(c_out, self.n_leads).index_select(1, sel)
-        return F.conv1d(x.index_select(1, sel), weight, None, self.stem.stride, self.stem._padding(1))
+        return F.conv1d(x.index_select(1, sel), weight, None, self.stem.stride, self.stem.padding_for(1))
 
     def child(self, sample: dict[str, Any]) -> ECGChild:
         """A freshly initialised standalone child with exactly the sampled path (no unused candidates)."""

@@ -11,9 +11,9 @@ Tokens, in controller order:
   in ``ecg``: shared weights cannot score them).
 
 The supernet shares weights Once-for-All / BigNAS style (see :mod:`search_spaces.ecg_res_model`) and is meant to
-be trained with the sandwich rule (``SharedTrainingConfig.rule``; ``shared_rule`` below is this space's
-choice for ``rule="auto"``). :meth:`ECGResSpace.largest` and :meth:`ECGResSpace.smallest` give the sandwich's
-outer children.
+be trained with the sandwich rule (``n2nas.runners.shared.SharedTrainingConfig.rule``; ``shared_rule`` below is
+this space's choice for ``rule="auto"``). :meth:`ECGResSpace.largest` and :meth:`ECGResSpace.smallest` give the
+sandwich's outer children.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from n2nas.errors import ConfigError
 from n2nas.presets import preset
 from n2nas.space import Choice, Repeat, SearchSpace
 from search_spaces.ecg import (AUGMENT, DROPOUTS, FILTERS, FS_OPTIONS, LRS, NORMALISE, WEIGHT_DECAYS, WINDOWS,
-                               ECGSpace)
+                               ECGRecordSpace)
 from search_spaces.ecg_res_model import ResSupernet, build_child, parse_stages
 
 __all__ = ["ECGResConfig", "ECGResSpace", "ecg_res_search_space"]
@@ -110,29 +110,20 @@ def ecg_res_search_space(cfg: ECGResConfig = ECGResConfig(), name: str = "ecg-re
     ))
 
 
-class ECGResSpace(ECGSpace):
-    """The ``ecg-res`` definition: ECG preprocessing and training tokens (inherited from :class:`ECGSpace`),
-    residual stages, the OFA/BigNAS-style supernet, and the sandwich's largest / smallest / random children."""
+class ECGResSpace(ECGRecordSpace):
+    """The ``ecg-res`` definition: ECG preprocessing and training tokens (:class:`ECGRecordSpace`), residual
+    stages, the OFA/BigNAS-style supernet, and the sandwich's largest / smallest / random children (it provides
+    :class:`search_spaces.protocol.ElasticSpace`)."""
 
+    config: ECGResConfig
     shared_rule = "sandwich"  # what SharedTrainingConfig(rule="auto") trains this supernet with
     # progressive shrinking's order (Once-for-All: kernel, depth, width; the downsampling opens with the width)
     shrink_phases = (("kernel",), ("depth",), ("width", "stride"))
-
-    def __init__(self, name: str, config: ECGResConfig):
-        super().__init__(name, config)
-
-    def __repr__(self) -> str:
-        return f"ECGResSpace({self.name!r}, {self.config!r})"
 
     @cached_property
     def space(self) -> SearchSpace:
         """The flat :class:`SearchSpace` (named like this definition, so pipelines find it again)."""
         return ecg_res_search_space(self.config, self.name)
-
-    @property
-    def layout(self):
-        """Not a layer layout: ``ecg-res`` has stages (see :func:`parse_stages`)."""
-        raise AttributeError("ecg-res has stages, not an ECG layer layout")
 
     def build_supernet(self, n_leads: int, n_classes: int) -> ResSupernet:
         """The weight-shared supernet; ``supernet(x, sample)`` runs one child."""

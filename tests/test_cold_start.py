@@ -11,13 +11,14 @@ from scipy import ndimage
 from n2nas.data import cache as cache_mod
 from n2nas.data.cache import prepare, prepare_variants
 from n2nas.data.prepared import PreparedSignals
-from n2nas.data.preprocess import (NORMALISATIONS, Designs, PreprocessConfig, bandpass, preprocess_record, quartiles,
-                                   remove_baseline, resample)
+from n2nas.data.preprocess import (NORMALISATIONS, Designs, PreprocessConfig, bandpass, quartiles, remove_baseline,
+                                   resample)
 from n2nas.data.readers import load_physionet2017
 from n2nas.data.record import Dataset, Record
 from n2nas.data.windows import WindowConfig, eval_windows, global_stats, train_windows
 from n2nas.errors import DataError
 from n2nas.train.primitives import DataContext
+from tests.helpers import prepared_from_arrays, preprocess_record
 
 WINDOWS = (WindowConfig(seconds=5), WindowConfig(seconds=40), WindowConfig(mode="beats", n_beats=5, beat_samples=130))
 
@@ -44,7 +45,7 @@ def two_lead_ds() -> Dataset:
 def reference(ds: Dataset, cfg: PreprocessConfig) -> PreparedSignals:
     """Today's semantics: every whole record filtered, resampled and normalised before any window is cut."""
     out = [preprocess_record(r, cfg) for r in ds.records]
-    return PreparedSignals.from_arrays(ds.ids, cfg.fs, [s for s, _ in out], [p for _, p in out] if cfg.rpeaks else None)
+    return prepared_from_arrays(ds.ids, cfg.fs, [s for s, _ in out], [p for _, p in out] if cfg.rpeaks else None)
 
 
 def assert_same_windows(new: PreparedSignals, ref: PreparedSignals, windows=WINDOWS):

@@ -13,7 +13,7 @@ from controllers.enas import ENASConfig, ENASController
 from controllers.evolution import EvolutionConfig, EvolutionController
 from controllers.grid import GridController
 from n2nas.errors import ConfigError
-from n2nas.space import Choice, Repeat, SearchSpace, Skips
+from n2nas.space import KINDS, Choice, Repeat, SearchSpace, Skips
 
 SPACE = SearchSpace("toy", (Choice("fs", (100, 150, 300), "preprocessing"),
                             Repeat("layer", 4, (Choice("op", ("a", "b", "c", "d")), Skips("skip"))),
@@ -50,25 +50,78 @@ def one_token_controller(**cfg):
     return ENASController(space.tokens, seed=0, config=ENASConfig(**cfg)), space
 
 
+def log_prob_and_entropy(ctl: ENASController, samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and entropy of ``samples`` (index dicts) under ``ctl``'s policy, computed here from its
+    public pieces for spaces of choices only: the LSTM stepped token by token from ``policy.start`` (plus the kind
+    embedding), each head's logits divided by the temperature and bounded by ``tanh_constant * tanh``, the chosen
+    option's embedding fed to the next step. ``test_update_optimises_these_log_probs_and_entropies`` ties them to
+    what the controller trains on."""
+    p, cfg, n = ctl.policy, ctl.config, len(samples)
+    zeros = torch.zeros(n, cfg.lstm_size)
+    state = [(zeros, zeros) for _ in p.cells]
+    x = p.start.expand(n, -1)
+    log_prob, entropy = torch.zeros(n), torch.zeros(n)
+    with torch.no_grad():
+        for i, t in enumerate(ctl.tokens):
+            assert not t.is_skip, "choices only"
+            if p.kind is not None:
+                x = x + p.kind(torch.full((n,), KINDS.index(t.kind), dtype=torch.long))
+            stepped = []
+            for cell, hc in zip(p.cells, state):
+                x, c = cell(x, hc)
+                stepped.append((x, c))
+            state = stepped
+            logits = p.heads[str(i)](x)
+            if cfg.temperature is not None:
+                logits = logits / cfg.temperature
+            if cfg.tanh_constant is not None:
+                logits = cfg.tanh_constant * torch.tanh(logits)
+            log_p = torch.log_softmax(logits, -1)
+            pick = torch.tensor([int(s[t.label]) for s in samples])
+            log_prob += log_p[torch.arange(n), pick]
+            entropy -= (log_p.exp() * log_p).sum(-1)
+            x = p.embeddings[str(i)](pick)
+    return log_prob, entropy
+
+
+CHOICES = SearchSpace("choices", (Choice("fs", (100, 150, 300), "preprocessing"), Choice("op", ("a", "b")),
+                                  Choice("lr", (1e-3, 1e-2, 1e-1, 1.0), "training")))
+
+
+@pytest.mark.parametrize("cfg", [{"tanh_constant": None, "kind_embedding": False}, {"tanh_constant": 0.5},
+                                 {"tanh_constant": None, "temperature": 1e6}, {"temperature": 5.0}])
+@pytest.mark.parametrize("space", ["one", "choices"])
+def test_update_optimises_these_log_probs_and_entropies(cfg, space):
+    # one child, reward 1, entropy weight 0, baseline decay 0.9: the baseline becomes 0.1 before use, the advantage
+    # 0.9, and the REINFORCE loss -0.9 log p(child), positive: minimising it raises a rewarded child's log-prob
+    if space == "one":
+        ctl, _ = one_token_controller(entropy_weight=0.0, baseline_decay=0.9, **cfg)
+        child = {"x": 1}
+    else:
+        ctl = ENASController(CHOICES.tokens, seed=0, config=ENASConfig(entropy_weight=0.0, baseline_decay=0.9, **cfg))
+        child = {"fs": 2, "op": 0, "lr": 1}
+    lp, ent = log_prob_and_entropy(ctl, [child])
+    stats = ctl.update([child], [1.0])
+    assert stats["entropy"] == pytest.approx(ent.item(), rel=1e-5)
+    assert stats["loss"] == pytest.approx(-0.9 * lp.item(), rel=1e-5) and stats["loss"] > 0
+
+
 def test_enas_log_prob_and_entropy_match_the_softmax():
     ctl, _ = one_token_controller(tanh_constant=None, kind_embedding=False)
-    p = ctl.policy
-    with torch.no_grad():
-        h, _ = ctl._step(p.start, [(torch.zeros(1, 64), torch.zeros(1, 64))])
-        probs = torch.softmax(p.heads["0"](h), -1)[0]
-    lp, ent = ctl.log_prob_and_entropy([{"x": 0}, {"x": 1}, {"x": 2}])
-    assert torch.all(lp <= 0)
-    assert torch.allclose(lp.exp(), probs, atol=1e-6)
+    lp, ent = log_prob_and_entropy(ctl, [{"x": 0}, {"x": 1}, {"x": 2}])
+    probs = lp.exp()
+    assert torch.all(lp <= 0) and probs.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.all(ent > 0)
     assert torch.allclose(ent, -(probs * probs.log()).sum().expand(3), atol=1e-6)
 
 
 def test_tanh_constant_bounds_the_logits_and_temperature_flattens():
     hot, _ = one_token_controller(tanh_constant=0.5)
-    lp, _ = hot.log_prob_and_entropy([{"x": 0}, {"x": 1}, {"x": 2}])
+    lp, _ = log_prob_and_entropy(hot, [{"x": 0}, {"x": 1}, {"x": 2}])
     # logits in [-0.5, 0.5] cannot make any probability exceed e^1 / (e^1 + 2 e^0) ... bound the ratio instead
     assert (lp.max() - lp.min()).item() <= 1.0 + 1e-6
     cold, _ = one_token_controller(tanh_constant=None, temperature=1e6)
-    _, ent = cold.log_prob_and_entropy([{"x": 0}])
+    _, ent = log_prob_and_entropy(cold, [{"x": 0}])
     assert ent.item() == pytest.approx(math.log(3), abs=1e-4)
 
 

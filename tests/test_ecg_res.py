@@ -8,7 +8,8 @@ import torch
 
 from n2nas.data.readers import load_physionet2017
 from n2nas.measure.cost import pipeline_cost
-from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+from n2nas.runners.local import LocalRunner
+from n2nas.runners.shared import SharedTrainingConfig, shrinking_children
 from n2nas.space import Pipeline
 from n2nas.train.sandwich import distillation_loss, sandwich_backward
 from search_spaces import get_space
@@ -209,7 +210,8 @@ def test_progressive_shrinking_opens_kernel_then_depth_then_width_and_counts_in_
     runner = LocalRunner(space_def, ctx, cfg, torch.device("cpu"), seed=0)
     small = space_def.smallest(sample)
     largest = space_def.largest(sample)
-    phases = [runner.shrinking(small) for _ in range(8)]
+    phases = [shrinking_children(space_def, small, cfg, runner.rng, runner.supernet.shrink_steps_done)
+              for _ in range(8)]
     assert all(p == [largest] for p in phases[:2])  # phase 0: the largest child alone
     for step, opened in ((2, {"kernel"}), (4, {"kernel", "depth"}), (6, {"kernel", "depth", "width", "stride"})):
         teacher, student = phases[step][:2]

@@ -14,7 +14,8 @@ import torch
 
 from n2nas.data.readers import load_physionet2017
 from n2nas.runners.dataparallel import FlatLayout, worker_seed
-from n2nas.runners.local import LocalRunner, SharedTrainingConfig, load_weights_and_optimizer, weights_and_optimizer
+from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
+from n2nas.runners.shared import SharedTrainingConfig
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 

@@ -1,4 +1,5 @@
-"""The layers of ARCHITECTURE.md hold: no module imports a higher layer, no imports go in a circle.
+"""The layers of ARCHITECTURE.md hold: no module imports a higher layer, no imports go in a circle, no module
+imports another's private names; every registered search space provides the protocols it offers.
 
 Imports are read with ``ast`` from every module of n2nas/, controllers/ and search_spaces/, at the top of a file and
 inside functions alike. The layer order is declared once, in ARCHITECTURE.md's table, and parsed from there.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -144,11 +146,20 @@ def test_every_package_says_what_it_does(package):
     assert doc and len(doc.split()) >= 12, f"{package}/__init__.py needs a docstring: what it does, what it imports"
 
 
-def _protocol_members() -> list[str]:
+def _protocol_members(protocol=None) -> list[str]:
     from search_spaces.protocol import SpaceDefinition
 
-    declared = [n for n in vars(SpaceDefinition) if not n.startswith("_")] + list(SpaceDefinition.__annotations__)
+    protocol = protocol or SpaceDefinition
+    declared = [n for n in vars(protocol) if not n.startswith("_")] + list(protocol.__annotations__)
     return sorted(set(declared))
+
+
+def _capabilities() -> list[type]:
+    """The optional protocols of ``search_spaces.protocol``: every runtime-checkable protocol but the required one."""
+    import search_spaces.protocol as protocol
+
+    return [v for _, v in sorted(vars(protocol).items()) if isinstance(v, type) and Protocol in v.__mro__
+            and v is not protocol.SpaceDefinition and v.__module__ == protocol.__name__]
 
 
 @pytest.mark.parametrize("name", __import__("search_spaces").known_spaces())
@@ -162,8 +173,70 @@ def test_every_registered_space_provides_the_space_definition_protocol(name):
     assert space_def.space.name == space_def.name  # pipelines find their space again by this name
 
 
+@pytest.mark.parametrize("name", __import__("search_spaces").known_spaces())
+def test_a_space_offering_part_of_an_optional_protocol_offers_all_of_it(name):
+    # code asks isinstance(space_def, ElasticSpace): a space with some of its members only would silently be
+    # treated as having none of them
+    from search_spaces import get_space
+
+    space_def = get_space(name)
+    for capability in _capabilities():
+        members = _protocol_members(capability)
+        offered = [m for m in members if hasattr(space_def, m)]
+        missing = [m for m in members if not hasattr(space_def, m)]
+        assert not offered or (not missing and isinstance(space_def, capability)), \
+            f"{name} offers {offered} of {capability.__name__} but lacks {missing}"
+
+
+def test_the_optional_protocols_are_found_and_claimed_where_expected():
+    from search_spaces import get_space
+    from search_spaces.protocol import ChecksRecords, ElasticSpace, TabulatesParams
+
+    assert {c.__name__ for c in _capabilities()} >= {"ElasticSpace", "ChecksRecords", "TabulatesParams",
+                                                        "DescribesSamples"}
+    assert {"largest", "smallest", "random_architecture", "restrict", "shrink_phases", "shared_rule"} <= \
+        set(_protocol_members(ElasticSpace))
+    assert isinstance(get_space("ecg-res"), ElasticSpace) and not isinstance(get_space("ecg-cpu"), ElasticSpace)
+    assert isinstance(get_space("ecg-12lead"), ChecksRecords) and isinstance(get_space("ehr-mlp"), TabulatesParams)
+
+
 def test_architecture_names_every_method_of_the_protocol():
     text = (ROOT / "ARCHITECTURE.md").read_text()
     assert {"input_size", "build_supernet", "training_settings"} <= set(_protocol_members())
     missing = [m for m in _protocol_members() if f"`{m}`" not in text]
     assert not missing, f"ARCHITECTURE.md's 'Search space' entry should name {missing}"
+    unnamed = [c.__name__ for c in _capabilities() if f"`{c.__name__}`" not in text]
+    assert not unnamed, f"ARCHITECTURE.md's 'Search space' entry should name the optional protocols {unnamed}"
+
+
+def private_imports(module: str) -> list[str]:
+    """``from other import _name`` lines of ``module`` (``__future__`` and dunder names are public)."""
+    path = MODULES[module]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            names = [a.name for a in node.names]
+            where = "." * node.level + (node.module or "")
+        elif isinstance(node, ast.Import):
+            names, where = [a.name for a in node.names], ""
+        else:
+            continue
+        for name in names:
+            if any(part.startswith("_") and not part.endswith("__") for part in name.split(".")):
+                found.append(f"{module}:{node.lineno} imports {name}" + (f" from {where}" if where else ""))
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    # a name starting with _ is its module's own: a caller elsewhere makes it public first (and gives it a
+    # docstring), so that its module can still change it freely
+    wrong = [line for module in sorted(MODULES) for line in private_imports(module)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_private_import_check_sees_what_it_should(tmp_path, monkeypatch):
+    source = ("from __future__ import annotations\nfrom a import public, __version__\n"
+              "def f():\n    from a.b import _hidden\n    import c._d\n")
+    (tmp_path / "m.py").write_text(source)
+    monkeypatch.setitem(MODULES, "fake.m", tmp_path / "m.py")
+    assert private_imports("fake.m") == ["fake.m:4 imports _hidden from a.b", "fake.m:5 imports c._d"]

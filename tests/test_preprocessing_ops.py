@@ -6,12 +6,13 @@ import pytest
 
 from n2nas.data import cache as cache_mod
 from n2nas.data.cache import prepare
-from n2nas.data.preprocess import (PreprocessConfig, bandpass, detect_rpeaks, normalise_record, preprocess_record,
-                                   remove_baseline, resample)
+from n2nas.data.preprocess import (PreprocessConfig, bandpass, detect_rpeaks, normalise_record, remove_baseline,
+                                   resample)
 from n2nas.data.readers import load_physionet2017
 from n2nas.data.record import Dataset, Record
 from n2nas.errors import ConfigError
 from tests.conftest import copy_sample_records
+from tests.helpers import preprocess_record
 
 
 def tone(freq, fs, seconds=10.0, amp=1.0):

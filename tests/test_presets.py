@@ -26,7 +26,7 @@ from n2nas.measure.latency import LatencyConfig
 from n2nas.measure.reward import RewardConfig
 from n2nas.presets import named, presets_of, summary
 from n2nas.retrain import RetrainConfig
-from n2nas.runners.local import SharedTrainingConfig
+from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import ScreenConfig

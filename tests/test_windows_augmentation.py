@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from n2nas.data.augment import AugmentConfig, augment_batch, time_stretch
-from n2nas.data.prepared import PreparedSignals
 from n2nas.data.windows import (WindowConfig, apply_global_stats, eval_windows, global_stats, train_windows,
                                 window_length)
+from tests.helpers import prepared_from_arrays
 
 
 def ramp_records(lengths, fs=100.0, leads=1):
     """Records whose samples equal their position + 1 (so a window tells where it came from); 0 means padding."""
     sigs = [np.tile(np.arange(1, n + 1, dtype=np.float32), (leads, 1)) for n in lengths]
-    return PreparedSignals.from_arrays([f"r{i}" for i in range(len(lengths))], fs, sigs)
+    return prepared_from_arrays([f"r{i}" for i in range(len(lengths))], fs, sigs)
 
 
 def test_train_crops_are_contiguous_slices_or_padded():
@@ -40,7 +40,7 @@ def test_eval_crops_cover_the_whole_record():
 def test_beat_windows_are_centred_on_r_peaks():
     sig = [np.arange(1, 5001, dtype=np.float32)[None, :]]
     peaks = [np.arange(300, 4800, 400)]
-    p = PreparedSignals.from_arrays(["r"], 300.0, sig, peaks)
+    p = prepared_from_arrays(["r"], 300.0, sig, peaks)
     cfg = WindowConfig.diagnosenet()
     x = train_windows(p, np.array([0]), cfg, np.random.default_rng(1))
     assert x.shape == (1, 1, 5 * 260)
@@ -57,7 +57,7 @@ def test_window_length_per_mode():
 
 
 def test_global_stats_use_training_records_only():
-    p = PreparedSignals.from_arrays(["a", "b"], 100.0, [np.zeros((1, 100), np.float32),
+    p = prepared_from_arrays(["a", "b"], 100.0, [np.zeros((1, 100), np.float32),
                                                         np.full((1, 100), 10.0, np.float32)])
     stats = global_stats(p, np.array([0]))
     assert stats.mean[0] == 0

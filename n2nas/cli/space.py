@@ -35,11 +35,12 @@ def _cmd_space_show(args: argparse.Namespace) -> int:
 
 def _cmd_space_params(args: argparse.Namespace) -> int:
     from search_spaces import get_space
+    from search_spaces.protocol import TabulatesParams
 
     if args.input < 1 or args.output < 1:
         raise ConfigError("--input/--output", "must be positive")
     space_def = get_space(args.name)
-    if not hasattr(space_def, "param_table"):
+    if not isinstance(space_def, TabulatesParams):
         raise ConfigError(args.name, "has no units x layers parameter grid (only MLP spaces do)")
     rows = space_def.param_table(args.input, args.output)
     units = list(dict.fromkeys(r["units"] for r in rows))

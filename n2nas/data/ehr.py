@@ -164,16 +164,6 @@ def load_ehr(folder: str | Path, columns: tuple[int, int] | None = None) -> EHRD
                       _fingerprint(files, tag))
 
 
-def save_ehr(dataset: EHRDataset, folder: str | Path) -> Path:
-    """Write ``X.npz``, ``Y.npy`` and ``classes.txt`` (the layout :func:`load_ehr` reads)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    sp.save_npz(folder / "X.npz", dataset.X, compressed=True)
-    np.save(folder / "Y.npy", dataset.y)
-    (folder / CLASSES_FILE).write_text("\n".join(dataset.classes) + "\n")
-    return folder
-
-
 def _read_x(path: Path) -> sp.csr_matrix:
     if path.suffix == ".npz":
         try:

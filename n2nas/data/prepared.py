@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from n2nas.data.preprocess import STATS, normalisation_affine, record_stats
+from n2nas.data.preprocess import STATS, normalisation_affine
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,20 +86,3 @@ class PreparedSignals:
         if self.rpeaks is None or self.rpeak_offsets is None:
             raise ValueError("these signals were prepared without R-peak detection")
         return self.rpeaks[self.rpeak_offsets[i]:self.rpeak_offsets[i + 1]]
-
-    @staticmethod
-    def from_arrays(ids: list[str], fs: float, signals: list[np.ndarray], peaks: list[np.ndarray] | None = None,
-                    normalise: str = "none") -> "PreparedSignals":
-        """Pack per-record ``(leads, n_i)`` arrays (and optional per-record peak arrays) into ragged form; windows
-        come out normalised by ``normalise`` (statistics are taken from ``signals``)."""
-        lengths = np.array([s.shape[-1] for s in signals], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        data = np.concatenate(signals, axis=1).astype(np.float32, copy=False) if signals else \
-            np.zeros((1, 0), np.float32)
-        rp = rpo = None
-        if peaks is not None:
-            counts = np.array([len(p) for p in peaks], dtype=np.int64)
-            rpo = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            rp = np.concatenate([np.asarray(p, np.int64) for p in peaks]) if peaks else np.zeros(0, np.int64)
-        stats = np.stack([record_stats(s) for s in signals]) if signals else None
-        return PreparedSignals(tuple(ids), float(fs), data, offsets, rp, rpo, stats, normalise)

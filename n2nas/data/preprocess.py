@@ -24,7 +24,6 @@ from fractions import Fraction
 import numpy as np
 from scipy import ndimage, signal
 
-from n2nas.data.record import Record
 from n2nas.errors import ConfigError
 from n2nas.presets import preset
 
@@ -278,28 +277,7 @@ def rpeak_signal(sig: np.ndarray, fs: float, designs: Designs | None = None) -> 
     return filter_signal(sig, fs, RPEAK_BAND, "none", designs)
 
 
-def native_rpeaks(record: Record) -> np.ndarray:
-    """R peaks of a record at its own rate (shared by every sampling rate, filter and normalisation)."""
-    return detect_rpeaks(rpeak_signal(record.signal, float(record.fs)), float(record.fs))
-
-
 def scale_peaks(peaks: np.ndarray, fs: float, target_fs: float, n_target: int) -> np.ndarray:
     """Native-rate peak positions mapped to ``target_fs``, keeping those inside a record of ``n_target``."""
     out = np.round(np.asarray(peaks, dtype=np.int64) * target_fs / fs).astype(np.int64)
     return out[out < n_target]
-
-
-def preprocess_record(record: Record, cfg: PreprocessConfig,
-                      native_peaks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply ``cfg`` to one whole record (filter, resample, normalise): the float32 signal at ``cfg.fs`` and its
-    R peaks (or None). The reference the cached, batch-normalised path must match.
-
-    ``native_peaks`` (from :func:`native_rpeaks`) skips the detection.
-    """
-    fs = float(record.fs)
-    sig = resample(filter_signal(record.signal, fs, cfg.band, cfg.baseline), fs, cfg.fs)
-    peaks = None
-    if cfg.rpeaks:
-        found = native_rpeaks(record) if native_peaks is None else native_peaks
-        peaks = scale_peaks(found, fs, cfg.fs, sig.shape[-1])
-    return normalise_record(sig, cfg.normalise).astype(np.float32), peaks

@@ -1,4 +1,4 @@
-"""Seeded, stratified record-level splits (multi-label aware), worker shards and micro-batches.
+"""Seeded, stratified record-level splits (multi-label aware), class weights and micro-batches.
 
 Splitting by record id, never by window, is what keeps windows of one recording from landing on both sides of
 a split; everything is seeded and saved as plain JSON lists of ids.
@@ -141,21 +141,6 @@ def iterative_stratification(y: np.ndarray, fractions: tuple[float, ...], seed: 
         fold_of[i] = fold
         want_records[fold] -= 1
     return [np.flatnonzero(fold_of == f) for f in range(len(fractions))]
-
-
-def shard(indices: np.ndarray, labels: np.ndarray, rank: int, world_size: int, seed: int = 0) -> np.ndarray:
-    """This worker's share of ``indices``: stratified round-robin, so every worker sees the same class mix.
-
-    ``labels`` is one class index per entry of ``indices`` (for multi-label data, e.g. the rarest positive
-    class). Shards are disjoint, cover everything, and differ in size by at most one per class.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world of size {world_size}")
-    rng = np.random.default_rng(seed)
-    indices, labels = np.asarray(indices), np.asarray(labels)
-    order = rng.permutation(len(indices))
-    order = order[np.argsort(labels[order], kind="stable")]
-    return np.sort(indices[order[rank::world_size]])
 
 
 def micro_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator, *,

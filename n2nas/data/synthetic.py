@@ -241,9 +241,10 @@ def synth_rhythm(kind: str, seconds: float, fs: float, rng: np.random.Generator,
     return _synthesise(_rhythm_for_kind(kind, rng), int(round(seconds * fs)), fs, rng, leads)
 
 
-def _write_record(folder: Path, name: str, signal: np.ndarray, fs: float, lead_names: tuple[str, ...],
-                  comments: list[str] | None = None) -> None:
-    """One WFDB record: format 16, 1000 adu/mV, baseline 0 (the challenges' own settings)."""
+def write_wfdb_record(folder: Path, name: str, signal: np.ndarray, fs: float, lead_names: tuple[str, ...],
+                      comments: list[str] | None = None) -> None:
+    """Write ``signal`` (``(leads, samples)`` in mV) as WFDB record ``folder/name``: format 16, 1000 adu/mV,
+    baseline 0 (the challenges' own settings), header ``comments`` as given."""
     digital = np.clip(np.round(signal.astype(np.float64) * 1000.0), -32767, 32767).astype(np.int16)
     n_sig = len(lead_names)
     wfdb.wrsamp(name, fs=fs, units=["mV"] * n_sig, sig_name=list(lead_names), d_signal=digital.T.copy(),
@@ -281,7 +282,7 @@ def write_physionet2017_like(folder: str | Path, n_per_class: dict[str, int] | N
     for i, (label, rng) in enumerate(zip(labels, rngs), start=1):
         name = f"S{i:05d}"
         signal = synth_rhythm(label, rng.uniform(lo, hi), fs, rng, leads=1)
-        _write_record(folder, name, signal, fs, ("ECG",))
+        write_wfdb_record(folder, name, signal, fs, ("ECG",))
         out.append((name, label))
     with open(folder / "REFERENCE.csv", "w", newline="") as fh:
         csv.writer(fh, lineterminator="\n").writerows(out)
@@ -310,7 +311,7 @@ def write_cinc2021_like(folder: str | Path, n_records: int, fs: float = 500.0, s
         signal = _synthesise(_rhythm_for_codes(tuple(codes), rng), int(round(seconds * fs)), fs, rng, 12)
         comments = [f"Age: {rng.integers(18, 90)}", f"Sex: {rng.choice(['Male', 'Female'])}",
                     f"Dx: {','.join(codes)}", "Rx: Unknown", "Hx: Unknown"]
-        _write_record(folder, name, signal, fs, TWELVE_LEADS, comments)
+        write_wfdb_record(folder, name, signal, fs, TWELVE_LEADS, comments)
         out.append((name, codes))
     return out
 

@@ -132,7 +132,7 @@ def _value(text: str) -> Any:
 def plan_cells(space_def, axes: list[tuple[str, tuple[Any, ...]]], base: dict[str, Any]) -> list[dict[str, Any]]:
     """Every combination of the axes on top of ``base`` (the space's defaults where ``base`` says nothing);
     each cell is validated against the space, so a value outside a decision's options fails before training."""
-    from n2nas.space import _index_of
+    from n2nas.space import index_of
 
     space = space_def.space
     options = {d.label: d for d in space.flat}
@@ -140,11 +140,11 @@ def plan_cells(space_def, axes: list[tuple[str, tuple[Any, ...]]], base: dict[st
         if label not in options:
             raise ConfigError("--grid", f"{label!r} is not a decision of space {space.name!r}")
         for v in values:
-            _index_of(options[label], v)
+            index_of(options[label], v)
     start = {**space.default_sample(), **base}
     cells = []
     for combo in itertools.product(*(values for _, values in axes)):
-        sample = {**start, **{label: options[label].options[_index_of(options[label], v)]
+        sample = {**start, **{label: options[label].options[index_of(options[label], v)]
                               for (label, _), v in zip(axes, combo)}}
         space.validate(sample)
         cells.append(sample)

@@ -1,8 +1,9 @@
 """Runners: one interface (train shared weights on sampled children, score children) over three backends.
 
-May import train, measure, metrics, data and below; never the search loop that drives it. ``make_runner`` is the
-only place the search loop learns which backend it runs on: a new backend is one module here plus its name in
-``BACKENDS`` and one branch in ``make_runner``.
+May import train, measure, metrics, data, the search-space protocols and below; never the search loop that
+drives it. ``make_runner`` is the only place the search loop learns which backend it runs on: a new backend is one
+module here plus its name in ``BACKENDS`` and one branch in ``make_runner``. Every backend trains shared weights with
+the step of :mod:`n2nas.runners.shared`.
 """
 from __future__ import annotations
 

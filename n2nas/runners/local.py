@@ -5,15 +5,12 @@ import copy
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from n2nas.data.splits import loss_class_weights
-from n2nas.errors import ConfigError
-from n2nas.presets import preset
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.cost import ArchitectureCosts
@@ -21,88 +18,9 @@ from n2nas.measure.latency import measure_latency_ms
 from n2nas.measure.reward import limits_broken
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.runners.base import Runner
+from n2nas.runners.shared import SharedTrainingConfig, shared_backward
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
-from n2nas.train.primitives import DataContext, loss_fn, metric_inputs, predict_records, recalibrate_batchnorm
-from n2nas.train.sandwich import sandwich_backward
-
-
-BN_MODES = ("recalibrate", "batch", "running")
-RULES = ("auto", "uniform", "sandwich", "progressive")
-
-
-@dataclass(frozen=True)
-class SharedTrainingConfig:
-    """How the shared weights are trained and children scored (the children's own lr / weight decay only apply
-    when retraining).
-
-    ``bn`` decides which BatchNorm statistics a child is scored with. The shared running statistics mix every
-    child the supernet trained, so a child scored with them is judged partly on other children's statistics:
-
-    - ``recalibrate`` (default; SPOS, Once-for-All): before scoring, the running statistics are reset and
-      re-estimated on ``calibration_records`` fixed training records passed through that child alone;
-    - ``batch``: BatchNorm uses each scoring batch's own statistics;
-    - ``running``: the shared running statistics as they are (the behaviour before recalibration existed).
-
-    Either way the supernet's own statistics are restored after scoring, so scoring never changes shared state
-    (replicas of distributed runners stay identical).
-
-    ``rule`` decides what one shared-weight step trains (:meth:`LocalRunner.child_gradient`, which the Ray and
-    MPI runners call too, so every backend trains with the same rule):
-
-    - ``uniform``: the sampled child alone, one batch (SPOS / ENAS single path);
-    - ``sandwich`` (BigNAS): the largest child, the smallest and ``sandwich_random`` random children (the sampled
-      one and ``sandwich_random - 1`` drawn by the runner), all on the sampled preprocessing and one batch, the
-      largest learning from the labels and the others from its soft outputs (weight ``distill``; ``1 - distill``
-      from the labels); their gradients add up into one optimizer step. The space must offer ``largest``,
-      ``smallest`` and ``random_architecture`` (``ecg-res`` does);
-    - ``progressive`` (Once-for-All's progressive shrinking): the first ``shrink_steps`` steps train the largest
-      child alone; then the space's ``shrink_phases`` open one group of elastic dimensions every ``shrink_steps``
-      steps (``ecg-res``: kernel, then depth, then width and stride). Each step trains the largest child and
-      ``sandwich_random`` children restricted to the dimensions opened so far (the others at their largest), the
-      latter distilled from the former as in the sandwich. The step count lives in the supernet (a buffer), so
-      it is checkpointed and kept identical across Ray / MPI replicas;
-    - ``auto`` (default): the space's ``shared_rule`` when it names one (``ecg-res``: sandwich), else uniform.
-    """
-
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 5.0  # ENAS clips the shared weights' gradient norm at 5
-    reward_metric: str = "auto"
-    bn: str = "recalibrate"
-    calibration_records: int = 256
-    calibration_batch: int = 64
-    rule: str = "auto"
-    sandwich_random: int = 2
-    distill: float = 1.0
-    shrink_steps: int = 300
-
-    @staticmethod
-    @preset()
-    def sandwich() -> "SharedTrainingConfig":
-        """BigNAS's sandwich rule: largest + smallest + 2 random children per step, in-place distillation."""
-        return SharedTrainingConfig(rule="sandwich")
-
-    @staticmethod
-    @preset()
-    def uniform() -> "SharedTrainingConfig":
-        """One uniformly sampled single path per step (SPOS), whatever the space prefers."""
-        return SharedTrainingConfig(rule="uniform")
-
-    def rule_for(self, space_def) -> str:
-        """The rule this config trains ``space_def`` with (``auto`` resolved)."""
-        if self.rule != "auto":
-            return self.rule
-        return getattr(space_def, "shared_rule", "uniform")
-
-    def __post_init__(self):
-        if self.rule not in RULES:
-            raise ConfigError("rule", f"expected one of {', '.join(RULES)}, got {self.rule!r}")
-        if self.sandwich_random < 1 or not 0.0 <= self.distill <= 1.0 or self.shrink_steps < 1:
-            raise ConfigError("sandwich_random", "sandwich_random and shrink_steps must be >= 1, distill in [0, 1]")
-        if self.bn not in BN_MODES:
-            raise ConfigError("bn", f"expected one of {', '.join(BN_MODES)}, got {self.bn!r}")
-        if self.calibration_records < 1 or self.calibration_batch < 1:
-            raise ConfigError("calibration_records", "calibration records and batch must be at least 1")
+from n2nas.train.primitives import DataContext, metric_inputs, predict_records, recalibrate_batchnorm
 
 
 class LocalRunner(Runner):
@@ -131,12 +49,7 @@ class LocalRunner(Runner):
         n_cal = min(config.calibration_records, len(ctx.train_idx))
         self._calibration_idx = np.sort(pick.choice(ctx.train_idx, size=n_cal, replace=False))
         self._calibration_seed = seed + 104729
-        self.rule = config.rule_for(space_def)
-        needs = {"sandwich": ("largest", "smallest", "random_architecture"),
-                 "progressive": ("largest", "random_architecture", "restrict", "shrink_phases")}.get(self.rule, ())
-        if not all(hasattr(space_def, m) for m in needs):
-            raise ConfigError("rule", f"the {self.rule} rule needs a space with {', '.join(needs)}; "
-                                      f"{getattr(space_def, 'name', space_def)} has none")
+        self.rule = config.rule_for(space_def)  # ConfigError when the rule needs an elastic space
         if self.rule == "progressive":  # a buffer: saved with the weights, averaged (identical) across replicas
             self.supernet.register_buffer("shrink_steps_done", torch.zeros((), dtype=torch.long, device=device))
 
@@ -159,12 +72,12 @@ class LocalRunner(Runner):
 
     def child_gradient(self, sample, rule: str | None = None) -> float | None:
         """Forward/backward of one shared-weight step around ``sample`` on one training batch, gradients left in
-        ``.grad``: the sampled child alone (``uniform``) or its sandwich (see ``SharedTrainingConfig.rule``).
+        ``.grad`` (:func:`n2nas.runners.shared.shared_backward`, with the runner's rule unless ``rule`` overrides
+        it, e.g. ``"uniform"`` to train one child alone, as a screen or the finals mean to).
 
-        Returns the loss (the sandwich's mean over its children), or None (and no gradients) when it is not
-        finite. Distributed runners call this and :meth:`apply_gradients` separately so they can average
-        gradients in between, and so train with the same rule as this runner. ``rule`` overrides the runner's rule
-        for this step (e.g. ``"uniform"`` to train one child alone, as a screen or the finals mean to).
+        Returns the loss, or None (and no gradients) when it is not finite. Distributed runners call this and
+        :meth:`apply_gradients` separately so they can average gradients in between, and so train with the same
+        rule as this runner.
         """
         from n2nas.data.augment import augment_batch
 
@@ -179,38 +92,11 @@ class LocalRunner(Runner):
         x, y = augment_batch(x, y, self.space_def.augment_config(sample), self.generator)
         weight = self._class_weight if settings.get("class_weighting") else None
         self.optimizer.zero_grad(set_to_none=True)
-        rule = rule or self.rule
-        if rule in ("sandwich", "progressive"):
-            children = self.sandwich(sample) if rule == "sandwich" else self.shrinking(sample)
-            parts = sandwich_backward(self.supernet, children, x, y, self.multilabel, weight, self.config.distill)
-            if parts is None:
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            return parts["loss"]
-        loss = loss_fn(self.supernet(x, sample), y, self.multilabel, weight)
-        if not torch.isfinite(loss):
-            return None
-        loss.backward()
-        return float(loss.detach())
-
-    def sandwich(self, sample) -> list[dict[str, Any]]:
-        """The children of one sandwich step around ``sample``: largest, smallest, ``sample`` and
-        ``sandwich_random - 1`` random architectures (all with ``sample``'s preprocessing and training tokens)."""
-        sd = self.space_def
-        extra = [sd.random_architecture(sample, self.rng) for _ in range(self.config.sandwich_random - 1)]
-        return [sd.largest(sample), sd.smallest(sample), sample, *extra]
-
-    def shrinking(self, sample) -> list[dict[str, Any]]:
-        """The children of one progressive-shrinking step (and the step counted): the largest alone in phase 0,
-        then the largest, ``sample`` and random architectures restricted to the dimensions opened so far."""
-        sd, done = self.space_def, self.supernet.shrink_steps_done
-        phase = min(int(done) // self.config.shrink_steps, len(sd.shrink_phases))
-        done.add_(1)
-        if phase == 0:
-            return [sd.largest(sample)]
-        opened = tuple(f for group in sd.shrink_phases[:phase] for f in group)
-        extra = [sd.random_architecture(sample, self.rng) for _ in range(self.config.sandwich_random - 1)]
-        return [sd.largest(sample), *(sd.restrict(s, opened) for s in (sample, *extra))]
+        loss = shared_backward(self.supernet, self.space_def, sample, rule or self.rule, self.config, x, y,
+                               self.multilabel, weight, self.rng)
+        if loss is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss
 
     def apply_gradients(self) -> None:
         """Clip the gradient norm (ENAS's 5) and take one optimizer step with the gradients in ``.grad``."""

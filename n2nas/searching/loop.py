@@ -13,7 +13,7 @@ from n2nas.measure.reward import RewardConfig
 from n2nas.measure.run import preflight
 from n2nas.presets import preset
 from n2nas.runners import RunnerConfig
-from n2nas.runners.local import SharedTrainingConfig
+from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching import phases
 from n2nas.searching.family import FamilyConfig
 from n2nas.searching.budget import budget_clock

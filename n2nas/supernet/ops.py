@@ -58,7 +58,8 @@ class SlicedConv1d(nn.Module):
             w = w[..., start:start + taps]
         return w
 
-    def _padding(self, dilation: int, taps: int | None = None) -> int:
+    def padding_for(self, dilation: int, taps: int | None = None) -> int:
+        """The padding of a convolution with ``taps`` taps at ``dilation``: "same" unless fixed at construction."""
         return same_padding(taps or self.kernel, dilation) if self.padding is None else self.padding
 
     def forward(self, x: torch.Tensor, c_out: int | None = None, dilation: int = 1,
@@ -66,12 +67,12 @@ class SlicedConv1d(nn.Module):
         """Convolve ``x`` to ``c_out`` channels (depthwise: as many as ``x`` has) with ``taps`` taps."""
         c_in = x.shape[1]
         c_out = c_in if (self.depthwise or c_out is None) else c_out
-        return F.conv1d(x, self.sliced(c_out, c_in, taps), None, self.stride, self._padding(dilation, taps),
+        return F.conv1d(x, self.sliced(c_out, c_in, taps), None, self.stride, self.padding_for(dilation, taps),
                         dilation, c_in if self.depthwise else 1)
 
     def child(self, c_in: int, c_out: int, dilation: int = 1, taps: int | None = None) -> nn.Conv1d:
         """The plain ``nn.Conv1d`` a standalone child uses for this slice."""
-        return nn.Conv1d(c_in, c_out, taps or self.kernel, self.stride, self._padding(dilation, taps), dilation,
+        return nn.Conv1d(c_in, c_out, taps or self.kernel, self.stride, self.padding_for(dilation, taps), dilation,
                          groups=c_in if self.depthwise else 1, bias=False)
 
     def child_state(self, c_in: int, c_out: int, taps: int | None = None) -> dict[str, torch.Tensor]:
