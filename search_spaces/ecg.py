@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from n2nas.data.record import SIGNALS
 from n2nas.errors import ConfigError
 from n2nas.presets import named, preset
 from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
@@ -252,7 +253,7 @@ class ECGRecordSpace:
         """The ``DataContext`` that prepares (and caches) signals per preprocessing choice."""
         from n2nas.train.primitives import DataContext
 
-        if not hasattr(dataset, "records"):
+        if dataset.modality != SIGNALS:
             raise ConfigError("--space", f"{self.name} searches ECG records; this data holds no ECG records")
         self.check_records(dataset)
         return DataContext(dataset, train_idx, val_idx, cache_dir, workers)

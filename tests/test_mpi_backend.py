@@ -50,7 +50,8 @@ def test_failing_rank_aborts_cleanly_then_sync_search_resumes_with_identical_ran
     for name in ("best_pipeline.json", "trials.jsonl", "checkpoint", "tensorboard", "report.png", "split.json"):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
-    assert [t["step"] for t in lines] == list(range(1 + 2 * 2 + 2))  # warm-up child, 2 epochs x 2, 2 derived
+    # warm-up child, 2 epochs x 2, 2 derived, and (no finals) the space's default scored beside them
+    assert [t["step"] for t in lines] == list(range(1 + 2 * 2 + 2 + 1))
     assert {t["worker"] for t in lines if t["phase"] == "controller"} == {0, 1}  # scoring spread over ranks
     state = torch.load(run / "checkpoint" / "search_state.pt", weights_only=True)
     assert int(state["epoch"]) == 3  # one warm-up epoch, then two with the controller

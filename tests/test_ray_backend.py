@@ -42,7 +42,8 @@ def test_ray_search_leaves_the_same_kind_of_run_folder(undisturbed):
     for name in ("best_pipeline.json", "trials.jsonl", "checkpoint", "tensorboard", "report.png", "split.json"):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
-    assert [t["step"] for t in lines] == list(range(len(lines))) == list(range(1 + 2 * 2 + 2))  # warm-up child, 2 x 2, 2 derived
+    # warm-up child, 2 x 2, 2 derived, and (no finals) the space's default scored beside them
+    assert [t["step"] for t in lines] == list(range(len(lines))) == list(range(1 + 2 * 2 + 2 + 1))
     assert {t["worker"] for t in lines if t["phase"] == "controller"} == {0, 1}  # children split across actors
     assert json.loads((run / "config.json").read_text())["runner"]["backend"] == "ray"
     assert result.best(1)[0].scores["phase"] == "derive"
