@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
-from n2nas.evaluation import load_thresholds, predict  # noqa: E402
+from n2nas.models.evaluate import load_thresholds, predict  # noqa: E402
 from n2nas.metrics import evaluate_predictions  # noqa: E402
-from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.searching.family import read_family  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -66,6 +66,11 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
     ap.add_argument("--flops-targets", default=None, metavar="F1,F2,...",
                     help="family targets, FLOPs per record as the search counts them (per 30 s of ECG; "
                          "default: the preset's)")
+    ap.add_argument("--clock", default=None, choices=["wall", "cpu"],
+                    help="what --search-minutes counts: wall time, or the search process's CPU time, which machine "
+                         "load does not change (default: the preset's)")
+    ap.add_argument("--finetune-epochs", type=int, default=None, metavar="E",
+                    help="fine-tune each family member for E epochs inside the search (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the searches, the splits and the default retrain")
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision of the search")
     ap.add_argument("--out", default=out, help="keep run and model folders and report.png here (default: "
@@ -123,6 +128,11 @@ def search_config(args: argparse.Namespace, base):
         changes["space"] = args.space
     if args.family_targets:
         changes["family"] = dataclasses.replace(base.family, flops_targets=args.family_targets)
+    if getattr(args, "finetune_epochs", None) is not None:
+        changes["family"] = dataclasses.replace(changes.get("family", base.family),
+                                                finetune_epochs=args.finetune_epochs)
+    if getattr(args, "clock", None):
+        changes["clock"] = args.clock
     reward = {name: getattr(args, name) for name in ("flops_weight", "flops_target", "max_flops")
               if getattr(args, name, None) is not None}
     if reward:
@@ -238,6 +248,33 @@ def member_rows(name: str, member: dict) -> dict[str, dict]:
     return {f"{name} inherited": {"kind": "inherited", "model_dir": member["inherited_dir"], "validation": {}},
             f"{name} {member['weights']}": {"kind": "fine-tuned", "model_dir": member["model_dir"],
                                              "validation": val}}
+
+
+def rows_to_score(searches: dict[str, dict], args, references: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """What a benchmark scores: ``(contenders, kinds, folders)``. Contenders are pipelines to retrain (each search's
+    best, the hand ``references`` named in ``--rows``, the ``--pipeline`` rows and, with ``--retrain-members``, every
+    family member from scratch); folders are the members' model folders as the searches wrote them; kinds label
+    every row for the Pareto table."""
+    import n2nas
+    from search_spaces.references import fixed_pipelines
+
+    contenders, kinds = {}, {}
+    for row, found in searches.items():
+        name = "n2nas search" if row == "search" else "random search"
+        contenders[name], kinds[name] = found["best"], "search"
+    fixed = fixed_pipelines()
+    contenders.update({row: fixed[row] for row in references if row in args.rows_wanted})
+    kinds.update({row: "reference" for row in references if row in args.rows_wanted})
+    contenders.update(args.extra_rows)
+    kinds.update({name: "pipeline" for name in args.extra_rows})
+    members = members_of(searches)
+    folders = {label: entry for name, member in members.items() for label, entry in member_rows(name, member).items()}
+    kinds.update({label: entry["kind"] for label, entry in folders.items()})
+    if args.retrain_members:
+        for name, member in members.items():
+            contenders[f"{name} retrained"] = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json").to_json()
+            kinds[f"{name} retrained"] = "retrained"
+    return contenders, kinds, folders
 
 
 def members_of(searches: dict[str, dict]) -> dict[str, dict]:

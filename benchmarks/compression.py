@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from n2nas.artifacts import load_model_dir, load_pipeline  # noqa: E402
+from n2nas.models.folder import load_model_dir, load_pipeline  # noqa: E402
 from n2nas.compress.prune import PruneConfig, sparsity_report, state_bytes  # noqa: E402
 from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
-from n2nas.artifacts import NORM_FILE, stats_from_json  # noqa: E402
-from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
-from n2nas.evaluation import evaluate  # noqa: E402
+from n2nas.models.folder import NORM_FILE, stats_from_json  # noqa: E402
+from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.models.evaluate import evaluate  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402

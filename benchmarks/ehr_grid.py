@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from n2nas.data.ehr import EHRDataset  # noqa: E402
+from n2nas.data.ehr_matrix import EHRDataset  # noqa: E402
 from n2nas.data.synthetic_ehr import SyntheticEHRConfig, synthetic_ehr  # noqa: E402
-from n2nas.grid.run import GridConfig, diagnosenet_cell, run_grid  # noqa: E402
+from n2nas.grid.cells import GridConfig, diagnosenet_cell, run_grid  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.rows import split_indices  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402

@@ -8,7 +8,7 @@ exactly these training and validation rows, and the grid's cells get the same va
 
 - searched MLP: ``n2nas search --preset ehr-cpu`` (ENAS over ``ehr-mlp-small``, reward validation macro AUROC) on
   the training + validation rows only, then its best pipeline retrained from scratch as ``n2nas retrain`` does
-  (:func:`n2nas.retrain.fit_rows`: Adam, lr decayed linearly to zero over ``--retrain-epochs`` epochs, never a wall cap, so
+  (:func:`n2nas.models.retrain.fit_rows`: Adam, lr decayed linearly to zero over ``--retrain-epochs`` epochs, never a wall cap, so
   the result does not depend on the machine's load; stopped after ``--retrain-patience`` epochs without a better
   validation macro AUROC; the best epoch kept; ``--class-weight`` weights its loss by balanced class weights
   raised to that power);
@@ -56,19 +56,19 @@ from benchmarks.common import add_options, finish_options, load_avg, load_span, 
 from benchmarks.common import search_config  # noqa: E402
 from benchmarks.scoring import (by_row, folder_cost, format_pareto, function_latency_ms, module_cost,  # noqa: E402
                                 paired_gap, pareto_table, plot_pareto, print_seed_spread)
-from n2nas.data.ehr import EHRDataset  # noqa: E402
+from n2nas.data.ehr_matrix import EHRDataset  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import Split  # noqa: E402
 from n2nas.data.table import fit_on_training  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
-from n2nas.evaluation import predict  # noqa: E402
-from n2nas.grid.run import GridConfig, run_grid  # noqa: E402
+from n2nas.models.evaluate import predict  # noqa: E402
+from n2nas.grid.cells import GridConfig, run_grid  # noqa: E402
 from n2nas.metrics import evaluate_predictions, macro_auroc_ranks  # noqa: E402
 from n2nas.searching.family import read_family  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.rows import predict_rows, split_indices  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from n2nas.grid.run import TEST_PROBS  # noqa: E402
+from n2nas.grid.cells import TEST_PROBS  # noqa: E402
 
 SPACE = "ehr-mlp-small"
 BASE = {"lr": 0.001, "activation": "relu", "dropout": 0.2, "batch_size": 768}
@@ -216,13 +216,13 @@ def grid_best(ds: EHRDataset, args, val_fraction: float, out: Path, log) -> tupl
 
 
 def retrained(fitted: EHRDataset, sample: dict, metric: str, train_idx, val_idx, test_idx, args) -> dict:
-    """``sample`` trained from scratch as ``n2nas retrain`` trains an EHR pipeline (:func:`n2nas.retrain.fit_rows`:
+    """``sample`` trained from scratch as ``n2nas retrain`` trains an EHR pipeline (:func:`n2nas.models.retrain.fit_rows`:
     Adam, lr decayed linearly to zero over ``--retrain-epochs``, ``--retrain-patience``, the epoch best on
     validation ``metric`` kept) on the benchmark's training rows; test-patient scores."""
     import torch
 
-    from n2nas.artifacts import data_card
-    from n2nas.retrain import RetrainConfig, fit_rows
+    from n2nas.models.folder import data_card
+    from n2nas.models.retrain import RetrainConfig, fit_rows
     from n2nas.space import Pipeline
 
     space = get_space(SPACE)

@@ -12,7 +12,7 @@ touched once per model, at the end. Every retrain runs ``--epochs`` epochs (its 
 
 - ``n2nas search``: the preset's ENAS search (``--search-minutes``), its best pipeline retrained;
 - ``random search``: the same search with ``--controller random`` and the same budget;
-- ``plain-cnn``: the hand-designed 6-layer CNN of ``ecg-small`` (:func:`search_spaces.ecg.plain_cnn_sample`);
+- ``plain-cnn``: the hand-designed 6-layer CNN of ``ecg-small`` (:func:`search_spaces.references.plain_cnn_sample`);
 - ``hannun``: the Hannun / DiagnoseNET residual network (``ecg-hannun``);
 - ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search);
 - with a family (``--preset cpu-3h``, or ``--flops-targets``): every member folder of each search's family as the
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nas  # noqa: E402
 from benchmarks.common import (add_options, budget_line, finish_options, folder_job, load_avg, load_span,  # noqa: E402
                                member_rows, members_of, print_searches, retrain_config, retrain_job, run_jobs,
-                               search_behaviour, search_config, search_job)
+                               rows_to_score, search_behaviour, search_config, search_job)
 from benchmarks.scoring import (by_row, folder_cost, format_pareto, paired_gap, pareto_table,  # noqa: E402
                                 plot_pareto, print_seed_spread)
 from n2nas.data.spec import load_dataset  # noqa: E402
@@ -56,12 +56,11 @@ from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.measure.cost import RECORD_SECONDS  # noqa: E402
 from n2nas.metrics import cinc2017_f1  # noqa: E402
-from n2nas.retrain import RetrainConfig  # noqa: E402
+from n2nas.models.retrain import RetrainConfig  # noqa: E402
 from n2nas.searching.finals import FinalsConfig  # noqa: E402
 from n2nas.presets import named, presets_of  # noqa: E402
 from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.searching.screen import ScreenConfig  # noqa: E402
-from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017"
 ROWS = ("search", "random", "plain-cnn", "hannun")
@@ -142,23 +141,7 @@ def main() -> None:
     searches = run_jobs({row: (search_job, (split, dataclasses.replace(cfg, controller=ctrl), str(work / f"{row}-run")))
                          for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted},
                         args.parallel, args.threads)
-    kinds = {}
-    contenders = {}
-    for row, found in searches.items():
-        name = "n2nas search" if row == "search" else "random search"
-        contenders[name], kinds[name] = found["best"], "search"
-    fixed = fixed_pipelines()
-    contenders.update({row: fixed[row] for row in REFERENCES if row in args.rows_wanted})
-    contenders.update(args.extra_rows)
-    kinds.update({name: "pipeline" for name in args.extra_rows})
-    members = members_of(searches)
-    folders = {label: entry for name, member in members.items()  # member folders as the searches wrote them
-               for label, entry in member_rows(name, member).items()}
-    kinds.update({label: entry["kind"] for label, entry in folders.items()})
-    if args.retrain_members:
-        for name, member in members.items():
-            contenders[f"{name} retrained"] = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json").to_json()
-            kinds[f"{name} retrained"] = "retrained"
+    contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
     if not contenders and not folders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
 
@@ -185,11 +168,12 @@ def main() -> None:
     if len(args.seeds) > 1:
         print_seed_spread(rows, "test CinC F1")
     print_paired_gaps(rows)
-    if args.retrain_members:  # the aim: inherited weights within 0.01 of the same net trained from scratch
-        for name in members:
-            gap = paired_gap(f1_of, rows[f"{name} inherited"], rows[f"{name} retrained"])
-            print(f"{name}: inherited minus retrained test CinC F1 {gap['difference']:+.3f} "
-                  f"[{gap['low']:+.3f}, {gap['high']:+.3f}]")
+    if args.retrain_members:  # the aim: a member within 0.01 of the same net trained from scratch
+        for name, member in members_of(searches).items():
+            for label in member_rows(name, member):
+                gap = paired_gap(f1_of, rows[label], rows[f"{name} retrained"])
+                print(f"{label} minus {name} retrained: test CinC F1 {gap['difference']:+.3f} "
+                      f"[{gap['low']:+.3f}, {gap['high']:+.3f}]")
     for row, found in searches.items():
         print(f"{row} search behaviour: {json.dumps(search_behaviour(found['trials']))}")
         print(f"{row} best pipeline: {json.dumps(found['best']['sample'])}")

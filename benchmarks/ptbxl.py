@@ -18,7 +18,7 @@ when the headers only say ``train``. Every retrain runs ``--epochs`` epochs (no 
 
 - ``n2nas search``: the preset's ENAS search (``--search-minutes``), its best pipeline retrained;
 - ``random search``: the same search with ``--controller random`` and the same budget;
-- ``plain-cnn-12`` and ``resnet-12``: the hand-designed 12-lead references (:mod:`search_spaces.twelve_lead`);
+- ``plain-cnn-12`` and ``resnet-12``: the hand-designed 12-lead references (:mod:`search_spaces.references`);
 - ``--pipeline NAME=FILE``: any pipeline JSON, e.g. an earlier search's ``best_pipeline.json`` (no new search);
 - with a family (``--flops-targets``): each member folder as the search wrote it (inherited, and fine-tuned when
   the search fine-tuned it) and, with ``--retrain-members``, retrained from scratch like every other row.
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
 from benchmarks.common import (add_options, budget_line, finish_options, folder_job, load_avg, load_span,  # noqa: E402
-                               member_rows, members_of, print_searches, retrain_config, retrain_job, run_jobs,
-                               search_behaviour, search_config, search_job)
+                               print_searches, retrain_config, retrain_job, run_jobs,
+                               rows_to_score, search_behaviour, search_config, search_job)
 from benchmarks.scoring import (by_row, folder_cost, format_pareto, paired_gap, pareto_table,  # noqa: E402
                                 plot_pareto, print_seed_spread, row_score)
 from n2nas.data.spec import load_dataset  # noqa: E402
@@ -56,7 +56,6 @@ from n2nas.errors import DataError, exit_on_error  # noqa: E402
 from n2nas.metrics import macro_auroc_ranks  # noqa: E402
 from n2nas.presets import named, presets_of  # noqa: E402
 from n2nas.searching.loop import SearchConfig  # noqa: E402
-from search_spaces.ecg import fixed_pipelines  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"
 REFERENCES = ("plain-cnn-12", "resnet-12")
@@ -183,21 +182,7 @@ def main() -> None:
                                             str(work / f"{row}-run")))
                          for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted},
                         args.parallel, args.threads)
-    contenders, kinds = {}, {}
-    for row, found in searches.items():
-        name = "n2nas search" if row == "search" else "random search"
-        contenders[name], kinds[name] = found["best"], "search"
-    fixed = fixed_pipelines()
-    contenders.update({row: fixed[row] for row in REFERENCES if row in args.rows_wanted})
-    contenders.update(args.extra_rows)
-    kinds.update({name: "pipeline" for name in args.extra_rows})
-    members = members_of(searches)
-    folders = {label: entry for name, member in members.items() for label, entry in member_rows(name, member).items()}
-    kinds.update({name: entry["kind"] for name, entry in folders.items()})
-    if args.retrain_members:
-        for name, member in members.items():
-            contenders[f"{name} retrained"] = n2nas.load_pipeline(Path(member["model_dir"]) / "pipeline.json").to_json()
-            kinds[f"{name} retrained"] = "retrained"
+    contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
     if not contenders and not folders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
     splits = {f: (fold_split, (args.folder, tuple(test_folds), f, args.folds)) for f in test_folds}

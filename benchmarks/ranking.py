@@ -56,7 +56,7 @@ from n2nas.data.splits import Split, stratified_split  # noqa: E402
 from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
 from n2nas.measure import LatencyConfig, MeasureConfig  # noqa: E402
 from n2nas.measure.cost import pipeline_cost  # noqa: E402
-from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.runners.local import LocalRunner  # noqa: E402
 from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402

@@ -137,7 +137,7 @@ def module_cost(model, input_shape: tuple[int, ...], windows: int = 1) -> dict[s
 def folder_cost(model_dir, record_seconds: float) -> dict[str, Any]:
     """:func:`module_cost` of a model folder's network, with its own input shape and the multi-crop windows of a
     ``record_seconds`` record (one for tabular rows), as ``n2nas flops`` counts them."""
-    from n2nas.artifacts import load_model_dir
+    from n2nas.models.folder import load_model_dir
     from n2nas.measure.cost import model_input_shape, windows_per_record
     from search_spaces import get_space
 

@@ -27,7 +27,7 @@ from n2nas.runners.local import LocalRunner  # noqa: E402
 from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from search_spaces.ecg import plain_cnn_sample  # noqa: E402
+from search_spaces.references import plain_cnn_sample  # noqa: E402
 
 PREPROCESSING = ("fs", "filter", "normalise", "window", "augment")
 DEFAULT_DATA = "physionet2017:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017")

@@ -28,8 +28,8 @@ import n2nas  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
-from n2nas.retrain import RetrainConfig, retrain  # noqa: E402
-from n2nas.evaluation import evaluate  # noqa: E402
+from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
+from n2nas.models.evaluate import evaluate  # noqa: E402
 from n2nas.searching.loop import SearchConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402

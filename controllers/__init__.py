@@ -20,7 +20,7 @@ CONTROLLERS = {
     "enas": "controllers.enas:ENASController",
     "random": "controllers.random:RandomController",
     "evolution": "controllers.evolution:EvolutionController",
-    "grid": "controllers.grid:GridController",
+    "grid": "controllers.exhaustive:GridController",
 }
 
 

@@ -1,15 +1,16 @@
 """n2nas: pipeline and architecture search for medical signals.
 
-Python API: :func:`search`, :class:`SearchConfig`, :func:`load_dataset`, :func:`load_pipeline`, :func:`build_model`;
-retraining lives in :mod:`n2nas.retrain` (``retrain``, ``RetrainConfig``), scoring a model folder in
-:mod:`n2nas.evaluation` (``evaluate``, ``predict``). The search
-stage is the package ``n2nas.searching`` (not ``n2nas.search``) so that ``n2nas.search`` stays this function; for the
-same reason there is no ``n2nas.retrain`` function: importing the ``n2nas.retrain`` module would replace it. This
-facade is the top layer (ARCHITECTURE.md): it imports lazily, and no module of the library imports it.
+Python API: :func:`search`, :class:`SearchConfig`, :func:`load_dataset`, :func:`load_pipeline`, :func:`build_model`,
+:func:`retrain` (with :class:`RetrainConfig`) and :func:`evaluate`; they live in :mod:`n2nas.searching.loop`,
+:mod:`n2nas.models.retrain` and :mod:`n2nas.models.evaluate`. The search stage is the package ``n2nas.searching``
+(not ``n2nas.search``) and retraining the module ``n2nas.models.retrain`` so that ``n2nas.search`` and
+``n2nas.retrain`` stay these functions. This facade is the top layer (ARCHITECTURE.md): it imports lazily, and no
+module of the library imports it.
 """
 from __future__ import annotations
 
-__all__ = ["search", "SearchConfig", "load_dataset", "load_pipeline", "build_model"]
+__all__ = ["search", "SearchConfig", "load_dataset", "load_pipeline", "build_model", "retrain", "RetrainConfig",
+           "evaluate"]
 
 
 def search(data="sample", config=None, out="runs/search", resume=False, progress=False):
@@ -33,16 +34,33 @@ def load_dataset(spec: str, *, skip_bad: bool = False):
 
 def load_pipeline(path):
     """Read and validate a pipeline JSON file (e.g. ``best_pipeline.json``)."""
-    from n2nas.artifacts import load_pipeline as load
+    from n2nas.models.folder import load_pipeline as load
 
     return load(path)
 
 
 def build_model(pipeline, n_leads=None, n_classes=None):
     """A plain ``nn.Module`` with the pipeline's architecture (freshly initialised)."""
-    from n2nas.artifacts import build_model as build
+    from n2nas.models.folder import build_model as build
 
     return build(pipeline, n_leads, n_classes)
+
+
+def retrain(pipeline, data, out, config=None, log=print):
+    """Train ``pipeline`` (a Pipeline or a pipeline JSON path) from scratch on ``data`` (a SPEC or a Dataset) into the
+    model folder ``out``; returns its ``metrics.json`` (``config``: a :class:`RetrainConfig`, default 40 epochs)."""
+    from n2nas.models.folder import load_pipeline as load
+    from n2nas.models.retrain import RetrainConfig, retrain as run
+
+    pipeline = load(pipeline) if isinstance(pipeline, (str, bytes)) or hasattr(pipeline, "__fspath__") else pipeline
+    return run(pipeline, load_dataset(data) if isinstance(data, str) else data, out, config or RetrainConfig(), log)
+
+
+def evaluate(model_dir, data):
+    """Score a model folder on every record of ``data`` (a SPEC or a Dataset): the keys of ``n2nas evaluate``."""
+    from n2nas.models.evaluate import evaluate as run
+
+    return run(model_dir, load_dataset(data) if isinstance(data, str) else data)
 
 
 def __getattr__(name: str):
@@ -51,4 +69,8 @@ def __getattr__(name: str):
         from n2nas.searching.loop import SearchConfig
 
         return SearchConfig
+    if name == "RetrainConfig":
+        from n2nas.models.retrain import RetrainConfig
+
+        return RetrainConfig
     raise AttributeError(f"module 'n2nas' has no attribute {name!r}")

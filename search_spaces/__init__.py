@@ -29,7 +29,7 @@ def _ecg_res(name: str, preset: str) -> Callable[[], object]:
 
 def _ehr(name: str, preset: str) -> Callable[[], object]:
     def make():
-        from search_spaces.ehr import EHRSpace, EHRSpaceConfig
+        from search_spaces.ehr_mlp import EHRSpace, EHRSpaceConfig
 
         return EHRSpace(name, named(EHRSpaceConfig, preset, "--space"))
     return make

@@ -25,12 +25,11 @@ from torch import nn
 from n2nas.data.record import SIGNALS
 from n2nas.errors import ConfigError
 from n2nas.presets import named, preset
-from n2nas.space import Choice, Pipeline, Repeat, SearchSpace, Skips
+from n2nas.space import Choice, Repeat, SearchSpace, Skips
 from search_spaces.ecg_model import ECGChild, ECGSupernet, Layout, build_child, copy_shared_weights
-from search_spaces.twelve_lead import residual_layers
 
 __all__ = ["ECGSpaceConfig", "ECGRecordSpace", "ECGSpace", "ECGSupernet", "ECGChild", "ecg_search_space",
-           "hannun_sample", "fixed_pipelines", "plain_cnn_sample", "BAND_HZ"]
+           "residual_layers", "BAND_HZ"]
 
 BAND_HZ = (0.5, 40.0)
 BEAT_SAMPLES_300HZ = 260  # DiagnoseNET's beat window at 300 Hz
@@ -82,7 +81,7 @@ class ECGSpaceConfig:
     # ``augment`` is pinned like them (it acts on training alone): its default is the searched pipelines' one
     default_augment: str = "none"
     # The default child (the screen's network, the finals' reference): plain layers of ``default_op``, or
-    # two-conv residual blocks (:func:`search_spaces.twelve_lead.residual_layers`).
+    # two-conv residual blocks (:func:`residual_layers`).
     residual_default: bool = False
     # Preprocessing options (the module's constants by default). ``lead_sets`` (leads per pipeline, keys of
     # search_spaces.leads.LEAD_SETS) adds a ``leads`` token; only 12-lead spaces have one.
@@ -168,7 +167,7 @@ class ECGSpaceConfig:
     def twelve_lead_resnet() -> "ECGSpaceConfig":
         """The 12-lead space's options around a deeper, residual layout: 8 layers (4 two-conv blocks),
         64-64-128-128 channels, stem stride 2, length halved before layers 2, 4 and 6 (the layout of
-        :func:`search_spaces.twelve_lead.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang). Its default
+        :func:`search_spaces.references.resnet_12_sample`, in the spirit of PTB-XL's resnet1d_wang). Its default
         child is resnet-12's network (kernels 5 and 3, residual blocks), so the screen ranks the preprocessing on it
         and the finals train it as the reference a searched child has to beat; its default preprocessing is
         resnet-12's too (3 s crops). Crops of 3 or 5 s only: this layout costs 0.2 GFLOP per 10 s record at width
@@ -335,67 +334,14 @@ class ECGSpace(ECGRecordSpace):
         copy_shared_weights(supernet, child, sample)
 
 
-def hannun_sample(space) -> dict[str, Any]:
-    """Hannun et al. (2019) / DiagnoseNET's residual network as a sample of an ECG space (``ECGSpace`` or
-    ``SearchSpace``; meant for ``ecg-hannun``, where it has the paper's depth and widths).
-
-    Every layer is conv15 + ReLU at dilation 1; layers (2k, 2k+1) form residual block k, and layer 2k+1 sums
-    the block input, i.e. layer 2k-1's output (skip i -> i-2 on odd layers, reduced by the pooling/1x1
-    aligner when the block changes resolution or width). Where this differs from the paper:
-
-    - kernel 15 instead of 16 (odd kernels keep the length without asymmetric padding);
-    - block 0 has no shortcut (the stem is not a skip source in this space);
-    - subsampling is a max pool before the block rather than a stride-2 first convolution, and widening is
-      a 1x1 convolution before the block rather than in its first convolution (shortcuts: average pool and
-      1x1 convolution instead of max pool and zero-padded channels);
-    - dropout 0.2 only before the head (the paper has it inside every block);
-    - one label per window from global average pooling instead of one per 256 samples (1.28 s at 200 Hz);
-      input resampled to 300 Hz (PhysioNet 2017's rate), band-passed, z-scored per record, 10 s crops.
-    """
-    ss: SearchSpace = getattr(space, "space", space)
-    n_layers = sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
-    sample = {"fs": 300, "filter": "bandpass", "normalise": "record_z", "window": "crop:10", "augment": "none",
-              "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 0.0,
-              "class_weighting": False}
+def residual_layers(n_layers: int) -> dict[str, Any]:
+    """Layer tokens of two-conv residual blocks: kernel 5 then 3, ReLU, and from the second block on the block's
+    second layer adds the block input (skip i -> i-2 on odd layers, as in :func:`search_spaces.references.hannun_sample`)."""
+    layers: dict[str, Any] = {}
     for i in range(n_layers):
         flags = [0] * i
         if i % 2 == 1 and i >= 3:
             flags[i - 2] = 1
-        sample.update({f"layer{i}/op": "conv15", f"layer{i}/dilation": 1, f"layer{i}/activation": "relu",
-                       f"layer{i}/skip": tuple(flags)})
-    ss.validate(sample)
-    return sample
-
-
-def plain_cnn_sample(space) -> dict[str, Any]:
-    """A plain hand-designed CNN as a sample of an ECG space (meant for ``ecg-small``: 6 layers, 32-64-128
-    channels, 313 k parameters): 100 Hz, no filter, per-record z-score, 30 s crops, no augmentation, conv7 +
-    ReLU in every layer, no skips, width 1.0, lr 1e-3, batch 32, dropout 0.2, class weighting. It is the
-    reference a search must beat (its scores: docs/search.md#plain-cnn)."""
-    ss: SearchSpace = getattr(space, "space", space)
-    n_layers = sum(1 for d in ss.flat if d.label.startswith("layer") and d.label.endswith("/op"))
-    sample = {"fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:30", "augment": "none",
-              "width": 1.0, "lr": 1e-3, "batch_size": 32, "dropout": 0.2, "weight_decay": 1e-4,
-              "class_weighting": True}
-    for i in range(n_layers):
-        sample.update({f"layer{i}/op": "conv7", f"layer{i}/dilation": 1, f"layer{i}/activation": "relu",
-                       f"layer{i}/skip": (0,) * i})
-    ss.validate(sample)
-    return sample
-
-
-def fixed_pipelines() -> dict[str, dict[str, Any]]:
-    """Hand-designed pipelines as pipeline JSON (``{"space", "sample", ...}``, ready for ``Pipeline.from_json``):
-    ``hannun`` (the residual net in ``ecg-hannun``), ``plain-cnn`` (in ``ecg-small``), and the 12-lead references
-    ``plain-cnn-12`` (in ``ecg-12lead``) and ``resnet-12`` (in ``ecg-12lead-resnet``; both
-    :mod:`search_spaces.twelve_lead`)."""
-    from search_spaces.twelve_lead import plain_cnn_12_sample, resnet_12_sample
-
-    hannun = ECGSpace("ecg-hannun", ECGSpaceConfig.hannun())
-    small = ECGSpace("ecg-small", ECGSpaceConfig.small())
-    plain12 = ECGSpace("ecg-12lead", ECGSpaceConfig.twelve_lead())
-    resnet12 = ECGSpace("ecg-12lead-resnet", ECGSpaceConfig.twelve_lead_resnet())
-    return {"hannun": Pipeline(hannun.name, hannun_sample(hannun)).to_json(),
-            "plain-cnn": Pipeline(small.name, plain_cnn_sample(small)).to_json(),
-            "plain-cnn-12": Pipeline(plain12.name, plain_cnn_12_sample(plain12)).to_json(),
-            "resnet-12": Pipeline(resnet12.name, resnet_12_sample(resnet12)).to_json()}
+        layers.update({f"layer{i}/op": "conv5" if i % 2 == 0 else "conv3", f"layer{i}/dilation": 1,
+                       f"layer{i}/activation": "relu", f"layer{i}/skip": tuple(flags)})
+    return layers

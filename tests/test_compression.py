@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from n2nas.artifacts import build_model, load_model_dir
+from n2nas.models.folder import build_model, load_model_dir
 from n2nas.compress.prune import (PruneConfig, Pruner, layer_amounts, pack_state, prunable_layers, prune_option,
                                   sparsity_report, state_bytes, unpack_state)
 from n2nas.compress.quantize import QATConfig, is_quantized, quantize_dynamic, quantize_static
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import ConfigError
-from n2nas.retrain import RetrainConfig, retrain
-from n2nas.evaluation import evaluate
+from n2nas.models.retrain import RetrainConfig, retrain
+from n2nas.models.evaluate import evaluate
 from n2nas.space import Pipeline
 from search_spaces import get_space
 from tests.conftest import copy_sample_records

@@ -11,7 +11,7 @@ import torch
 from controllers import CONTROLLERS, controller_presets, make_controller
 from controllers.enas import ENASConfig, ENASController
 from controllers.evolution import EvolutionConfig, EvolutionController
-from controllers.grid import GridController
+from controllers.exhaustive import GridController
 from n2nas.errors import ConfigError
 from n2nas.space import KINDS, Choice, Repeat, SearchSpace, Skips
 

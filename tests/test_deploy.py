@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from n2nas.artifacts import load_model_dir
+from n2nas.models.folder import load_model_dir
 from n2nas.data.cache import prepare
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import ConfigError
-from n2nas.export import export_model, run_exported
-from n2nas.retrain import RetrainConfig, retrain
+from n2nas.models.export import export_model, run_exported
+from n2nas.models.retrain import RetrainConfig, retrain
 from n2nas.space import Pipeline
 from n2nas.train.primitives import PipelineData, targets_of
 from search_spaces import get_space
@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory):
 
 def _real_windows(model_dir, data) -> np.ndarray:
     """Windows of real records, preprocessed as ``n2nas evaluate`` does (the documented separate step)."""
-    from n2nas.artifacts import NORM_FILE, stats_from_json
+    from n2nas.models.folder import NORM_FILE, stats_from_json
 
     pipeline, _ = load_model_dir(model_dir)
     space_def = get_space(pipeline.space)

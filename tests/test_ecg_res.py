@@ -189,7 +189,7 @@ def test_a_tiny_search_over_ecg_res_trains_sandwiches_and_writes_a_pipeline_that
     import json
 
     import n2nas
-    from n2nas.artifacts import build_model, load_pipeline
+    from n2nas.models.folder import build_model, load_pipeline
     from tests.test_search import tiny_config
 
     copy_sample_records(tmp_path / "d", per_class=3)

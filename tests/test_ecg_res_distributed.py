@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from n2nas.data.readers import load_physionet2017
-from n2nas.runners.dataparallel import FlatLayout, worker_seed
+from n2nas.runners.flat_weights import FlatLayout, worker_seed
 from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
 from n2nas.runners.shared import SharedTrainingConfig
 from search_spaces import get_space

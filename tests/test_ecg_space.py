@@ -9,7 +9,8 @@ from torch import nn
 from n2nas.errors import ConfigError
 from n2nas.space import Choice, Pipeline
 from search_spaces import get_space, known_spaces
-from search_spaces.ecg import ECGSpaceConfig, fixed_pipelines, hannun_sample, plain_cnn_sample
+from search_spaces.ecg import ECGSpaceConfig
+from search_spaces.references import fixed_pipelines, hannun_sample, plain_cnn_sample
 
 PREPROCESSING = ["fs", "filter", "normalise", "window", "augment"]
 TRAINING = ["lr", "batch_size", "dropout", "weight_decay", "class_weighting"]
@@ -111,7 +112,7 @@ def test_hannun_pipeline_has_residual_skips():
 
 
 def test_fixed_pipelines_round_trip():
-    from search_spaces.twelve_lead import plain_cnn_12_sample, resnet_12_sample
+    from search_spaces.references import plain_cnn_12_sample, resnet_12_sample
 
     pipes = fixed_pipelines()
     assert set(pipes) == {"hannun", "plain-cnn", "plain-cnn-12", "resnet-12"}
@@ -186,7 +187,7 @@ def test_invalid_sample_is_a_config_error():
 @pytest.mark.parametrize("name", ["ecg", "ecg-small", "ecg-cpu"])
 def test_a_search_pins_every_training_token_to_the_space_recipe(name):
     from n2nas.searching.loop import SearchConfig
-    from n2nas.searching.plan import pins
+    from n2nas.searching.preparation import pins
 
     space_def = get_space(name)
     pinned = pins(space_def, SearchConfig(space=name, fixed={"dropout": 0.5}))

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from n2nas.cli import main
-from n2nas.data.ehr import load_ehr
+from n2nas.data.ehr_matrix import load_ehr
 from n2nas.data.spec import load_dataset
 from n2nas.data.splits import stratified_split
 from n2nas.data.synthetic_ehr import CLASS_SHARES, SyntheticEHRConfig, class_counts, feature_layout, synthetic_ehr
@@ -94,7 +94,7 @@ def test_synthetic_shape_shares_and_groups():
 
 def test_synthetic_ehr_is_learnable(tmp_path):
     """A short from-scratch MLP run beats the majority-class baseline by a wide margin."""
-    from n2nas.grid.run import GridConfig, diagnosenet_cell
+    from n2nas.grid.cells import GridConfig, diagnosenet_cell
     from search_spaces import get_space
 
     ds = load_dataset("synthetic-ehr:3000,600")
@@ -139,8 +139,8 @@ def test_sparse_batches_never_densify_the_matrix():
 def test_class_weight_moves_probability_to_the_rare_classes():
     """``class_weight`` weights the loss by balanced class weights to that power: trained the same way otherwise,
     the more weighted model gives the rare training classes (< 15 of 500 rows) more probability."""
-    from n2nas.artifacts import data_card
-    from n2nas.retrain import RetrainConfig, fit_rows
+    from n2nas.models.folder import data_card
+    from n2nas.models.retrain import RetrainConfig, fit_rows
     from n2nas.space import Pipeline
     from n2nas.train.rows import predict_rows
     from search_spaces import get_space

@@ -11,9 +11,9 @@ import torch
 import n2nas
 from n2nas.cli import main
 from n2nas.errors import ConfigError
-from n2nas.grid.run import get_preset, parse_grid, plan_cells
+from n2nas.grid.cells import get_preset, parse_grid, plan_cells
 from search_spaces import get_space
-from search_spaces.ehr_model import mlp_params
+from search_spaces.ehr_mlp_model import mlp_params
 
 # DiagnoseNET Table 4 (14637 inputs, 14 classes), millions of parameters per hidden layers x units.
 TABLE4 = {(2, 128): 1.89, (16, 512): 11.44, (2, 4096): 76.80, (4, 1024): 18.15, (8, 256): 4.21, (16, 16): 0.24}
@@ -57,7 +57,7 @@ def test_grid_parsing_and_planning():
     with pytest.raises(ConfigError):
         parse_grid(["lr"])
     ecg = get_space("ecg-hannun")
-    from search_spaces.ecg import hannun_sample
+    from search_spaces.references import hannun_sample
 
     preset = get_preset("residual-lr-batch", "ecg")
     cells = plan_cells(ecg, list(preset.axes), hannun_sample(ecg))
@@ -126,7 +126,7 @@ def test_grid_cells_take_the_given_validation_share_and_keep_test_probabilities(
     import numpy as np
 
     from n2nas.data.spec import load_dataset
-    from n2nas.grid.run import TEST_PROBS, GridConfig, run_grid
+    from n2nas.grid.cells import TEST_PROBS, GridConfig, run_grid
     from n2nas.train.rows import split_indices
 
     ds = load_dataset("synthetic-ehr:400,300")

@@ -25,7 +25,7 @@ def family_run(tiny_data, tmp_path_factory):  # noqa: F811
 
 
 def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, tiny_data):  # noqa: F811
-    from n2nas.evaluation import evaluate
+    from n2nas.models.evaluate import evaluate
 
     members = json.loads((family_run / "family" / "family.json").read_text())["members"]
     assert [m["flops_target"] for m in members] == list(TARGETS)
@@ -38,7 +38,7 @@ def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, t
         assert member["val_metric"] == pytest.approx(rescored[json.dumps(pipeline.sample, sort_keys=True)]["metric"])
         scores = evaluate(member["model_dir"], tiny_data)  # a model folder `n2nas evaluate` reads as it is
         assert scores["n_records"] == len(tiny_data)
-    from n2nas.searching.summary import format_summary, load_summary
+    from n2nas.searching.run_summary import format_summary, load_summary
 
     summary = load_summary(family_run)  # the summary is written after the family, and lists it
     assert [m["name"] for m in summary["family"]] == [m["name"] for m in members]
@@ -118,7 +118,7 @@ def test_a_larger_budget_never_gets_a_worse_member(family_run):
 def test_the_derive_phase_leaves_the_family_its_time():
     from n2nas.searching.budget import Budget
     from n2nas.searching.family import family_seconds
-    from n2nas.searching.plan import derive_stops
+    from n2nas.searching.derivation import derive_stops
 
     family = FamilyConfig(flops_targets=(1e6, 1e7), children=32, rescored=4)
     after = family_seconds(family, 2.0, reward_share=0.5)  # 2 s to score a child on the whole validation split

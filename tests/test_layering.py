@@ -135,7 +135,7 @@ def test_no_import_circles():
 def test_the_checks_see_what_they_should():
     # lazy imports count, `from package import module` names the module, and a circle is found
     assert "n2nas.searching.loop" in GRAPH["n2nas"]  # imported inside a function of the facade
-    assert "n2nas.cli.search" in GRAPH["n2nas.cli"]  # `from n2nas.cli import search`
+    assert "n2nas.cli.search_command" in GRAPH["n2nas.cli"]  # `from n2nas.cli import search`
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -240,3 +240,38 @@ def test_the_private_import_check_sees_what_it_should(tmp_path, monkeypatch):
     (tmp_path / "m.py").write_text(source)
     monkeypatch.setitem(MODULES, "fake.m", tmp_path / "m.py")
     assert private_imports("fake.m") == ["fake.m:4 imports _hidden from a.b", "fake.m:5 imports c._d"]
+
+
+def test_architecture_names_every_module():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    files = text[text.index("## Files"):]
+    missing = [m for m, p in MODULES.items() if p.name != "__init__.py" and p.name not in files]
+    assert not missing, f"name these in ARCHITECTURE.md's Files section: {missing}"
+
+
+def test_no_two_modules_share_a_name():
+    seen: dict[str, str] = {}
+    clashes = []
+    for module, path in MODULES.items():
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        if path.name in seen:
+            clashes.append(f"{seen[path.name]} and {module}")
+        seen[path.name] = module
+    assert not clashes, "modules sharing a file name: " + "; ".join(clashes)
+
+
+def test_one_loop_trains_a_network_over_epochs():
+    # the one trainer (n2nas/train/trainer.py fit) is the only function of the library that runs epochs of its own
+    # gradient steps; the search's epochs drive the runners' shared-weight steps and train nothing themselves
+    loops = []
+    for module, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            source = ast.unparse(fn)
+            over_epochs = any(isinstance(n, (ast.For, ast.While)) and "epoch" in ast.unparse(
+                n.target if isinstance(n, ast.For) else n.test) for n in ast.walk(fn))
+            if over_epochs and ".backward(" in source:
+                loops.append(f"{module}.{fn.name}")
+    assert loops == ["n2nas.train.trainer.fit"], loops

@@ -59,7 +59,7 @@ def test_gru_and_small_network_sum_their_layers():
 
 
 def test_pipeline_cost_per_window_record_and_second(capsys, tmp_path):
-    from n2nas.artifacts import build_model
+    from n2nas.models.folder import build_model
     from n2nas.cli import main
     from n2nas.space import Pipeline
     from search_spaces import get_space
@@ -84,7 +84,7 @@ def test_pipeline_cost_per_window_record_and_second(capsys, tmp_path):
 
 
 def test_pipeline_cost_of_a_tabular_ehr_pipeline_counts_one_row_per_record(capsys, tmp_path):
-    from n2nas.artifacts import build_model
+    from n2nas.models.folder import build_model
     from n2nas.cli import main
     from n2nas.space import Pipeline
     from search_spaces import get_space

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from n2nas.data.readers import load_physionet2017
-from n2nas.retrain import RetrainConfig, retrain
+from n2nas.models.retrain import RetrainConfig, retrain
 from n2nas.space import Pipeline
 from n2nas.train.parallel import DistContext, scaled_lr
 from search_spaces import get_space

@@ -134,7 +134,7 @@ def test_a_tiny_run_prints_the_pareto_table_and_writes_report_png(tmp_path):
 def _plain_cnn_file(tmp_path: Path) -> Path:
     import json
 
-    from search_spaces.ecg import fixed_pipelines
+    from search_spaces.references import fixed_pipelines
 
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(fixed_pipelines()["plain-cnn"]))

@@ -12,7 +12,7 @@ from controllers import CONTROLLERS, controller_class, controller_presets
 from controllers.enas import ENASConfig
 from controllers.evolution import EvolutionConfig
 from n2nas.cli import build_parser
-from n2nas.cli.search import search_config
+from n2nas.cli.search_command import search_config
 from n2nas.compress.prune import PruneConfig
 from n2nas.compress.quantize import QATConfig
 from n2nas.data.augment import AugmentConfig
@@ -21,11 +21,11 @@ from n2nas.data.synthetic import SyntheticECGConfig
 from n2nas.data.synthetic_ehr import SyntheticEHRConfig
 from n2nas.data.windows import WindowConfig
 from n2nas.errors import ConfigError
-from n2nas.grid.run import GridPreset
+from n2nas.grid.cells import GridPreset
 from n2nas.measure.latency import LatencyConfig
 from n2nas.measure.reward import RewardConfig
 from n2nas.presets import named, presets_of, summary
-from n2nas.retrain import RetrainConfig
+from n2nas.models.retrain import RetrainConfig
 from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.loop import SearchConfig
@@ -34,7 +34,7 @@ from n2nas.searching.tune import TuneConfig
 from n2nas.train.trainer import FitConfig
 from search_spaces.ecg import ECGSpaceConfig
 from search_spaces.ecg_res import ECGResConfig
-from search_spaces.ehr import EHRSpaceConfig
+from search_spaces.ehr_mlp import EHRSpaceConfig
 
 FAMILIES = (SearchConfig, RewardConfig, ENASConfig, EvolutionConfig, ECGSpaceConfig, ECGResConfig, EHRSpaceConfig,
             GridPreset, SyntheticECGConfig, SyntheticEHRConfig, PruneConfig, QATConfig, AugmentConfig,

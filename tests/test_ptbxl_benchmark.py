@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2nas.data.synthetic import _write_record, synth_rhythm
+from n2nas.data.synthetic import synth_rhythm, write_wfdb_record
 from n2nas.errors import DataError
 from n2nas.metrics import macro_auroc_ranks
 from search_spaces.leads import STANDARD_LEADS
@@ -25,7 +25,7 @@ def write_folds(folder, folds: list, ecg_ids: bool = True):
     for i, fold in enumerate(folds):
         kind = "NA"[i % 2]
         comments = [f"fold: {fold}"] + ([f"ecg_id: {100 + i}"] if ecg_ids else [])
-        _write_record(folder, f"r{i:03d}", synth_rhythm(kind, 10.0, 100.0, rng, leads=12), 100.0,
+        write_wfdb_record(folder, f"r{i:03d}", synth_rhythm(kind, 10.0, 100.0, rng, leads=12), 100.0,
                       STANDARD_LEADS, comments=comments)
         rows.append(f"r{i:03d},{'NORM' if kind == 'N' else 'MI'}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from n2nas.artifacts import build_model, load_model_dir, load_pipeline
+from n2nas.models.folder import build_model, load_model_dir, load_pipeline
 from n2nas.data.readers import load_physionet2017
 from n2nas.errors import ConfigError, DataError
-from n2nas.retrain import RetrainConfig, retrain
-from n2nas.evaluation import evaluate
+from n2nas.models.retrain import RetrainConfig, retrain
+from n2nas.models.evaluate import evaluate
 from n2nas.space import Pipeline
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
@@ -163,7 +163,7 @@ def test_class_weight_on_an_ecg_pipeline_is_a_one_line_error(tmp_path, capsys):
     import json
 
     from n2nas.cli import main
-    from search_spaces.ecg import fixed_pipelines
+    from search_spaces.references import fixed_pipelines
 
     pipeline = tmp_path / "plain.json"
     pipeline.write_text(json.dumps(fixed_pipelines()["plain-cnn"], default=list))

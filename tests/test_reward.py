@@ -174,7 +174,7 @@ def test_report_never_mixes_energy_sources(tmp_path):
 def test_search_options_reach_the_config():
     import argparse
 
-    from n2nas.cli.search import add_reward_options, reward_and_measure
+    from n2nas.cli.search_command import add_reward_options, reward_and_measure
 
     p = argparse.ArgumentParser()
     add_reward_options(p)

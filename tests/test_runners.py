@@ -8,7 +8,7 @@ import torch
 
 from n2nas.errors import ConfigError
 from n2nas.runners import RunnerConfig
-from n2nas.runners.dataparallel import Convergence, FlatLayout, fold, interleave, weights_digest
+from n2nas.runners.flat_weights import Convergence, FlatLayout, fold, interleave, weights_digest
 
 
 class _Tiny(torch.nn.Module):

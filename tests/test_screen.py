@@ -253,7 +253,8 @@ def test_a_search_screens_then_shares_weights_only_within_the_winner(tiny_data, 
 
 def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing(tiny_data, tmp_path):
     from n2nas.measure.reward import RewardConfig
-    from n2nas.searching.plan import pins, score_board
+    from n2nas.searching.preparation import pins
+    from n2nas.searching.progress import score_board
 
     fixed = {"fs": 100, "filter": "none", "window": "crop:10"}  # one window: every probe costs the same FLOPs
     config = replace(SearchConfig(), budget_epochs=2, shared_steps=2, controller_steps=1, children_per_step=2,
@@ -285,7 +286,7 @@ def test_hard_limits_below_the_probe_still_let_the_screen_rank_the_preprocessing
 
 def test_finals_leave_out_a_reference_that_breaks_the_hard_limits(tiny_data, tmp_path):
     from n2nas.measure.reward import RewardConfig
-    from n2nas.searching.plan import pins
+    from n2nas.searching.preparation import pins
 
     # every preprocessing label pinned, so no screen runs and nothing marks the default architecture beforehand
     fixed = {"fs": 100, "filter": "none", "window": "crop:10", "normalise": "record_z"}

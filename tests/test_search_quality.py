@@ -13,7 +13,8 @@ from n2nas.data.readers import load_physionet2017
 from n2nas.runners.local import LocalRunner
 from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching.budget import Budget, PhaseClock, minimum_budget_minutes
-from n2nas.searching.plan import DERIVE_DRAW_ROUNDS, derive_candidates, derive_stops, reward_set
+from n2nas.searching.derivation import DERIVE_DRAW_ROUNDS, derive_candidates, derive_stops
+from n2nas.searching.preparation import reward_set
 from search_spaces import get_space
 from tests.conftest import copy_sample_records
 

@@ -1,7 +1,7 @@
 """End-of-search summary: the best pipeline in one line, its score and cost, children, time, next command."""
 import json
 
-from n2nas.searching.summary import build_summary, describe_pipeline, format_summary, load_summary, write_summary
+from n2nas.searching.run_summary import build_summary, describe_pipeline, format_summary, load_summary, write_summary
 
 
 def _sample(ops, dilations=None, skips=None):
@@ -101,7 +101,7 @@ def test_write_summary_round_trips_and_leaves_no_temporary_file(tmp_path):
 def test_search_command_prints_the_summary_or_json(tmp_path, monkeypatch, capsys):
     """`n2nas search` ends with the human summary; --json prints the dict with the keys scripts always read."""
     import n2nas.cli
-    import n2nas.cli.search
+    import n2nas.cli.search_command
     import n2nas.searching.loop
     from tests.conftest import copy_sample_records
     from tests.test_search import FIXED, tiny_config

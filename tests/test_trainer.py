@@ -104,6 +104,8 @@ def test_a_resumed_training_ends_with_the_same_weights(ema):
             saved["state"] = training.state()
 
     fit(_net, Blobs(), score, config, device=torch.device("cpu"), on_epoch=keep)
+    # the kept state is epoch 2's, not a view of the weights that trained on
+    assert not all(torch.equal(v, whole.model.state_dict()[k]) for k, v in saved["state"]["model"].items())
     resumed = fit(_net, Blobs(), score, config, device=torch.device("cpu"), resume=saved["state"])
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4] and resumed.best_epoch == whole.best_epoch
     for k, v in whole.model.state_dict().items():

@@ -146,10 +146,10 @@ def test_records_without_the_leads_a_pipeline_needs_fail_by_name(tmp_path):
 
 
 def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp_path):
-    from n2nas.export import preprocessing_spec
-    from n2nas.retrain import RetrainConfig, retrain
-    from n2nas.evaluation import evaluate
-    from search_spaces.ecg import fixed_pipelines
+    from n2nas.models.export import preprocessing_spec
+    from n2nas.models.retrain import RetrainConfig, retrain
+    from n2nas.models.evaluate import evaluate
+    from search_spaces.references import fixed_pipelines
 
     folder, labels = twelve
     ds = load_wfdb_csv(folder, labels)
@@ -177,7 +177,7 @@ def test_references_retrain_keep_thresholds_and_evaluate_prints_them(twelve, tmp
 
 
 def test_the_residual_12lead_space_defaults_to_resnet_12s_network_and_still_searches_it():
-    from search_spaces.ecg import fixed_pipelines
+    from search_spaces.references import fixed_pipelines
 
     space = get_space("ecg-12lead-resnet").space
     default, resnet = space.default_sample(), fixed_pipelines()["resnet-12"]["sample"]
@@ -190,10 +190,11 @@ def test_the_residual_12lead_space_defaults_to_resnet_12s_network_and_still_sear
 
 
 def test_12lead_searches_pin_strong_augmentation_and_the_references_keep_none():
-    from search_spaces.ecg import ECGSpaceConfig, fixed_pipelines
+    from search_spaces.ecg import ECGSpaceConfig
+    from search_spaces.references import fixed_pipelines
 
     from n2nas.searching.loop import SearchConfig
-    from n2nas.searching.plan import pins
+    from n2nas.searching.preparation import pins
 
     space_def = get_space("ecg-12lead")
     assert pins(space_def, SearchConfig.twelve_lead())["augment"] == "strong"
@@ -266,8 +267,8 @@ def test_a_12lead_search_rewards_macro_auroc_over_the_whole_reward_set(tmp_path)
 def test_class_weighting_reaches_a_multilabel_loss(twelve, tmp_path):
     """The ``class_weighting`` token weighs each class's positives on multi-label data (BCE ``pos_weight``); it
     once did nothing there, so two seeded retrains that differ only in it must end with different weights."""
-    from n2nas.retrain import RetrainConfig, retrain
-    from search_spaces.ecg import fixed_pipelines
+    from n2nas.models.retrain import RetrainConfig, retrain
+    from search_spaces.references import fixed_pipelines
 
     folder, labels = twelve
     ds = load_wfdb_csv(folder, labels)

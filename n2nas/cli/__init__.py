@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from n2nas.cli import data, derive, evaluate, export, flops, grid, report, retrain, search, space, tune
+from n2nas.cli import (data_command, derive_command, evaluate_command, export_command, flops_command, grid_command,
+                       report_command, retrain_command, search_command, space_command, tune_command)
 from n2nas.cli.options import Parser
 from n2nas.errors import N2NASError
 
 # The command tree, in the order `n2nas --help` lists it; a new command is one module with `register(sub)`.
-COMMANDS = (data, search, derive, tune, flops, report, retrain, export, evaluate, space, grid)
+COMMANDS = (data_command, search_command, derive_command, tune_command, flops_command, report_command,
+            retrain_command, export_command, evaluate_command, space_command, grid_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

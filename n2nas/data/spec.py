@@ -54,7 +54,7 @@ def load_dataset(spec: str, *, skip_bad: bool = False, min_seconds: float = 1.0,
         folder = synthetic_ecg_folder(cache_root or default_cache_root(), preset=preset)
         return load_physionet2017(folder, **opts)
     if kind == "ehr" and arg:
-        from n2nas.data.ehr import load_ehr, parse_columns
+        from n2nas.data.ehr_matrix import load_ehr, parse_columns
 
         folder, _, cols = arg.partition(",")
         return load_ehr(folder, parse_columns(cols) if cols else None)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from n2nas.data.ehr import EHRDataset
+from n2nas.data.ehr_matrix import EHRDataset
 from n2nas.errors import ConfigError
 from n2nas.presets import preset
 

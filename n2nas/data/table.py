@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from n2nas.data.ehr import EHRDataset
+from n2nas.data.ehr_matrix import EHRDataset
 from n2nas.data.table_encoder import (MISSING, check_encoder, encode, encoder_hash, feature_groups, fit_encoder,
                                       numeric_column)
 from n2nas.errors import DataError

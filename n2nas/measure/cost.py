@@ -62,7 +62,7 @@ def pipeline_cost(pipeline, record_seconds: float = RECORD_SECONDS, n_leads: int
                   n_classes: int | None = None, heart_rate_bpm: float = 75.0) -> dict[str, Any]:
     """Parameters and FLOPs of an exported pipeline: per model input, per record (every multi-crop window of a
     ``record_seconds`` record) and per second of signal (per record / record seconds)."""
-    from n2nas.artifacts import build_model
+    from n2nas.models.folder import build_model
     from n2nas.errors import ConfigError
     from search_spaces import get_space
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from n2nas.artifacts import strip_batch_norm
+from n2nas.models.folder import strip_batch_norm
 
 
 def count_params(model: nn.Module) -> int:

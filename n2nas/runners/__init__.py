@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import dataclass
 
 from n2nas.errors import ConfigError
-from n2nas.runners.base import Runner
+from n2nas.runners.runner import Runner
 
 BACKENDS = ("local", "ray", "mpi")
 

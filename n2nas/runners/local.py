@@ -17,7 +17,7 @@ from n2nas.measure.cost import ArchitectureCosts
 from n2nas.measure.latency import measure_latency_ms
 from n2nas.measure.reward import limits_broken
 from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
-from n2nas.runners.base import Runner
+from n2nas.runners.runner import Runner
 from n2nas.runners.shared import SharedTrainingConfig, shared_backward
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
 from n2nas.train.primitives import DataContext, metric_inputs, predict_records, recalibrate_batchnorm

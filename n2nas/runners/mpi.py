@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from n2nas.errors import ConfigError, N2NASError
-from n2nas.runners.base import Runner
-from n2nas.runners.dataparallel import (Convergence, FlatLayout, fold, interleave, rng_state, set_rng_state,
+from n2nas.runners.runner import Runner
+from n2nas.runners.flat_weights import (Convergence, FlatLayout, fold, interleave, rng_state, set_rng_state,
                                         weights_digest, worker_seed)
 from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
 

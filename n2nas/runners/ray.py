@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from n2nas.errors import ConfigError, N2NASError
-from n2nas.runners.base import Runner
-from n2nas.runners.dataparallel import FlatLayout, interleave, rng_state, set_rng_state, worker_seed
+from n2nas.runners.runner import Runner
+from n2nas.runners.flat_weights import FlatLayout, interleave, rng_state, set_rng_state, worker_seed
 from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
 
 _UNSYNCED = "n2nas-unsynced-replica"

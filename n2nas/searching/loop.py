@@ -10,7 +10,7 @@ from n2nas.data.record import Dataset
 from n2nas.errors import ConfigError
 from n2nas.measure import MeasureConfig
 from n2nas.measure.reward import RewardConfig
-from n2nas.measure.run import preflight
+from n2nas.measure.run_measurement import preflight
 from n2nas.presets import preset
 from n2nas.runners import RunnerConfig
 from n2nas.runners.shared import SharedTrainingConfig
@@ -110,6 +110,26 @@ class SearchConfig:
                             controller_steps=2, children_per_step=1, warmup_scoring_every=4, derive_children=12,
                             derive_top=4, screen=ScreenConfig(candidates=18, keep=1 / 6),
                             reward=RewardConfig.accuracy_only())
+
+    @staticmethod
+    @preset("cpu-hour-family")
+    def cpu_hour_family() -> "SearchConfig":
+        """Train once, deploy many on a full single-lead set (~6000 records), 60 minutes on 2 CPU cores: space
+        ecg-res at 100 Hz, members at 0.05 and 0.33 GFLOPs per 30 s record, each fine-tuned from its inherited
+        weights.
+
+        The supernet is sized to the hour (100 Hz pinned; a 6 -> 2 preprocessing screen of filter, normalisation
+        and window), trained with the sandwich rule; each member is searched under its limit (children grown
+        towards it), picked within the noise of the best, and fine-tuned for up to 8 epochs with the one trainer
+        inside the budget. No finals: the space's default network, the reference, is scored beside the derived
+        children. Measurements: docs/ecg-res.md#the-cpu-hour-family-preset.
+        """
+        return SearchConfig(space="ecg-res", budget_minutes=60.0, budget_epochs=None, reward_records=400,
+                            controller_steps=2, children_per_step=2, warmup_scoring_every=4, derive_children=8,
+                            derive_top=4, screen=ScreenConfig(candidates=6, keep=1 / 3),
+                            finals=FinalsConfig(children=0, reference=False),
+                            family=FamilyConfig(flops_targets=(0.05e9, 0.33e9), children=24, finetune_epochs=8),
+                            fixed={"fs": 100}, reward=RewardConfig.accuracy_only())
 
     @staticmethod
     @preset()

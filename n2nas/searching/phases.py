@@ -1,4 +1,4 @@
-"""The phases of a search, each a function over one :class:`SearchState`: open (data, run folder, runner), screen,
+"""The phases of a search, each a function over one :class:`~n2nas.searching.state.SearchState`: open (data, run folder, runner), screen,
 epochs (warm-up, then shared training and controller updates), derive, finals, finish. ``loop.search`` calls
 them in that order; everything a phase hands the next lives in the state, and everything a resumed search needs
 is in its checkpoint."""
@@ -10,7 +10,6 @@ import os
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,147 +18,21 @@ import torch
 
 from n2nas.data.record import SIGNALS, Dataset
 from n2nas.measure.cost import ArchitectureCosts
-from n2nas.measure.reward import limits_broken
-from n2nas.measure.run import RunMeasurement, start_measurement
+from n2nas.measure.run_measurement import start_measurement
 from n2nas.metrics import reward_metric_name
 from n2nas.runners import make_runner
 from n2nas.searching.budget import Budget, PhaseClock
 from n2nas.searching.checkpoint import save_checkpoint
-from n2nas.searching.family import family_seconds
-from n2nas.searching.finals import RESERVE_MARGIN, finals_seconds, run_search_finals
-from n2nas.searching.noise import (cheapest_within_noise, compare_trials, metric_scorer, record_comparison,
-                                   save_predictions)
-from n2nas.searching.plan import (check_budget, derive_candidates, derive_stops, pins, prepare_everything,
-                                  reward_set, score_board, seconds_per_full_child)
-from n2nas.searching.run_folder import (config_json, load_or_make_split, open_run_dir, rank,
-                                        ranked_finals, rung_depth, trial_line, write_best, write_run_summary)
+from n2nas.searching.finals import run_search_finals
+from n2nas.searching.derivation import derive_candidates, derive_stops, seconds_per_full_child
+from n2nas.searching.preparation import check_budget, pins, prepare_everything, reward_set
+from n2nas.searching.run_folder import (config_json, load_or_make_split, open_run_dir, rank, ranked_finals, rung_depth,
+                                        write_best, write_run_summary)
 from n2nas.searching.screen import screen_search
+from n2nas.searching.state import SearchState
 from n2nas.searching.trials import TrialLog, nan_rewards
 from n2nas.space import Pipeline, sample_key
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
-
-# phase of a scored child -> the clock it is booked on (None: inside its phase's own clock)
-_SCORING_CLOCK = {"derive": "derive", "screen": None, "final": None, "family": "family", "family-derive": "family"}
-# phases whose children are compared with their noise (:mod:`n2nas.searching.noise`): their predictions are kept
-COMPARED_PHASES = ("screen", "derive", "final", "family-derive")
-
-
-@dataclass
-class SearchState:
-    """What the phases of one search share: its inputs, the data and runner, the trial log, the clock and budget,
-    and where the search has got to (``epoch``, ``step``, the screen's winner, the controllers)."""
-
-    config: Any                   # SearchConfig
-    data: str | Dataset
-    run_dir: Path
-    progress: Any
-    resources: ExitStack
-    dataset: Dataset
-    space_def: Any
-    space: Any                    # the pinned SearchSpace (pinned again to the screen's winner)
-    ctx: Any
-    runner: Any
-    costs: ArchitectureCosts
-    initial: dict[str, Any]       # fresh weights: the finals train from them
-    log: TrialLog
-    clock: PhaseClock
-    budget: Budget
-    measured: RunMeasurement
-    reward_idx: np.ndarray
-    rng: np.random.Generator
-    writer: Any
-    resumed: dict[str, Any] | None
-    epoch: int = 0
-    step: int = 0
-    warmup_done: bool = False
-    winner: dict[str, Any] | None = None
-    screen_s: float = 0.0
-    controller: Any = None
-    uniform: Any = None           # the warm-up's uniform sampler
-    metric_name: str = "metric"   # the rewarded metric, named on the progress line
-    step_s: float | None = None   # measured seconds per shared step, for the finals' reserve
-    full_child_s: float | None = None
-
-    def plan_derive(self) -> float:
-        """Reserve the time of the derive phase and of what follows it, the finals and the family (each with a
-        margin); returns the bare estimate of what follows."""
-        finals_s = finals_seconds(self.config.finals, self.space_def, self.ctx, self.step_s, self.full_child_s)
-        after_s = finals_s + self.family_s()
-        # a family gets up to 60% of the budget: its members are what a train-once search is for
-        most = 0.6 if self.config.family.flops_targets else 0.4
-        self.budget.plan_derive(self.full_child_s or 0.0, self.config.derive_children, RESERVE_MARGIN * after_s,
-                                most)
-        return after_s
-
-    def family_s(self) -> float:
-        """Estimated seconds of the family phase (0 without a family or before a child was timed)."""
-        from n2nas.searching.screen import steps_per_pass
-
-        pass_s = None if self.step_s is None else self.step_s * steps_per_pass(
-            self.space_def, self.space.default_sample(), self.ctx)
-        return family_seconds(self.config.family, self.full_child_s, len(self.reward_idx) / len(self.ctx.val_idx),
-                              pass_s)
-
-    def score_family(self, samples: list[dict[str, Any]], phase: str, reward) -> list[float | None]:
-        """A family search's scoring: on the reward set (``phase="family"``) or the whole validation split
-        (``"family-derive"``), under ``reward`` (the search's, with the member's FLOPs limit)."""
-        return self.score(samples, self.reward_idx if phase == "family" else self.ctx.val_idx, phase, reward)
-
-    def score(self, samples: list[dict[str, Any]], records, phase: str, reward=None) -> list[float | None]:
-        """Score children unless a resumed log already holds them, log each trial line; returns their rewards
-        (under ``reward``, a RewardConfig, instead of the search's own when given)."""
-        measured = self.measured if reward is None else replace(self.measured, reward=reward)
-        steps = list(range(self.step, self.step + len(samples)))
-        results = None
-        if any(self.log.get(s) is None for s in steps):
-            begun = time.monotonic()
-            booked = _SCORING_CLOCK.get(phase, "scoring")
-            with self.clock(booked) if booked else ExitStack():
-                # the screen's probe (the default architecture) compares data representations; it is never a
-                # result, so hard limits meant for the searched children must not leave it unscored
-                results = self.runner.score(samples, records, limits=phase != "screen")
-            if booked:
-                self.clock.move(booked, "cost", sum(r.get("cost_s", 0.0) for r in results))
-            for r in results:
-                r["wall_s"] = (time.monotonic() - begun) / len(samples)
-        rewards = []
-        for i, (st, sample) in enumerate(zip(steps, samples)):
-            probs = results[i].pop("probs", None) if results is not None else None
-            if probs is not None and phase in COMPARED_PHASES and self.log.get(st) is None:
-                save_predictions(self.run_dir, st, probs)
-            logged = self.log.get(st) or self.log.append(trial_line(
-                st, phase, self.epoch, sample, results[i], self.budget.elapsed, measured,
-                waive_limits=phase == "screen"))
-            rewards.append(logged["reward"])
-        self.step += len(samples)
-        self.progress.elapsed(self.budget.elapsed)
-        self.progress.scored(*score_board(self.log.records), metric_name=self.metric_name)
-        return rewards
-
-    def pick_within_noise(self, trials: list[dict[str, Any]], records, section: str,
-                          labels: dict[int, str] | None = None) -> dict[str, Any] | None:
-        """Of scored ``trials`` (all on ``records``, predictions kept), the cheapest within the noise of the best
-        (:func:`n2nas.searching.noise.cheapest_within_noise`), the comparison kept under ``section``; None when
-        fewer than two can be compared."""
-        from n2nas.metrics import reward_metric_name
-        from n2nas.train.primitives import metric_inputs
-
-        dataset = self.dataset
-        name = reward_metric_name(self.config.shared.reward_metric, dataset.classes, dataset.multilabel)
-        _, y = metric_inputs(self.ctx.targets[np.asarray(records)], self.ctx.targets[np.asarray(records)],
-                             dataset.multilabel)
-        compared = compare_trials(self.run_dir, trials, y, metric_scorer(name, dataset.classes, dataset.multilabel),
-                                  seed=self.config.seed)
-        if compared is None:
-            return None
-        picked = cheapest_within_noise(compared)
-        record_comparison(self.run_dir, section, compared, picked.key, labels)
-        return next(t for t in trials if t["step"] == picked.key)
-
-    def feasible(self, sample: dict[str, Any]) -> bool:
-        """Whether ``sample`` keeps the reward's hard limits on parameters and FLOPs."""
-        return not limits_broken(self.config.reward, self.costs.of(sample))
-
 
 def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progress, resources: ExitStack,
                 started: float) -> SearchState:

@@ -39,8 +39,8 @@ def format_clock(seconds: float) -> str:
 
 
 def format_status(state: ProgressState, budget_s: float | None, label: str = "search") -> str:
-    """One status line, e.g. ``search | shared training | 12:03 / 60:00 | 48 scored, 2 failed | best 0.712
-    at 3.10 MFLOPs`` (``label`` first)."""
+    """One status line, e.g. ``search | shared training | 12:03 / 60:00 | 48 scored, 2 failed | best F1 at
+    F MFLOPs`` (``label`` first; the best metric to three decimals, its FLOPs per record to two)."""
     phase = state.phase
     if state.done is not None and state.total is not None:
         phase = f"{phase} {state.done}/{state.total}"
@@ -189,3 +189,18 @@ class SearchProgress:
             self.stream.write(text + "\n")
         self.stream.flush()
         self._drawn_at, self._shown = self._clock(), self.state
+
+
+def score_board(trials: list[dict]) -> tuple[int, int, float | None, float | None]:
+    """(children scored ok, failed, best bare metric, FLOPs per 30 s record of that child) for the progress display.
+
+    A screen probe scored beyond the hard limits counts as scored but is never shown as the best: it is no result.
+    """
+    ok = [t for t in trials if t["status"] == "ok" and t["reward"] is not None]
+    failed = sum(1 for t in trials if t["status"] == "failed")
+    results = [t for t in ok if "limits_waived" not in t]
+    if not results:
+        return len(ok), failed, None, None
+    best = max(results, key=lambda t: (t["reward"], -t["step"]))
+    return len(ok), failed, best.get("metric"), best.get("flops_per_record")
+

@@ -119,7 +119,7 @@ def rank(trials: list[dict], space, dataset: Dataset, config, first: dict | None
         pool = [first] + [t for t in pool if t["step"] != first["step"]]
     from search_spaces import get_space
 
-    from n2nas.artifacts import data_card
+    from n2nas.models.folder import data_card
 
     data = data_card(dataset, get_space(config.space).input_size(dataset))
     out = []
@@ -147,8 +147,8 @@ def write_best(run_dir: Path, pipelines: list[Pipeline]) -> None:
 
 def write_run_summary(run_dir: Path, trials: list[dict], clock, data, config,
                    budget) -> None:
-    """``summary.json``: the five-second summary the command prints (see :mod:`n2nas.searching.summary`)."""
-    from n2nas.searching.summary import build_summary, write_summary
+    """``summary.json``: the five-second summary the command prints (see :mod:`n2nas.searching.run_summary`)."""
+    from n2nas.searching.run_summary import build_summary, write_summary
 
     best = json.loads((run_dir / "best_pipeline.json").read_text())
     spec = data if isinstance(data, str) else str(getattr(data, "source", "DATA"))

@@ -221,7 +221,7 @@ def results_table(grid):
 
 
 def _write_outputs(out: Path, grid, config: TuneConfig, space, dataset) -> None:
-    from n2nas.artifacts import data_card
+    from n2nas.models.folder import data_card
     from n2nas.space import Pipeline
     from n2nas.storage import atomic_write_text
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from n2nas.data.ehr import EHRDataset
+from n2nas.data.ehr_matrix import EHRDataset
 from n2nas.data.splits import micro_batches, stratified_split
 from n2nas.metrics import evaluate_predictions, reward_metric
 from n2nas.train.primitives import metric_inputs, probabilities

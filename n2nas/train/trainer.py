@@ -160,14 +160,16 @@ class Training:
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs, as tensors and plain values (``torch.load(weights_only=True)``)."""
-        return {"epoch": self.epoch, "steps": self.steps, "history": copy.deepcopy(self.history),
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "averaged": self.averaged.state_dict() if self.averaged is not None else None,
-                "plateau": self.plateau.state_dict() if self.plateau is not None else None,
-                "best_score": self.best_score, "best_state": self.best_state, "best_epoch": self.best_epoch,
-                "patience_from": self.patience_from, "rng": numpy_rng_state(self.rng),
-                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "time_share": self.progress.time_share}
+        # a copy: state_dict() hands out the live tensors, which the next step would change under a kept state
+        return copy.deepcopy({
+            "epoch": self.epoch, "steps": self.steps, "history": self.history, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "averaged": self.averaged.state_dict() if self.averaged is not None else None,
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+            "best_score": self.best_score, "best_state": self.best_state, "best_epoch": self.best_epoch,
+            "patience_from": self.patience_from, "rng": numpy_rng_state(self.rng),
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "time_share": self.progress.time_share})
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state` (pruning masks are not restored: a pruned run is not resumable)."""

@@ -7,7 +7,7 @@ registered spaces because the local runner is one process: grids may still set i
 data-parallel runner reads).
 
 ``units`` x ``layers`` is exactly DiagnoseNET's Table 4 grid (every hidden layer the same width); the
-parameter count of each cell is :func:`~search_spaces.ehr_model.mlp_params`.
+parameter count of each cell is :func:`~search_spaces.ehr_mlp_model.mlp_params`.
 
 Registered as ``ehr-mlp`` (Table 3 in full; the supernet is 16 x 4096 wide, ~310 M parameters, a GPU job) and
 ``ehr-mlp-small`` (units 16 ... 512, 2/4/8 layers: a CPU-sized supernet for demos and tests).
@@ -25,7 +25,7 @@ from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError
 from n2nas.presets import preset
 from n2nas.space import Choice, SearchSpace
-from search_spaces.ehr_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_weights, mlp_params
+from search_spaces.ehr_mlp_model import ACTIVATIONS, MLP, MLPSupernet, copy_shared_weights, mlp_params
 
 __all__ = ["EHRSpaceConfig", "EHRSpace", "UNITS", "LAYERS", "param_table"]
 

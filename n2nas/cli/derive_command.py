@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def _cmd_derive(args: argparse.Namespace) -> int:
-    from n2nas.searching.member import derive_member
+    from n2nas.searching.extend_family import derive_member
 
     print(json.dumps(derive_member(args.run, args.max_flops, args.out, data=args.data)))
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from n2nas.errors import ConfigError
-from n2nas.grid.report import format_table, table_columns, write_csv, write_plot
+from n2nas.grid.results import format_table, table_columns, write_csv, write_plot
 from n2nas.presets import named, preset
 from n2nas.storage import atomic_write_text
 
@@ -69,7 +69,7 @@ class GridPreset:
     @preset()
     def diagnosenet() -> "GridPreset":
         """DiagnoseNET's Table 4 / Fig. 4 on the EHR MLP: hidden layers x units, Adam 0.001, <= 40 epochs."""
-        from search_spaces.ehr import LAYERS, UNITS
+        from search_spaces.ehr_mlp import LAYERS, UNITS
 
         return GridPreset(
             "diagnosenet", "ehr-mlp", ("ehr-mlp",), (("layers", LAYERS), ("units", UNITS)),
@@ -224,11 +224,11 @@ def _metric_columns(metrics: dict[str, Any], dataset) -> dict[str, Any]:
 
 def retrain_cell(space_def, sample: dict[str, Any], dataset, out: Path, config: GridConfig,
                  log=print) -> dict[str, Any]:
-    """A cell as ``n2nas retrain`` trains its pipeline (:func:`n2nas.retrain.retrain`, any modality), with the grid's
+    """A cell as ``n2nas retrain`` trains its pipeline (:func:`n2nas.models.retrain.retrain`, any modality), with the grid's
     epochs, patience, schedule, seed, device and minute cap; scored on the retrain's validation split."""
     import dataclasses
 
-    from n2nas.retrain import RetrainConfig, retrain
+    from n2nas.models.retrain import RetrainConfig, retrain
     from n2nas.space import Pipeline
 
     cfg = dataclasses.replace(RetrainConfig(), epochs=config.epochs, patience=config.patience, seed=config.seed,
@@ -317,7 +317,7 @@ def run_grid(space: str, axes: list[tuple[str, tuple[Any, ...]]], data, out: str
     space_def = get_space(space)
     base = dict(base or {})
     if base.pop("__fixed_pipeline__", None) == "hannun":
-        from search_spaces.ecg import hannun_sample
+        from search_spaces.references import hannun_sample
 
         base = {**hannun_sample(space_def), **base}
     cells = plan_cells(space_def, axes, base)

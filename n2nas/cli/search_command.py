@@ -131,7 +131,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         result = search(args.data, config, out=args.out, resume=args.resume, progress=not args.quiet)
     if result is None:  # a non-root MPI rank: rank 0 writes the run folder and reports
         return 0
-    from n2nas.searching.summary import format_summary, load_summary
+    from n2nas.searching.run_summary import format_summary, load_summary
 
     summary = load_summary(result.run_dir) or _summary_of(result, args.data)
     print(json.dumps(summary) if args.json else format_summary(summary))
@@ -140,7 +140,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _summary_of(result, data_spec: str) -> dict:
     """The summary rebuilt from a search result, for a search loop that did not write ``summary.json``."""
-    from n2nas.searching.summary import build_summary
+    from n2nas.searching.run_summary import build_summary
 
     best = json.loads((result.run_dir / "best_pipeline.json").read_text())
     return build_summary(result.run_dir, result.trials, best, {}, data_spec)

@@ -18,7 +18,8 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
     from n2nas.searching import phases
     from n2nas.searching.budget import budget_clock
     from n2nas.searching.checkpoint import load_checkpoint
-    from n2nas.searching.family import add_members, check_targets, family_samples
+    from n2nas.searching.family import add_members, family_samples
+    from n2nas.searching.member_search import check_targets
     from n2nas.searching.loop import SearchConfig, search_progress
     from n2nas.storage import dataclass_from_json
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import model_inputs
+from n2nas.models.folder import model_inputs
 from n2nas.data.record import ROWS
 from n2nas.errors import ConfigError, DataError
 from n2nas.storage import atomic_write_text
@@ -54,7 +54,7 @@ def preprocessing_spec(model_dir: Path, pipeline) -> dict[str, Any]:
     pre = space_def.preprocess_config(pipeline.sample)
     window = space_def.window_config(pipeline.sample)
     norm_file = model_dir / "normalisation.json"
-    from n2nas.artifacts import THRESHOLDS_FILE
+    from n2nas.models.folder import THRESHOLDS_FILE
 
     thresholds_file = model_dir / THRESHOLDS_FILE
     thresholds = json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else None
@@ -107,7 +107,7 @@ def _quiet():
 
 def export_model(model_dir: str | Path, fmt: str, out: str | Path, seed: int = 0) -> dict[str, Any]:
     """Write ``out`` (ONNX or TorchScript) and ``out.preprocessing.json``; verify; return a report."""
-    from n2nas.artifacts import load_model_dir
+    from n2nas.models.folder import load_model_dir
     from n2nas.compress.quantize import is_quantized
 
     if fmt not in FORMATS:

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import (ENCODER_FILE, METRICS_FILE, NORM_FILE, THRESHOLDS_FILE, build_model, data_card,
+from n2nas.models.folder import (ENCODER_FILE, METRICS_FILE, NORM_FILE, THRESHOLDS_FILE, build_model, data_card,
                              stats_json, write_model_folder)
 from n2nas.compress.prune import PruneConfig, pack_state, state_bytes
 from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert
 from n2nas.data.record import ROWS, Dataset
 from n2nas.data.splits import loss_class_weights, stratified_split
 from n2nas.errors import ConfigError, DataError
-from n2nas.evaluation import check_classes, check_leads
+from n2nas.models.evaluate import check_classes, check_leads
 from n2nas.metrics import REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
 from n2nas.presets import preset
 from n2nas.space import Pipeline

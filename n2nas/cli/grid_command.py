@@ -11,7 +11,7 @@ from n2nas.cli.options import DEVICE_HELP, number, parse_fixed
 def register(sub) -> None:
     """Add ``n2nas grid`` to the command tree."""
     from n2nas.data.spec import SPEC_HELP
-    from n2nas.grid.run import GridPreset
+    from n2nas.grid.cells import GridPreset
     from n2nas.presets import presets_of
 
     p = sub.add_parser("grid", help="train every cell of a hyperparameter grid from scratch; table + CSV + plot",
@@ -47,7 +47,7 @@ def register(sub) -> None:
 def _cmd_grid(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from n2nas.grid.run import GridConfig, get_preset, merge_axes, parse_grid, run_grid
+    from n2nas.grid.cells import GridConfig, get_preset, merge_axes, parse_grid, run_grid
 
     axes = parse_grid(args.grid)
     fixed = parse_fixed(args.fix)

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from n2nas.export import export_model
+    from n2nas.models.export import export_model
 
     print(json.dumps(export_model(args.model_dir, args.format, args.out)))
     return 0

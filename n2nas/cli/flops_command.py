@@ -23,7 +23,7 @@ def register(sub) -> None:
 def _cmd_flops(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from n2nas.artifacts import load_pipeline
+    from n2nas.models.folder import load_pipeline
     from n2nas.measure.cost import pipeline_cost
 
     path = Path(args.pipeline)

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from n2nas.data.spec import load_dataset
-    from n2nas.evaluation import evaluate
+    from n2nas.models.evaluate import evaluate
 
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
     print(json.dumps(evaluate(args.model_dir, dataset, device=args.device)))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.artifacts import ENCODER_FILE, NORM_FILE, THRESHOLDS_FILE, load_model_dir, model_inputs, stats_from_json
+from n2nas.models.folder import ENCODER_FILE, NORM_FILE, THRESHOLDS_FILE, load_model_dir, model_inputs, stats_from_json
 from n2nas.compress.quantize import is_quantized
 from n2nas.data.record import ROWS, SIGNALS, Dataset
 from n2nas.errors import DataError

@@ -56,11 +56,11 @@ def register(sub) -> None:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from n2nas.artifacts import load_pipeline
+    from n2nas.models.folder import load_pipeline
     from n2nas.compress.prune import prune_option
     from n2nas.compress.quantize import QATConfig
     from n2nas.data.spec import load_dataset
-    from n2nas.retrain import RetrainConfig, retrain
+    from n2nas.models.retrain import RetrainConfig, retrain
 
     pipeline = load_pipeline(args.pipeline)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad)
