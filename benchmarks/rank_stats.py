@@ -57,6 +57,15 @@ def ceiling_tau(seed_r: float, seeds: int) -> float:
     return 2.0 / math.pi * math.asin(corr)
 
 
+def ceilings(per_seed: list[list[float]], ok: list[int]) -> dict:
+    """Over the children ``ok``: the seed-against-seed Kendall tau and Pearson r, and the Spearman-Brown tau an
+    oracle can expect against the seeds' mean; NaN with one seed or child."""
+    if len(per_seed) < 2 or len(ok) < 2:
+        return {"ceiling_tau": math.nan, "ceiling_tau_mean": math.nan}
+    seed_tau, seed_r = seed_agreement([[column[i] for i in ok] for column in per_seed])
+    return {"ceiling_tau": seed_tau, "seed_r": seed_r, "ceiling_tau_mean": ceiling_tau(seed_r, len(per_seed))}
+
+
 def child_key(sample: dict) -> str:
     """A child's identity: its sample as canonical JSON (sorted keys, tuples as lists)."""
     return json.dumps(sample, sort_keys=True, separators=(",", ":"))
@@ -94,6 +103,16 @@ def append_training(path: str | Path, line: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def matching_children(lines: list[dict], key: dict) -> tuple[list[dict], list[tuple[dict, float, int]]]:
+    """The lines whose every field of ``key`` matches, and their distinct children (sample, GFLOPs, params), first
+    seen first."""
+    mine = [line for line in lines if all(line.get(field) == value for field, value in key.items())]
+    children = {}
+    for line in mine:
+        children.setdefault(child_key(line["child"]), (line["child"], line["gflops"], line["params"]))
+    return mine, list(children.values())
 
 
 def git_commit(root: str | Path) -> str:

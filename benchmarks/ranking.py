@@ -24,9 +24,9 @@ one pool child in each stratum the file leaves empty, the emptiest gaps first; `
 Each ``--rule`` (``none``: only fill the file) trains a supernet from the same seed for ``--minutes`` (CPU time on
 a CPU, so other jobs do not shortchange a rule; ``--clock``) and scores every child on the validation split.
 Printed per rule: ``kendall_tau``, ``spearman_rho`` against the seeds' mean; ``ceiling_tau`` (seed against seed),
-``ceiling_tau_mean`` (Spearman-Brown, :func:`ceiling_tau`); ``top1_regret`` (best standalone F1 minus that of the
-supernet's first choice). Presets: ``--quick`` (1500 records, 3 min, 4 epochs), ``--full`` (every record, 12
-children, 30 min, 15 epochs; for a GPU).
+``ceiling_tau_mean`` (Spearman-Brown, ``rank_stats.ceiling_tau``); ``top1_regret`` (best standalone F1 minus that
+of the supernet's first choice); ``baseline=flops``: the same for ranking by FLOPs alone. Presets: ``--quick``
+(1500 records, 3 min, 4 epochs), ``--full`` (every record, 12 children, 30 min, 15 epochs; for a GPU).
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.rank_stats import (append_training, ceiling_tau, child_key, correlations, git_commit,  # noqa: E402
-                                   load_trainings, ranks, seed_agreement, utc_now)
+from benchmarks.rank_stats import (append_training, ceilings, child_key, correlations, git_commit,  # noqa: E402
+                                   load_trainings, matching_children, ranks, utc_now)
 from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
@@ -307,35 +307,17 @@ def standalone(args, key, dataset, split, children, lines, commit) -> tuple[list
     return per_seed, used, trained
 
 
-def ceilings(args, per_seed, ok) -> dict:
-    """The seed-against-seed Kendall tau and Pearson r over the children ``ok``, and the Spearman-Brown tau an
-    oracle can expect against the seeds' mean; NaN with one seed or child."""
-    if args.seeds < 2 or len(ok) < 2:
-        return {"ceiling_tau": math.nan, "ceiling_tau_mean": math.nan}
-    seed_tau, seed_r = seed_agreement([[column[i] for i in ok] for column in per_seed])
-    return {"ceiling_tau": seed_tau, "seed_r": seed_r, "ceiling_tau_mean": ceiling_tau(seed_r, args.seeds)}
-
-
 def summarise(args, rule, sup, alone, per_seed) -> dict:
     """tau, rho, the seed ceilings and the top-1 regret of one rule's supernet scores."""
     ok = [i for i in range(len(sup)) if math.isfinite(sup[i]) and math.isfinite(alone[i])]
     tau, rho = correlations([sup[i] for i in ok], [alone[i] for i in ok])
     out = {"rule": rule, "kendall_tau": tau, "spearman_rho": rho, "children_ranked": len(ok),
-           "top1_regret": math.nan, "top1": None, **ceilings(args, per_seed, ok)}
+           "top1_regret": math.nan, "top1": None, **ceilings(per_seed, ok)}
     if ok:
         top = max(ok, key=lambda i: sup[i])  # ties: the first child the supernet scores best
         out.update(top1=top, top1_regret=max(alone[i] for i in ok) - alone[top],
                    top1_ties=sum(sup[i] == sup[top] for i in ok) - 1)
     return out
-
-
-def matching_children(lines, key) -> tuple[list[dict], list[tuple[dict, float, int]]]:
-    """The file's lines that match ``key`` and their distinct children (sample, GFLOPs, params), first seen first."""
-    mine = [line for line in lines if all(line.get(field) == value for field, value in key.items())]
-    children = {}
-    for line in mine:
-        children.setdefault(child_key(line["child"]), (line["child"], line["gflops"], line["params"]))
-    return mine, list(children.values())
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -387,9 +369,13 @@ def run(args: argparse.Namespace) -> dict:
     print_table(args, space_def, children, scores, alone, per_seed, used)
     print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items())
           + f", total {sum(times.values()) / 60:.1f}; standalone trainings done now: {trained}")
-    seeds = ceilings(args, per_seed, [i for i in range(len(alone)) if math.isfinite(alone[i])])
+    seeds = ceilings(per_seed, [i for i in range(len(alone)) if math.isfinite(alone[i])])
     print(f"standalone children={len(children)} seeds={args.seeds} ceiling_tau={seeds['ceiling_tau']:.3f} "
           f"ceiling_tau_mean={seeds['ceiling_tau_mean']:.3f}")
+    # the zero-cost ranker a supernet must beat to be worth its training: more FLOPs ranks higher
+    flops = summarise(args, "flops", [c[1] for c in children], alone, per_seed)
+    print(f"baseline=flops kendall_tau={flops['kendall_tau']:.3f} spearman_rho={flops['spearman_rho']:.3f} "
+          f"top1_regret={flops['top1_regret']:.3f} children={flops['children_ranked']}")
     results = {}
     for rule in args.rules:
         sup, flat, info = scores[rule]
@@ -401,8 +387,9 @@ def run(args: argparse.Namespace) -> dict:
               f"ceiling_tau={res['ceiling_tau']:.3f} ceiling_tau_mean={res['ceiling_tau_mean']:.3f} "
               f"top1_regret={res['top1_regret']:.3f} children={res['children_ranked']} "
               f"records={len(dataset.records)} supernet_minutes={args.minutes:g} seeds={args.seeds}")
-    return {"rules": results, "standalone": alone, "per_seed": per_seed, "gflops": [c[1] for c in children],
-            "times": times, "children": samples, "trained": trained, "results": args.results}
+    return {"rules": results, "flops_baseline": flops, "standalone": alone, "per_seed": per_seed,
+            "gflops": [c[1] for c in children], "times": times, "children": samples, "trained": trained,
+            "results": args.results}
 
 
 def print_table(args, space_def, children, scores, alone, per_seed, used) -> None:
