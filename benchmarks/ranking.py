@@ -1,42 +1,38 @@
 """How well the supernet ranks children: Kendall tau / Spearman rho of supernet vs standalone scores, the
-seed-against-seed ceiling, and the regret of trusting the supernet's top child.
+seed-against-seed ceiling, and the regret of trusting the supernet's top child (docs/ecg-res.md).
 
-Usage: python benchmarks/ranking.py [--data SPEC] [--space ecg-res] [--rule uniform,sandwich] [--records N]
+Usage: python benchmarks/ranking.py [--data SPEC] [--space ecg-res] [--rule uniform,sandwich|none] [--records N]
        [--children 8] [--stratify flops|uniform] [--minutes 20] [--clock auto|cpu|wall] [--epochs 10] [--seeds 2]
        [--bn recalibrate|running|batch] [--fix LABEL=VALUE ...] [--seed 0] [--device auto|cpu|cuda]
-       [--threads T] [--out DIR] [--quick | --full]
+       [--threads T] [--results FILE] [--out DIR] [--quick | --full]
 
-Protocol: one seeded stratified split (15% validation) for everything. Every preprocessing choice the space can
-sample is prepared first (timed apart from the supernet budget). The preprocessing is pinned to one setting
-(``PREPROCESSING``; ``--fix`` overrides), as a search shares weights only after its screen has chosen the
-preprocessing, and the training tokens (``supernet_blind``) to the space defaults, as in a search.
+One seeded stratified split (15% validation); preprocessing pinned to ``PREPROCESSING`` (``--fix`` overrides) and
+the training tokens (``supernet_blind``) to the space defaults, as a search shares weights after its screen.
 
-Children: ``--stratify flops`` (default) draws a pool of uniformly random architectures, measures each one's
-FLOPs per 30 s record (``pipeline_cost``, as ``n2nas flops`` counts), cuts the log-FLOPs range from the space's
-smallest to its largest child (the pool's range for spaces without them) into ``--children`` equal strata and
-takes one pool child per stratum (the nearest one when a stratum is empty), so cheap and expensive children are
-ranked alike; ``--stratify uniform`` takes uniformly random children.
+Standalone trainings live in a results file (``--results``, default ``benchmarks/results/ranking-SPACE.jsonl``,
+committed): one JSON line per training with the space, pins, recipe (``RECIPE_FIELDS`` of ``RetrainConfig``),
+data (reader, record count, hash of record ids and labels), split (seed, fraction, hash of the validation ids),
+child, its FLOPs and params, training seed, best-epoch validation CinC 2017 F1, commit and date. A line is reused
+only when all of these and the seed match; its device is recorded, not matched.
 
-For each ``--rule`` (comma-separated, e.g. ``uniform,sandwich``) a supernet starts from the same seed, trains for
-``--minutes`` (of CPU time on a CPU, so that other jobs on a shared machine do not shortchange one rule;
-``--clock``) (``SharedTrainingConfig.rule``: uniform = one single path per step, sandwich = BigNAS's largest +
-smallest + 2 random children with in-place distillation, progressive = Once-for-All's shrinking, ``--shrink-steps``
-per phase) and scores every child on the whole validation split
-(CinC 2017 F1, BatchNorm statistics per ``--bn``). Each child is trained from scratch once per seed (``--seeds``,
-training seeds seed .. seed+K-1 on the same split) by the ``retrain`` recipe for ``--epochs`` (patience = epochs),
-its best-epoch validation F1 per seed; the seeds' mean is its standalone score, shared by every rule.
+A run ranks every child of the file that matches, adding children until there are ``--children``, and trains only
+the (child, seed) pairs the file lacks (seeds seed .. seed+K-1, ``--epochs`` with patience = epochs), appending a
+line after each. New children (``--stratify flops``): a pool of random architectures, the log-FLOPs range (per 30 s
+record, as ``n2nas flops`` counts) from the space's smallest to its largest child cut into ``--children`` strata,
+one pool child in each stratum the file leaves empty, the emptiest gaps first; ``uniform``: random children.
 
-Printed per rule, on its last line: ``kendall_tau`` and ``spearman_rho`` (scipy.stats) between supernet and
-standalone scores; ``ceiling_tau``: Kendall tau of the standalone seeds against each other (mean over pairs), the
-noise floor of the standalone ranking itself; ``ceiling_tau_mean``: the tau an oracle can expect against the
-seeds' mean (Spearman-Brown, :func:`ceiling_tau`); ``top1_regret``: the best standalone F1 among the children
-minus the standalone F1 of the child the supernet ranks first. Size knobs: ``--records --children --minutes
---epochs --seeds``, or the presets ``--quick`` (1500 records, 3 min, 4 epochs; about 10-20 CPU minutes per rule)
-and ``--full`` (every record, 12 children, 30 min per supernet, 15 epochs: meant for a GPU, ``--device cuda``).
+Each ``--rule`` (``none``: only fill the file) trains a supernet from the same seed for ``--minutes`` (CPU time on
+a CPU, so other jobs do not shortchange a rule; ``--clock``) and scores every child on the validation split.
+Printed per rule: ``kendall_tau``, ``spearman_rho`` against the seeds' mean; ``ceiling_tau`` (seed against seed),
+``ceiling_tau_mean`` (Spearman-Brown, ``rank_stats.ceiling_tau``); ``top1_regret`` (best standalone F1 minus that
+of the supernet's first choice); ``baseline=flops``: the same for ranking by FLOPs alone. Presets: ``--quick``
+(1500 records, 3 min, 4 epochs), ``--full`` (every record, 12 children, 30 min, 15 epochs; for a GPU).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import sys
 import tempfile
@@ -48,7 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.rank_stats import ceiling_tau, correlations, ranks, seed_agreement  # noqa: E402
+from benchmarks.rank_stats import (append_training, ceilings, child_key, correlations, git_commit,  # noqa: E402
+                                   load_trainings, matching_children, ranks, utc_now)
 from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
@@ -64,9 +61,14 @@ from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.protocol import DescribesSamples, ElasticSpace  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 PREPROCESSING = {"fs": 100, "filter": "bandpass", "normalise": "record_z", "window": "crop:10"}
 OPS = {"conv": "c", "sep": "s", "maxpool": "mp", "avgpool": "ap"}
 RULES = ("uniform", "sandwich", "progressive")
+VAL_FRACTION = 0.15
+# the RetrainConfig fields that change what a standalone training learns; a line is reused only when all match
+RECIPE_FIELDS = ("epochs", "patience", "schedule", "plateau_patience", "plateau_factor", "ema_decay", "max_minutes",
+                 "norm", "workers", "global_batch", "class_weight")
 PRESETS = {"quick": {"records": 1500, "minutes": 3.0, "epochs": 4},
            "full": {"children": 12, "minutes": 30.0, "epochs": 15},
            None: {"minutes": 20.0, "epochs": 10}}
@@ -75,57 +77,53 @@ PRESETS = {"quick": {"records": 1500, "minutes": 3.0, "epochs": 4},
 def parse_args(argv=None) -> argparse.Namespace:
     """The benchmark's options; ``--full`` widens the defaults to the issue's protocol."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="physionet2017:" + str(Path(__file__).resolve().parents[2] / "shared" / "data"
-                                                             / "physionet2017"))
+    ap.add_argument("--data", default="physionet2017:" + str(ROOT.parent / "shared" / "data" / "physionet2017"))
     ap.add_argument("--space", default="ecg-res", help="search space (default ecg-res)")
     ap.add_argument("--rule", default="uniform,sandwich",
-                    help="shared-training rules to compare, comma-separated: uniform, sandwich, progressive "
-                         "(default uniform,sandwich)")
+                    help="comma-separated: uniform, sandwich, progressive; none: only fill the results file")
     ap.add_argument("--records", type=int, default=None, help="seeded stratified subset (default: all; quick: 1500)")
-    ap.add_argument("--children", type=int, default=None, help="children ranked (default 8; full: 12)")
+    ap.add_argument("--children", type=int, default=None, help="at least this many (default 8; full: 12)")
     ap.add_argument("--stratify", default="flops", choices=["flops", "uniform"],
-                    help="children stratified over the space's FLOPs range (default) or uniformly random")
+                    help="new children stratified over the space's FLOPs range (default) or uniformly random")
     ap.add_argument("--minutes", type=float, default=None, help="supernet training per rule (default 20; quick: 3)")
     ap.add_argument("--shrink-steps", type=int, default=300,
                     help="progressive rule: steps per phase (largest only, then kernel, depth, width+stride)")
     ap.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
-                    help="what --minutes counts: this process's CPU time (fair between rules on a shared CPU) or "
-                         "wall time; auto: CPU time on a CPU device, wall time on a GPU")
+                    help="what --minutes counts; auto: CPU time on a CPU device, wall time on a GPU")
     ap.add_argument("--epochs", type=int, default=None, help="standalone epochs per child (default 10; quick: 4)")
     ap.add_argument("--seeds", type=int, default=2,
-                    help="standalone trainings per child (training seeds seed..seed+K-1, one split); the mean is "
-                         "the standalone score and K >= 2 measures the seed-against-seed ceiling (default 2)")
+                    help="standalone trainings per child, seeds seed..seed+K-1 on one split (default 2)")
     ap.add_argument("--child-minutes", type=float, default=None,
-                    help="stop a child's training after the epoch that passes this (default: none)")
+                    help="stop a child's training after the epoch that passes this wall time (default: none)")
     ap.add_argument("--bn", default="recalibrate", choices=["recalibrate", "running", "batch"],
                     help="BatchNorm statistics a child is scored with (SharedTrainingConfig.bn)")
     ap.add_argument("--fix", action="append", default=[], metavar="LABEL=VALUE", help="pin a decision")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--supernet-seed", type=int, default=None,
-                    help="seed of the supernets' weights and sampled paths (default --seed); the split, the "
-                         "children and their standalone seeds stay those of --seed")
+                    help="seed of the supernets' weights and paths only (default --seed)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: the GPU when there is one (supernets and standalone children alike)")
     ap.add_argument("--data-workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (on an oversubscribed machine 1 can be 10x faster than 2)")
-    ap.add_argument("--out", default=None, help="keep the children's model folders here")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse a standalone training found in --out when it trained the same child for --epochs on "
-                         "the same split (compare another rule without training the children again)")
+    ap.add_argument("--results", default=None,
+                    help="standalone trainings, read and appended (default benchmarks/results/ranking-SPACE.jsonl)")
+    ap.add_argument("--out", default=None, help="also keep the model folders of new standalone trainings here")
     size = ap.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about 10-20 CPU minutes per rule (see the docstring)")
+    size.add_argument("--quick", action="store_true", help="1500 records, 3 min per rule, 4 epochs")
     size.add_argument("--full", action="store_true", help="every record, 12 children, 30 min per rule, 15 epochs")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error(f"--seeds: must be at least 1, got {args.seeds}")
-    args.rules = [r.strip() for r in args.rule.split(",") if r.strip()]
-    if not args.rules or any(r not in RULES for r in args.rules):
-        ap.error(f"--rule: expected a comma-separated list of {', '.join(RULES)}, got {args.rule!r}")
+    args.rules = [r.strip() for r in args.rule.split(",") if r.strip() and r.strip() != "none"]
+    if args.rule.strip() != "none" and (not args.rules or any(r not in RULES for r in args.rules)):
+        ap.error(f"--rule: expected none or a comma-separated list of {', '.join(RULES)}, got {args.rule!r}")
     preset = PRESETS["quick" if args.quick else "full" if args.full else None]
     for key, value in {"children": 8, **preset}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.results is None:
+        args.results = str(ROOT / "benchmarks" / "results" / f"ranking-{args.space}.jsonl")
     return args
 
 
@@ -152,33 +150,54 @@ def describe(space_def, sample) -> str:
             + " ".join(ops))
 
 
-def record_gflops(space_name: str, sample, dataset) -> float:
-    """GFLOPs per 30 s record of the standalone child, as ``n2nas flops`` counts them (every multi-crop window)."""
+def child_cost(space_name: str, sample, dataset) -> tuple[float, int]:
+    """GFLOPs per 30 s record of the standalone child, as ``n2nas flops`` counts them (every multi-crop window),
+    and its parameter count."""
     data = {"n_leads": int(dataset.records[0].signal.shape[0]), "classes": list(dataset.classes)}
-    return pipeline_cost(Pipeline(space_name, sample, data))["flops_per_record"] / 1e9
+    cost = pipeline_cost(Pipeline(space_name, sample, data))
+    return cost["flops_per_record"] / 1e9, int(cost["params"])
 
 
-def pick_children(args, space_def, space, dataset, rng) -> tuple[list[dict], list[float]]:
-    """``--children`` children and their GFLOPs per record: one per log-FLOPs stratum (``--stratify flops``) or
-    uniformly random."""
+def pick_children(args, space_def, space, dataset, rng, have=()) -> tuple[list[dict], list[float]]:
+    """New children, so that with ``have`` ((sample, GFLOPs) pairs already ranked) there are ``--children``, and
+    their GFLOPs per record: one per log-FLOPs stratum that ``have`` leaves empty (``--stratify flops``) or
+    uniformly random; never a child of ``have``."""
+    need = args.children - len(have)
+    if need <= 0:
+        return [], []
+    known = {child_key(sample) for sample, _ in have}
     draw = lambda: space.decode(random_index_sample(space.tokens, rng))  # noqa: E731
     if args.stratify == "uniform":
-        children = [draw() for _ in range(args.children)]
-        return children, [record_gflops(args.space, c, dataset) for c in children]
-    pool = [draw() for _ in range(max(40, 10 * args.children))]
-    flops = [record_gflops(args.space, c, dataset) for c in pool]
+        children = []
+        while len(children) < need:
+            child = draw()
+            if child_key(child) not in known:
+                known.add(child_key(child))
+                children.append(child)
+        return children, [child_cost(args.space, c, dataset)[0] for c in children]
+    pool = [c for c in (draw() for _ in range(max(40, 10 * args.children))) if child_key(c) not in known]
+    pool = list({child_key(c): c for c in pool}.values())
+    flops = [child_cost(args.space, c, dataset)[0] for c in pool]
     if isinstance(space_def, ElasticSpace):  # the whole range of the space, not only the range a uniform pool reaches
         base = space.default_sample()
-        lo, hi = (record_gflops(args.space, f(base), dataset) for f in (space_def.smallest, space_def.largest))
+        lo, hi = (child_cost(args.space, f(base), dataset)[0] for f in (space_def.smallest, space_def.largest))
     else:
         lo, hi = min(flops), max(flops)
     edges = np.linspace(math.log(lo), math.log(hi), args.children + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    held = [math.log(g) for _, g in have]
+    occupied = set(np.clip(np.searchsorted(edges, held, side="right") - 1, 0, args.children - 1).tolist())
+    fill, anchors = [], list(held)
+    while len(fill) < need:  # the empty strata farthest from every child already there, so gaps close first
+        empty = [k for k in range(args.children) if k not in occupied and k not in fill]
+        gap = lambda k: min((abs(centres[k] - a) for a in anchors), default=math.inf)  # noqa: E731
+        fill.append(max(empty, key=lambda k: (gap(k), -k)))
+        anchors.append(centres[fill[-1]])
     logs, taken, out = np.log(flops), set(), []
-    for k in range(args.children):
+    for k in sorted(fill):
         inside = [i for i in range(len(pool)) if edges[k] <= logs[i] <= edges[k + 1] and i not in taken]
         if not inside:  # an empty stratum: the unused pool child nearest its centre
-            centre = (edges[k] + edges[k + 1]) / 2
-            inside = [min((i for i in range(len(pool)) if i not in taken), key=lambda i: abs(logs[i] - centre))]
+            inside = [min((i for i in range(len(pool)) if i not in taken), key=lambda i: abs(logs[i] - centres[k]))]
         pick = inside[int(rng.integers(len(inside)))]
         taken.add(pick)
         out.append(pick)
@@ -232,49 +251,62 @@ def train_and_score(args, rule, space_def, space, ctx, device, children, val_idx
     return sup, [one_class(r["metrics"]) for r in scored], info
 
 
-def standalone(args, dataset, split, children) -> tuple[list[list[float]], list[bool], list[tuple[int, float]]]:
-    """Every child trained from scratch once per seed: (F1 per seed per child, one-class flags, epochs/seconds)."""
+def retrain_config(args, seed: int) -> RetrainConfig:
+    """The standalone recipe: ``--epochs`` with patience = epochs, training seed ``seed`` on the split of ``--seed``."""
+    return RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes,
+                         val_fraction=VAL_FRACTION, seed=seed, split_seed=args.seed, device=args.device,
+                         data_workers=args.data_workers)
+
+
+def sha(lines) -> str:
+    """A short hash of some strings, in order."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def run_key(args, dataset, split, pins) -> dict:
+    """What a line must match, besides its child and seed, to stand for a training this run would do."""
+    cfg = retrain_config(args, args.seed)
+    return {"space": args.space, "pins": pins, "recipe": {f: getattr(cfg, f) for f in RECIPE_FIELDS},
+            "data": {"reader": args.data.split(":")[0], "records": len(dataset.records),
+                     "records_sha": sha(f"{r.id}:{','.join(r.labels)}" for r in dataset.records)},
+            "split": {"seed": args.seed, "val_fraction": VAL_FRACTION, "val_sha": sha(sorted(split.val))}}
+
+
+def standalone(args, key, dataset, split, children, lines, commit) -> tuple[list[list[float]], list[dict], int]:
+    """Each child's F1 per training seed, taken from the file's ``lines`` or trained now and appended: (F1 per
+    seed per child, per child the lines used, trainings done now). A failed training leaves NaN."""
+    have = {(child_key(line["child"]), line["seed"]): line for line in lines}
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="n2nas-ranking-")
-    work = Path(args.out or tmp.name)
+    work, trained = Path(args.out or tmp.name), 0
     per_seed = [[math.nan] * len(children) for _ in range(args.seeds)]
-    runs, flat = [(0, 0.0)] * len(children), [False] * len(children)
-    for i, sample in enumerate(children):
-        for k in range(args.seeds):
-            cfg = RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes,
-                                val_fraction=0.15, seed=args.seed + k, split_seed=args.seed, device=args.device,
-                                data_workers=args.data_workers)
-            folder = work / (f"child{i:02d}" + (f"-seed{args.seed + k}" if args.seeds > 1 else ""))
-            try:
-                summary = reused(args, folder, sample, split) if args.reuse else None
-                summary = summary or retrain(Pipeline(args.space, sample), dataset, folder, cfg, log=lambda _m: None)
-            except N2NASError as err:
-                print(f"child {i} seed {args.seed + k}: standalone training failed ({err})")
-                continue
-            # retrain splits internally from the same (dataset, val, split seed): it must be this very split
-            assert Split.load(folder / "split.json") == split, "retrain used another split"
-            per_seed[k][i] = float(summary["validation"]["cinc2017_f1"])
-            flat[i] = flat[i] or one_class(summary["validation"])
-            runs[i] = (runs[i][0] + summary["epochs_run"], runs[i][1] + summary["train_seconds"])
+    used = [[] for _ in children]
+    for i, (sample, gflops, params) in enumerate(children):
+        for k, seed in enumerate(range(args.seed, args.seed + args.seeds)):
+            line = have.get((child_key(sample), seed))
+            if line is None:
+                folder = work / f"{sha([child_key(sample)])[:10]}-seed{seed}"
+                c0, t0 = time.process_time(), time.monotonic()
+                try:
+                    summary = retrain(Pipeline(args.space, sample), dataset, folder, retrain_config(args, seed),
+                                      log=lambda _m: None)
+                except N2NASError as err:
+                    print(f"child {i} seed {seed}: standalone training failed ({err})")
+                    continue
+                # retrain splits internally from the same (dataset, val, split seed): it must be this very split
+                assert Split.load(folder / "split.json") == split, "retrain used another split"
+                line = {**key, "child": sample, "gflops": round(gflops, 6), "params": params, "seed": seed,
+                        "f1": round(float(summary["validation"]["cinc2017_f1"]), 6),
+                        "one_class": one_class(summary["validation"]), "epochs_run": summary["epochs_run"],
+                        "cpu_s": round(time.process_time() - c0, 1), "wall_s": round(time.monotonic() - t0, 1),
+                        "device": str(pick_device(args.device)), "commit": commit, "date": utc_now()}
+                append_training(args.results, line)
+                trained += 1
+            per_seed[k][i] = math.nan if line["f1"] is None else float(line["f1"])
+            used[i].append(line)
         print(f"child {i}: standalone " + " ".join(f"{column[i]:.3f}" for column in per_seed), flush=True)
     if tmp is not None:
         tmp.cleanup()
-    return per_seed, flat, runs
-
-
-def reused(args, folder: Path, sample, split) -> dict | None:
-    """The summary of a standalone training already in ``folder`` (``--reuse``) when it trained this very child
-    for ``--epochs`` on this split; None otherwise (it is trained again)."""
-    import json
-
-    try:
-        trained = Pipeline.from_json(json.loads((folder / "pipeline.json").read_text()), get_space(args.space).space)
-        summary = json.loads((folder / "metrics.json").read_text())
-        same_split = Split.load(folder / "split.json") == split
-    except (OSError, ValueError, KeyError, N2NASError):
-        return None
-    if not same_split or summary.get("epochs_run") != args.epochs or trained.sample != sample:
-        return None
-    return summary
+    return per_seed, used, trained
 
 
 def summarise(args, rule, sup, alone, per_seed) -> dict:
@@ -282,10 +314,7 @@ def summarise(args, rule, sup, alone, per_seed) -> dict:
     ok = [i for i in range(len(sup)) if math.isfinite(sup[i]) and math.isfinite(alone[i])]
     tau, rho = correlations([sup[i] for i in ok], [alone[i] for i in ok])
     out = {"rule": rule, "kendall_tau": tau, "spearman_rho": rho, "children_ranked": len(ok),
-           "ceiling_tau": math.nan, "ceiling_tau_mean": math.nan, "top1_regret": math.nan, "top1": None}
-    if args.seeds > 1 and len(ok) > 1:
-        seed_tau, seed_r = seed_agreement([[column[i] for i in ok] for column in per_seed])
-        out.update(ceiling_tau=seed_tau, seed_r=seed_r, ceiling_tau_mean=ceiling_tau(seed_r, args.seeds))
+           "top1_regret": math.nan, "top1": None, **ceilings(per_seed, ok)}
     if ok:
         top = max(ok, key=lambda i: sup[i])  # ties: the first child the supernet scores best
         out.update(top1=top, top1_regret=max(alone[i] for i in ok) - alone[top],
@@ -296,11 +325,12 @@ def summarise(args, rule, sup, alone, per_seed) -> dict:
 def run(args: argparse.Namespace) -> dict:
     """:func:`main` after argument parsing."""
     times, t0 = {}, time.monotonic()
+    commit = git_commit(ROOT)  # before anything runs long, while the checkout is what the code ran from
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     dataset = subset(load_dataset(args.data), args.records, args.seed)
     times["load"] = time.monotonic() - t0
-    split = stratified_split(dataset, val=0.15, seed=args.seed)
+    split = stratified_split(dataset, val=VAL_FRACTION, seed=args.seed)
     index = {rid: i for i, rid in enumerate(dataset.ids)}
     train_idx, val_idx = (np.array([index[i] for i in part]) for part in (split.train, split.val))
     space_def = get_space(args.space)
@@ -317,47 +347,67 @@ def run(args: argparse.Namespace) -> dict:
     times["preprocess"] = time.monotonic() - t0
     print(f"{len(dataset.records)} records ({len(train_idx)} train / {len(val_idx)} val), {len(variants)} "
           f"preprocessing choices, device {device}, pinned {fixed or 'nothing'} + {blind}", flush=True)
-    children, gflops = pick_children(args, space_def, space, dataset, np.random.default_rng(args.seed + 2))
-    print(f"children ({args.stratify}): GFLOPs per 30 s record " + " ".join(f"{g:.4f}" for g in gflops),
-          flush=True)
+    key = json.loads(json.dumps(run_key(args, dataset, split, {**blind, **fixed})))  # as a line reads back
+    lines, children = matching_children(load_trainings(args.results), key)
+    new, gflops = pick_children(args, space_def, space, dataset, np.random.default_rng(args.seed + 2),
+                                have=[(c[0], c[1]) for c in children])
+    children += [(json.loads(json.dumps(c)), round(g, 6), child_cost(args.space, c, dataset)[1])
+                 for c, g in zip(new, gflops)]
+    children.sort(key=lambda c: c[1])  # cheap to costly, whatever order the file holds them in
+    print(f"{len(children)} children ({len(children) - len(new)} from {args.results}, {len(new)} new, "
+          f"{args.stratify}): GFLOPs per 30 s record " + " ".join(f"{c[1]:.4f}" for c in children), flush=True)
 
-    scores = {}
-    for rule in args.rules:
-        t0 = time.monotonic()
-        scores[rule] = train_and_score(args, rule, space_def, space, ctx, device, children, val_idx)
-        times[f"supernet {rule}"] = time.monotonic() - t0
     t0 = time.monotonic()
-    per_seed, flat_alone, runs = standalone(args, dataset, split, children)
+    per_seed, used, trained = standalone(args, key, dataset, split, children, lines, commit)
     # a child with any failed seed has no standalone score (a mean over fewer seeds would not be comparable)
     alone = [float(np.mean(column)) for column in zip(*per_seed)]
     times["standalone"] = time.monotonic() - t0
-
-    ra = ranks(alone)
-    results = {}
-    head = " ".join(f"{'F1 ' + r[:4]:>8} {'#':>2}" for r in args.rules)
-    print(f"\n{'#':>2} {'GFLOP':>7} {head} {'alone':>7} {'seeds':>11} {'#':>2} {'ep':>3} {'sec':>5}  child "
-          "(* = predicts one class only)")
-    rank_of = {rule: ranks(scores[rule][0]) for rule in args.rules}
-    for i, sample in enumerate(children):
-        cells = " ".join(f"{scores[r][0][i]:>7.3f}{'*' if scores[r][1][i] else ' '} {rank_of[r][i] or '-':>2}"
-                         for r in args.rules)
-        seeds = "/".join(f"{column[i]:.3f}" for column in per_seed)
-        print(f"{i:>2} {gflops[i]:>7.4f} {cells} {alone[i]:>6.3f}{'*' if flat_alone[i] else ' '} {seeds:>11} "
-              f"{ra[i] or '-':>2} {runs[i][0]:>3} {runs[i][1]:>5.0f}  {describe(space_def, sample)}")
+    samples = [c[0] for c in children]
+    scores = {}
+    for rule in args.rules:
+        t0 = time.monotonic()
+        scores[rule] = train_and_score(args, rule, space_def, space, ctx, device, samples, val_idx)
+        times[f"supernet {rule}"] = time.monotonic() - t0
+    print_table(args, space_def, children, scores, alone, per_seed, used)
     print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items())
-          + f", total {sum(times.values()) / 60:.1f}")
+          + f", total {sum(times.values()) / 60:.1f}; standalone trainings done now: {trained}")
+    seeds = ceilings(per_seed, [i for i in range(len(alone)) if math.isfinite(alone[i])])
+    print(f"standalone children={len(children)} seeds={args.seeds} ceiling_tau={seeds['ceiling_tau']:.3f} "
+          f"ceiling_tau_mean={seeds['ceiling_tau_mean']:.3f}")
+    # the zero-cost ranker a supernet must beat to be worth its training: more FLOPs ranks higher
+    flops = summarise(args, "flops", [c[1] for c in children], alone, per_seed)
+    print(f"baseline=flops kendall_tau={flops['kendall_tau']:.3f} spearman_rho={flops['spearman_rho']:.3f} "
+          f"top1_regret={flops['top1_regret']:.3f} children={flops['children_ranked']}")
+    results = {}
     for rule in args.rules:
         sup, flat, info = scores[rule]
         res = summarise(args, rule, sup, alone, per_seed)
         results[rule] = {**res, "supernet": sup, "steps": info["steps"], "one_class": sum(flat)}
         print(f"\n{rule}: {info['steps']} shared steps; one-class predictors (not learned yet): {sum(flat)} by the "
-              f"supernet, {sum(flat_alone)} standalone; supernet's top child #{res['top1']}")
+              f"supernet; supernet's top child #{res['top1']}")
         print(f"rule={rule} kendall_tau={res['kendall_tau']:.3f} spearman_rho={res['spearman_rho']:.3f} "
               f"ceiling_tau={res['ceiling_tau']:.3f} ceiling_tau_mean={res['ceiling_tau_mean']:.3f} "
-              f"top1_regret={res['top1_regret']:.3f} children={len(children)} records={len(dataset.records)} "
-              f"supernet_minutes={args.minutes:g} seeds={args.seeds}")
-    return {"rules": results, "standalone": alone, "per_seed": per_seed, "gflops": gflops, "times": times,
-            "children": children}
+              f"top1_regret={res['top1_regret']:.3f} children={res['children_ranked']} "
+              f"records={len(dataset.records)} supernet_minutes={args.minutes:g} seeds={args.seeds}")
+    return {"rules": results, "flops_baseline": flops, "standalone": alone, "per_seed": per_seed,
+            "gflops": [c[1] for c in children], "times": times, "children": samples, "trained": trained,
+            "results": args.results}
+
+
+def print_table(args, space_def, children, scores, alone, per_seed, used) -> None:
+    """One row per child: FLOPs, params, each rule's score and rank, standalone mean, seeds and rank."""
+    ra, rank_of = ranks(alone), {rule: ranks(scores[rule][0]) for rule in args.rules}
+    head = "".join(f" {'F1 ' + r[:4]:>8} {'#':>2}" for r in args.rules)
+    print(f"\n{'#':>2} {'GFLOP':>7} {'kparam':>6}{head} {'alone':>7} {'seeds':>11} {'#':>2} {'ep':>3} {'cpu-s':>6}  "
+          "child (* = predicts one class only)")
+    for i, (sample, gflops, params) in enumerate(children):
+        cells = "".join(f" {scores[r][0][i]:>7.3f}{'*' if scores[r][1][i] else ' '} {rank_of[r][i] or '-':>2}"
+                        for r in args.rules)
+        flat = any(line["one_class"] for line in used[i])
+        print(f"{i:>2} {gflops:>7.4f} {params / 1e3:>6.1f}{cells} {alone[i]:>6.3f}{'*' if flat else ' '} "
+              f"{'/'.join(f'{column[i]:.3f}' for column in per_seed):>11} {ra[i] or '-':>2} "
+              f"{sum(line['epochs_run'] for line in used[i]):>3} {sum(line['cpu_s'] for line in used[i]):>6.0f}  "
+              f"{describe(space_def, sample)}")
 
 
 if __name__ == "__main__":
