@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -74,6 +75,47 @@ def test_bad_targets_and_run_folders_are_one_line_errors(family_run, tiny_data, 
         assert main(["derive", str(run), "--max-flops", "1e7", "--out", str(tmp_path / "m")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(run) in err
+
+
+def test_a_family_that_cannot_be_cut_is_refused_before_a_run_folder_exists(tiny_data, tmp_path, capsys):  # noqa: F811
+    spec = "physionet2017:" + tiny_data.records[0].meta["files"][0].rsplit("/", 1)[0]
+    common = ["search", "--data", spec, "--space", "ecg-small", "--budget-epochs", "2", "--quiet",
+              "--flops-targets", "6e6,20e6"]
+    # a fine-tune longer than the whole search (2 members x 2 epochs > 2 search epochs)
+    assert main([*common, "--finetune-epochs", "2", "--out", str(tmp_path / "tune")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--finetune-epochs" in err
+    # every architecture decision pinned: nothing shares weights, there is no family to cut
+    from search_spaces import get_space
+
+    space = get_space("ecg-small").space
+    default = space.default_sample()
+    pins = [f"--fix={d.label}={v if isinstance(v := default[d.label], str) else json.dumps(v)}"
+            for d in space.flat if d.kind == "architecture"]
+    assert main([*common, *pins, "--out", str(tmp_path / "pinned")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--flops-targets" in err and "no free architecture decision" in err
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "pinned").exists()
+
+
+def test_fine_tuned_members_keep_their_inherited_folder_and_say_how_they_were_trained(tiny_data, tmp_path):  # noqa: F811
+    from n2nas.searching.family import read_family
+
+    config = tiny_config(budget_epochs=2, derive_children=1,
+                         family=FamilyConfig(flops_targets=(20e6,), children=2, children_per_step=2, rescored=2,
+                                             finetune_epochs=1))
+    n2nas.search(tiny_data, config, out=tmp_path / "run")
+    member, = read_family(tmp_path / "run")
+    assert member["weights"] == "fine-tuned (1 epochs)" and member["inherited_dir"].endswith("flops-0.02G-inherited")
+    for folder, weights in ((member["model_dir"], member["weights"]), (member["inherited_dir"], "inherited")):
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        assert metrics["weights"] == weights
+    history = json.loads((Path(member["model_dir"]) / "history.json").read_text())
+    assert len(history) == 1 and member["val_metric"] == pytest.approx(
+        json.loads((Path(member["model_dir"]) / "pipeline.json").read_text())["scores"]["metric"])
+    tuned = n2nas.evaluate(member["model_dir"], tiny_data)["cinc2017_f1"]
+    inherited = n2nas.evaluate(member["inherited_dir"], tiny_data)["cinc2017_f1"]
+    assert tuned >= 0 and inherited >= 0  # both folders load and score as they are
 
 
 def test_a_search_killed_while_writing_its_family_resumes_and_keeps_what_it_wrote(tiny_data, tmp_path,  # noqa: F811

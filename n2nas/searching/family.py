@@ -78,7 +78,7 @@ def check_family(config, space, costs) -> None:
     family = config.family
     if not family.flops_targets:
         return
-    if not cost_decisions(space):
+    if not [d for d in cost_decisions(space) if getattr(d, "kind", "") == "architecture"]:
         raise ConfigError("--flops-targets", f"space {config.space} has no free architecture decision here: there "
                                              "is no weight-shared family to cut members from")
     check_targets(family.flops_targets, space, costs, config.space)
