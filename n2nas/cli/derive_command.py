@@ -11,9 +11,10 @@ def register(sub) -> None:
     """Add ``n2nas derive`` to the command tree."""
     p = sub.add_parser("derive", help="a model for a new FLOPs budget from a finished search, without training",
                        description="Search a finished run's trained supernet under a FLOPs limit (shared-weight "
-                                   "scores only), write the winner with inherited weights (BatchNorm recalibrated) "
-                                   "as a model folder for `n2nas evaluate` / `n2nas export`, and add it to "
-                                   "RUN/family/family.json. Prints the member as one JSON object.")
+                                   "scores only), write the winner with inherited weights (BatchNorm recalibrated; "
+                                   "fine-tuned when the run's family is) as a model folder for `n2nas evaluate` / "
+                                   "`n2nas export`, and add it to the run's family file (RUN/family/). Prints the "
+                                   "member as one JSON object.")
     p.add_argument("run", metavar="RUN_DIR", help="a search's run folder (with checkpoint/ and split.json)")
     p.add_argument("--max-flops", type=number(float), required=True, metavar="FLOPS",
                    help="hard limit in FLOPs per 30 s record, every multi-crop window (e.g. 0.2e9)")

@@ -46,14 +46,13 @@ def start_measurement(runner, space, costs, config, run_dir: Path, log, resource
     reward = config.reward.resolved(costs.of(space.default_sample())["flops_per_record"])
     meter = pick_meter(pick_device(config.device), config.measure.joules_per_flop)
     resources.callback(meter.close)
-    check_measurable(reward, meter.source, config.measure.latency.enabled and hasattr(runner, "set_measurement"))
+    check_measurable(reward, meter.source, config.measure.latency.enabled)
     if reward.uses_energy:  # one comparison never mixes measured, estimated and differently-measured energy
         other = sorted({t["energy_source"] for t in log.records} - {meter.source, "unmeasured"})
         if other:
             raise ConfigError("--resume", f"this run's energy came from {', '.join(other)}, this machine offers "
                                           f"{meter.source}; energy-weighted rewards would mix the two")
-    if hasattr(runner, "set_measurement"):
-        runner.set_measurement(config.measure, reward, meter)
+    runner.set_measurement(config.measure, reward, meter)
     if config.measure.power_interval_s is None:
         return RunMeasurement(reward)
     parts = getattr(meter, "meters", [meter])

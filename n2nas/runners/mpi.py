@@ -178,6 +178,10 @@ class MpiRunner(Runner):
         for k in range(1, self.size):
             self.comm.send((command, payload), dest=k, tag=_CMD)
 
+    def local_replica(self) -> LocalRunner:
+        """The driver's in-sync replica."""
+        return self.replica
+
     def set_measurement(self, measure, reward=None, meter=None) -> None:
         """Per-child latency/energy measurement: rank 0 keeps ``meter``, every other rank builds its own."""
         self.replica.set_measurement(measure, reward, meter)

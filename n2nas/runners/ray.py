@@ -165,6 +165,10 @@ class RayRunner(Runner):
             self._worker_rng[k] = value[1]
         return out
 
+    def local_replica(self) -> LocalRunner:
+        """The driver's in-sync replica."""
+        return self.replica
+
     def set_measurement(self, measure, reward=None, meter=None) -> None:
         """Per-child latency/energy measurement: the driver keeps ``meter``; each worker (and any replacement)
         measures with a meter of its own, on its own device."""

@@ -10,6 +10,20 @@ import numpy as np
 class Runner(abc.ABC):
     """Trains the shared weights and scores children; knows nothing of controllers or run folders."""
 
+    # the runner's own memo of params and FLOPs per architecture (``ArchitectureCosts``), or None when it measures
+    # them on other processes (the driver then keeps its own)
+    costs = None
+
+    def local_replica(self) -> "Runner":
+        """The in-process runner whose supernet mirrors the shared weights (itself here; Ray and MPI drivers keep an
+        in-sync replica): family members are cut from it."""
+        return self
+
+    @abc.abstractmethod
+    def set_measurement(self, measure, reward=None, meter=None) -> None:
+        """Measure latency and energy per scored child (``MeasureConfig``); with a ``RewardConfig``, children
+        breaking its hard limits are reported infeasible without being scored."""
+
     @abc.abstractmethod
     def train_shared(self, samples: list[dict[str, Any]], rule: str | None = None) -> dict[str, float]:
         """One shared-weight step per sample (one sampled child per batch); returns loss statistics. ``rule``

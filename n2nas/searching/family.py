@@ -159,7 +159,7 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
     from n2nas.models.folder import NORM_FILE, data_card, stats_json, write_model_folder
     from n2nas.train.primitives import recalibrate_batchnorm
 
-    local = getattr(runner, "replica", runner)  # Ray and MPI drivers keep an in-sync local replica
+    local = runner.local_replica()
     n_in = space_def.input_size(dataset)
     with torch.random.fork_rng(devices=[]):  # building the child must not move the search's dropout stream
         child = space_def.build_child(sample, n_in, len(dataset.classes)).to(local.device)

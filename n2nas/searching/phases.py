@@ -77,7 +77,7 @@ def open_search(data: str | Dataset, config, run_dir: Path, resume: bool, progre
     runner = make_runner(config.runner, space_def, ctx, config.shared, pick_device(config.device), config.seed)
     resources.callback(runner.close)  # workers are released even when the search fails
     # the driver's own cost memo (a Ray or MPI runner measures on its workers): hard limits checked before training
-    costs = getattr(runner, "costs", None) or ArchitectureCosts(space_def, ctx)
+    costs = runner.costs or ArchitectureCosts(space_def, ctx)
     initial = runner.state_dict()  # fresh weights, the same on resume (seeded): the finals start from them
     log = TrialLog(run_dir / "trials.jsonl")
     state = SearchState(config=config, data=data, run_dir=run_dir, progress=progress, resources=resources,
