@@ -169,3 +169,24 @@ def test_the_derive_phase_leaves_the_family_its_time():
     budget = Budget(minutes=10, epochs=None, warmup=0.0, elapsed=600 - after)  # what is left is the family's time
     assert not derive_stops(budget, 3, 2.0, 0.0, finalists=0)  # without the family: derive on
     assert derive_stops(budget, 3, 2.0, after, finalists=0)    # with it: stop, it needs the rest
+
+
+def test_a_child_far_under_its_target_grows_towards_it_and_stays_under(tiny_data):  # noqa: F811
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from n2nas.measure.cost import ArchitectureCosts
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.searching.member_search import grow_to_limit, option_ladders, smallest_child
+    from search_spaces import get_space
+
+    space_def = get_space("ecg-small")
+    space = space_def.space.pinned({"fs": 100, "window": "crop:5"})
+    costs = ArchitectureCosts(space_def, SimpleNamespace(dataset=tiny_data))
+    small, least = smallest_child(space, costs)
+    target = 20e6
+    grown = grow_to_limit(small, space, costs, RewardConfig(max_flops=target), np.random.default_rng(0),
+                          option_ladders(space, costs))
+    flops = costs.of(grown)["flops_per_record"]
+    assert least < 0.5 * target < flops <= target  # from the smallest child to within a step of the limit
