@@ -131,7 +131,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
 
 def _under_target(member: dict) -> str | None:
     """Why a family member uses under half its FLOPs target (None when it uses more): either no dearer child was
-    scored under the target, or none of the dearer ones scored higher on the shared weights."""
+    scored under the target, or none of the dearer ones beat it by more than the noise of the validation records."""
     target, flops = member.get("flops_target"), member.get("flops_per_record")
     if not target or flops is None or flops >= 0.5 * target:
         return None
@@ -141,8 +141,8 @@ def _under_target(member: dict) -> str | None:
         return f"{used}: how far its search reached is not recorded"
     if dearest < 0.5 * target:
         return f"{used}: no child dearer than {dearest / 1e9:.3g} GFLOPs was scored under it"
-    return (f"{used}: children up to {dearest / 1e9:.3g} GFLOPs were scored under it, and none dearer scored higher "
-            "on the shared weights")
+    return (f"{used}: children up to {dearest / 1e9:.3g} GFLOPs were scored under it, and none of the dearer ones "
+            "beat it by more than the noise of the validation records (the pick is the cheapest within it)")
 
 
 def _clock(seconds: float) -> str:
