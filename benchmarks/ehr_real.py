@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nas  # noqa: E402
 from benchmarks.common import add_options, finish_options, load_avg, load_span, member_rows, run_jobs  # noqa: E402
 from benchmarks.common import search_config  # noqa: E402
-from benchmarks.scoring import (by_row, folder_cost, format_pareto, function_latency_ms, module_cost,  # noqa: E402
+from benchmarks.ehr_baselines import baselines, scores, shown  # noqa: E402
+from benchmarks.scoring import (by_row, folder_cost, format_pareto, module_cost,  # noqa: E402
                                 paired_gap, pareto_table, plot_pareto, print_seed_spread)
 from n2nas.data.ehr_matrix import EHRDataset  # noqa: E402
 from n2nas.data.spec import load_dataset  # noqa: E402
@@ -63,7 +64,7 @@ from n2nas.data.table import fit_on_training  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.models.evaluate import predict  # noqa: E402
 from n2nas.grid.cells import GridConfig, run_grid  # noqa: E402
-from n2nas.metrics import evaluate_predictions, macro_auroc_ranks  # noqa: E402
+from n2nas.metrics import macro_auroc_ranks  # noqa: E402
 from n2nas.searching.family import read_family  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.rows import predict_rows, split_indices  # noqa: E402
@@ -84,11 +85,6 @@ def benchmark_split(ds: EHRDataset, config: SearchConfig, seed: int) -> tuple[np
     """Train / validation / test rows: 15% test patients, then ``config``'s validation share of the rest, so that
     the search (which splits the non-test rows itself), the retrains and the grid share one validation split."""
     return split_indices(ds, val_share(config), TEST_FRACTION, seed)
-
-
-def shown(row: dict) -> dict:
-    """A row without its test probabilities (kept for the gaps and the Pareto table), for logs and the report."""
-    return {k: v for k, v in row.items() if k != "probs"}
 
 
 def check_search_split(run_dir: Path, seen_idx: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
@@ -121,13 +117,6 @@ def rows_of(ds: EHRDataset, idx: np.ndarray, tag: str) -> EHRDataset:
                                source=f"{ds.source}[{tag}]", fingerprint=f"{ds.fingerprint}-{tag}")
 
 
-def scores(probs: np.ndarray, y: np.ndarray, classes) -> dict[str, float]:
-    """Accuracy, macro F1 and macro AUROC of single-label probabilities (and the probabilities, as ``probs``, for
-    the gaps and the Pareto table; dropped from the report)."""
-    m = evaluate_predictions(probs, y, classes, False)
-    return {**{k: m[k] for k in ("accuracy", "macro_f1", "macro_auroc")}, "probs": probs}
-
-
 def auroc_of(probs, labels) -> float:
     """Macro AUROC (one-vs-rest, rank-based) of single-label probabilities against class indices."""
     probs = np.asarray(probs)
@@ -143,52 +132,6 @@ def paired_gaps(rows: dict[str, dict], first: str, log, n_resamples: int = 1000)
             gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples)})
             log(f"gap: {gaps[-1]}")
     return gaps
-
-
-def baselines(ds: EHRDataset, train_idx, test_idx, seed: int, log) -> list[dict]:
-    """LogisticRegression and HistGradientBoostingClassifier on the same rows and features."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-
-    y = ds.label_indices()
-    present = np.unique(y[train_idx])  # a class with no training row cannot be a column of predict_proba
-    out = []
-    load0, start = load_avg(), time.perf_counter()
-    lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(ds.X[train_idx], y[train_idx])
-    secs = time.perf_counter() - start
-    out.append({"method": "LogisticRegression", "train_s": secs, "load": (load0, load_avg()),
-                "size": f"{lr.coef_.size + lr.intercept_.size} params", "cost": linear_cost(lr, ds.n_features),
-                **scores(_full(lr.predict_proba(ds.X[test_idx]), present, len(ds.classes)), y[test_idx], ds.classes)})
-    log(f"logistic regression: {shown(out[-1])}")
-    load0, start = load_avg(), time.perf_counter()
-    dense = ds.X[train_idx].toarray()  # HGB takes dense input: the training rows only, for this baseline
-    hgb = HistGradientBoostingClassifier(max_iter=300, early_stopping=True, validation_fraction=0.1,
-                                         n_iter_no_change=10, random_state=seed).fit(dense, y[train_idx])
-    secs = time.perf_counter() - start
-    del dense
-    trees = hgb.n_iter_ * (1 if len(present) == 2 else len(present))
-    probs = np.concatenate([hgb.predict_proba(ds.X[test_idx[s:s + 4096]].toarray())
-                            for s in range(0, len(test_idx), 4096)])
-    no_flops = {"params": None, "flops_per_record": None,  # trees compare, they do not multiply
-                "latency_ms": function_latency_ms(hgb.predict_proba, ds.n_features)}
-    out.append({"method": "HistGradientBoosting", "train_s": secs, "load": (load0, load_avg()),
-                "size": f"{trees} trees", "cost": no_flops,
-                **scores(_full(probs, present, len(ds.classes)), y[test_idx], ds.classes)})
-    log(f"gradient boosting: {shown(out[-1])}")
-    return out
-
-
-def linear_cost(lr, n_features: int) -> dict:
-    """Logistic regression as the dense linear layer it computes: params, FLOPs and CPU latency per encounter."""
-    import torch
-
-    return module_cost(torch.nn.Linear(n_features, lr.coef_.shape[0]), (n_features,))
-
-
-def _full(probs: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
-    full = np.zeros((len(probs), n_classes), dtype=np.float64)
-    full[:, present] = probs
-    return full
 
 
 def grid_best(ds: EHRDataset, args, val_fraction: float, out: Path, log) -> tuple[dict, dict]:

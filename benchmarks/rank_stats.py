@@ -1,14 +1,8 @@
 """Rank statistics of benchmarks/ranking.py: how well one list of scores orders children against another, and
-the best a ranker can do against noisy standalone trainings; and the file of standalone trainings it keeps, one
-JSON line per training, appended atomically."""
+the best a ranker can do against noisy standalone trainings."""
 from __future__ import annotations
 
-import datetime
-import json
 import math
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata, spearmanr
@@ -64,71 +58,3 @@ def ceilings(per_seed: list[list[float]], ok: list[int]) -> dict:
         return {"ceiling_tau": math.nan, "ceiling_tau_mean": math.nan}
     seed_tau, seed_r = seed_agreement([[column[i] for i in ok] for column in per_seed])
     return {"ceiling_tau": seed_tau, "seed_r": seed_r, "ceiling_tau_mean": ceiling_tau(seed_r, len(per_seed))}
-
-
-def child_key(sample: dict) -> str:
-    """A child's identity: its sample as canonical JSON (sorted keys, tuples as lists)."""
-    return json.dumps(sample, sort_keys=True, separators=(",", ":"))
-
-
-def load_trainings(path: str | Path) -> list[dict]:
-    """Every line of a standalone-trainings file; none when it does not exist. A line that does not parse (one
-    torn by a kill during its write) is skipped with a note, so the training it held runs again."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"{path}:{n}: not a JSON line, skipped")
-    return out
-
-
-def append_training(path: str | Path, line: dict) -> None:
-    """Append one line with a single ``write`` on an ``O_APPEND`` descriptor, fsynced: lines of runs killed
-    or running side by side stay whole. NaN, which JSON lacks, is written as null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in line.items()}
-    text = json.dumps(clean, sort_keys=True, separators=(",", ":")) + "\n"
-    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        text = "\n" + text  # a torn last line must not swallow this one
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def matching_children(lines: list[dict], key: dict) -> tuple[list[dict], list[tuple[dict, float, int]]]:
-    """The lines whose every field of ``key`` matches, and their distinct children (sample, GFLOPs, params), first
-    seen first."""
-    mine = [line for line in lines if all(line.get(field) == value for field, value in key.items())]
-    children = {}
-    for line in mine:
-        children.setdefault(child_key(line["child"]), (line["child"], line["gflops"], line["params"]))
-    return mine, list(children.values())
-
-
-def git_commit(root: str | Path) -> str:
-    """The commit the code ran at, with ``+dirty`` when tracked files outside ``benchmarks/results`` differ from
-    it; ``unknown`` outside a git checkout."""
-    def git(*argv):
-        return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True, check=True).stdout
-
-    try:
-        sha = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
-def utc_now() -> str:
-    """The time of a line, UTC, to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

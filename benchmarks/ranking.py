@@ -31,7 +31,6 @@ of the supernet's first choice); ``baseline=flops``: the same for ranking by FLO
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -44,8 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.rank_stats import (append_training, ceilings, child_key, correlations, git_commit,  # noqa: E402
-                                   load_trainings, matching_children, ranks, utc_now)
+from benchmarks.rank_results import (VAL_FRACTION, append_training, child_key, git_commit,  # noqa: E402
+                                     load_trainings, matching_children, run_key, sha, utc_now)
+from benchmarks.rank_stats import ceilings, correlations, ranks  # noqa: E402
 from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
@@ -65,10 +65,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PREPROCESSING = {"fs": 100, "filter": "bandpass", "normalise": "record_z", "window": "crop:10"}
 OPS = {"conv": "c", "sep": "s", "maxpool": "mp", "avgpool": "ap"}
 RULES = ("uniform", "sandwich", "progressive")
-VAL_FRACTION = 0.15
-# the RetrainConfig fields that change what a standalone training learns; a line is reused only when all match
-RECIPE_FIELDS = ("epochs", "patience", "schedule", "plateau_patience", "plateau_factor", "ema_decay", "max_minutes",
-                 "norm", "workers", "global_batch", "class_weight")
 PRESETS = {"quick": {"records": 1500, "minutes": 3.0, "epochs": 4},
            "full": {"children": 12, "minutes": 30.0, "epochs": 15},
            None: {"minutes": 20.0, "epochs": 10}}
@@ -204,11 +200,6 @@ def pick_children(args, space_def, space, dataset, rng, have=()) -> tuple[list[d
     return [pool[i] for i in out], [flops[i] for i in out]
 
 
-def one_class(metrics) -> bool:
-    """True when at most one class has a non-zero F1: a constant predictor, i.e. not learned yet."""
-    return sum(v > 0 for v in metrics.get("f1", {}).values()) <= 1
-
-
 def main(argv=None) -> dict:
     """Run the benchmark, print the tables and summaries; returns the numbers per rule."""
     args = parse_args(argv)
@@ -251,25 +242,16 @@ def train_and_score(args, rule, space_def, space, ctx, device, children, val_idx
     return sup, [one_class(r["metrics"]) for r in scored], info
 
 
+def one_class(metrics) -> bool:
+    """True when at most one class has a non-zero F1: a constant predictor, i.e. not learned yet."""
+    return sum(v > 0 for v in metrics.get("f1", {}).values()) <= 1
+
+
 def retrain_config(args, seed: int) -> RetrainConfig:
     """The standalone recipe: ``--epochs`` with patience = epochs, training seed ``seed`` on the split of ``--seed``."""
     return RetrainConfig(epochs=args.epochs, patience=args.epochs, max_minutes=args.child_minutes,
                          val_fraction=VAL_FRACTION, seed=seed, split_seed=args.seed, device=args.device,
                          data_workers=args.data_workers)
-
-
-def sha(lines) -> str:
-    """A short hash of some strings, in order."""
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def run_key(args, dataset, split, pins) -> dict:
-    """What a line must match, besides its child and seed, to stand for a training this run would do."""
-    cfg = retrain_config(args, args.seed)
-    return {"space": args.space, "pins": pins, "recipe": {f: getattr(cfg, f) for f in RECIPE_FIELDS},
-            "data": {"reader": args.data.split(":")[0], "records": len(dataset.records),
-                     "records_sha": sha(f"{r.id}:{','.join(r.labels)}" for r in dataset.records)},
-            "split": {"seed": args.seed, "val_fraction": VAL_FRACTION, "val_sha": sha(sorted(split.val))}}
 
 
 def standalone(args, key, dataset, split, children, lines, commit) -> tuple[list[list[float]], list[dict], int]:
@@ -347,7 +329,7 @@ def run(args: argparse.Namespace) -> dict:
     times["preprocess"] = time.monotonic() - t0
     print(f"{len(dataset.records)} records ({len(train_idx)} train / {len(val_idx)} val), {len(variants)} "
           f"preprocessing choices, device {device}, pinned {fixed or 'nothing'} + {blind}", flush=True)
-    key = json.loads(json.dumps(run_key(args, dataset, split, {**blind, **fixed})))  # as a line reads back
+    key = json.loads(json.dumps(run_key(args, retrain_config(args, args.seed), dataset, split, {**blind, **fixed})))  # as a line reads back
     lines, children = matching_children(load_trainings(args.results), key)
     new, gflops = pick_children(args, space_def, space, dataset, np.random.default_rng(args.seed + 2),
                                 have=[(c[0], c[1]) for c in children])

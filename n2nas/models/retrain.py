@@ -16,7 +16,7 @@ from n2nas.models.folder import (ENCODER_FILE, METRICS_FILE, NORM_FILE, THRESHOL
 from n2nas.compress.prune import PruneConfig, pack_state, state_bytes
 from n2nas.compress.quantize import QUANT_FILE, QATConfig, convert
 from n2nas.data.record import ROWS, Dataset
-from n2nas.data.splits import loss_class_weights, stratified_split
+from n2nas.data.splits import stratified_split
 from n2nas.errors import ConfigError, DataError
 from n2nas.models.evaluate import check_classes, check_leads
 from n2nas.metrics import REWARD_METRICS, choose_thresholds, evaluate_predictions, reward_metric, reward_metric_name
@@ -24,7 +24,8 @@ from n2nas.presets import preset
 from n2nas.space import Pipeline
 from n2nas.train.averaging import check_ema_decay
 from n2nas.train.parallel import DistContext, scaled_lr
-from n2nas.train.primitives import DataContext, WindowBatches, metric_inputs, pick_device, predict_records
+from n2nas.train.primitives import (DataContext, WindowBatches, loss_weights, metric_inputs, pick_device,
+                                    predict_records)
 from n2nas.train.rows import RowBatches, predict_rows, row_scorer
 from n2nas.train.trainer import Fitted, FitConfig, fit
 
@@ -143,10 +144,7 @@ def _train(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retrai
     pipeline = dataclasses.replace(pipeline, data=data_card(dataset, **({"norm": "none"} if config.norm == "none"
                                                                          else {})))
     batch_size, lr = scaled_lr(settings["lr"], settings["batch_size"], config.global_batch)
-    weight = None
-    if settings["class_weighting"]:
-        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel), dtype=torch.float32,
-                              device=device)
+    weight = loss_weights(ctx.targets[ctx.train_idx], dataset.multilabel, device, float(settings["class_weighting"]))
     metric = _metric_name(dataset)
 
     def validate(model) -> float:
@@ -222,10 +220,7 @@ def fit_rows(pipeline: Pipeline, dataset, train_idx: np.ndarray, val_idx: np.nda
 
     settings = get_space(pipeline.space).training_settings(pipeline.sample)
     targets = dataset.label_matrix().astype(np.float32)
-    weight = None
-    if config.class_weight:  # a power of the balanced weights: 0.5 their square root, 1 scikit-learn's "balanced"
-        weight = torch.tensor(loss_class_weights(targets[train_idx], dataset.multilabel) ** config.class_weight,
-                              dtype=torch.float32, device=device)
+    weight = loss_weights(targets[train_idx], dataset.multilabel, device, config.class_weight)
     recipe = fit_config(config, settings, metric, ROWS, settings["batch_size"], settings["lr"])
     n_inputs, n_classes = dataset.n_inputs, len(dataset.classes)
     fitted = fit(lambda: build_model(pipeline, n_inputs, n_classes), RowBatches(dataset, train_idx, targets, device),

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2nas.data.splits import loss_class_weights
 from n2nas.measure import MeasureConfig
 from n2nas.measure.energy import EnergyMeter, UnmeasuredMeter, pick_meter
 from n2nas.measure.cost import ArchitectureCosts
@@ -20,7 +19,7 @@ from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_nam
 from n2nas.runners.runner import Runner
 from n2nas.runners.shared import SharedTrainingConfig, shared_backward
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
-from n2nas.train.primitives import DataContext, metric_inputs, predict_records, recalibrate_batchnorm
+from n2nas.train.primitives import DataContext, loss_weights, metric_inputs, predict_records, recalibrate_batchnorm
 
 
 class LocalRunner(Runner):
@@ -42,7 +41,7 @@ class LocalRunner(Runner):
         self._latency_memo: dict[str, float | None] = {}
         self.measure, self.reward, self.meter = MeasureConfig(), None, UnmeasuredMeter()
         y = ctx.targets[ctx.train_idx]
-        self._class_weight = torch.tensor(loss_class_weights(y, self.multilabel), dtype=torch.float32, device=device)
+        self._class_weight = loss_weights(y, self.multilabel, device)
         # one fixed set of calibration records for every child, drawn with its own seed so that scoring never
         # moves the training RNG (a resumed search then draws the same batches)
         pick = np.random.default_rng(seed + 7919)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
-from n2nas.errors import ConfigError
-from n2nas.train.trainer import CLOCKS
+from n2nas.train.lr_budget import clock_of
 
 PHASES = ("data", "screen", "warmup", "shared", "scoring", "cost", "controller", "derive", "final", "family")
 
@@ -60,21 +59,14 @@ def minimum_budget_minutes(n_records: int) -> float:
     return round(1.0 + 0.25 * n_records / 1000, 2)
 
 
-def budget_clock(name: str) -> Callable[[], float]:
-    """The clock a budget counts: ``wall`` (monotonic wall time) or ``cpu`` (this process's CPU time)."""
-    if name not in CLOCKS:
-        raise ConfigError("--clock", f"expected one of {', '.join(CLOCKS)}, got {name!r}")
-    return CLOCKS[name]
-
-
 class Budget:
     """Time and epoch limits of a search. Epochs count warm-up and ENAS epochs alike; time is read from ``clock``
-    (:data:`CLOCKS`)."""
+    (:data:`n2nas.train.lr_budget.CLOCKS`)."""
 
     def __init__(self, minutes: float | None, epochs: int | None, warmup: float, elapsed: float = 0.0,
                  started: float | None = None, clock: str = "wall"):
         self.minutes, self.epochs, self.warmup = minutes, epochs, warmup
-        self.clock = budget_clock(clock)
+        self.clock = clock_of(clock)
         self.warmup_from_s = 0.0  # the warm-up's share counts from the end of the preprocessing screen
         self.start = (self.clock() if started is None else started) - elapsed
         # until a child has been scored and timed, keep 15% of a time budget for the derive phase

@@ -16,7 +16,7 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
     ``out`` and record it in
     the run's family file; returns that entry. ``data``: the run's data SPEC when the run did not record it."""
     from n2nas.searching import phases
-    from n2nas.searching.budget import budget_clock
+    from n2nas.train.lr_budget import clock_of
     from n2nas.searching.checkpoint import load_checkpoint
     from n2nas.searching.family import add_members, family_samples
     from n2nas.searching.member_search import check_targets
@@ -41,7 +41,7 @@ def derive_member(run_dir: str | Path, max_flops: float, out: str | Path, data: 
         raise ConfigError("--data", "this run did not record its data SPEC; give the one it searched")
     with ExitStack() as resources:  # reopened as a resumed run: its configuration, split and supernet as they were
         search = phases.open_search(data, config, run_dir, True, search_progress(False, config), resources,
-                                    budget_clock(config.clock)())
+                                    clock_of(config.clock)())
         phases.screen(search)  # pins the screen's winner and restores the controller; nothing is trained
         check_targets([max_flops], search.space, search.costs, config.space, "--max-flops")
         search.step = max((t["step"] for t in search.log.records), default=-1) + 1  # after every logged trial

@@ -194,16 +194,14 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
 def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float]:
     """The runner's metric name, every validation score, and the metric, of ``model`` on the whole validation
     split."""
-    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
-    from n2nas.train.primitives import metric_inputs, predict_records
+    from n2nas.metrics import reward_metric_name
+    from n2nas.train.primitives import record_scores
 
-    val = np.asarray(local.ctx.val_idx)
     model.eval()
-    p, y = metric_inputs(predict_records(model, data, val, dataset.multilabel, local.device), data.targets[val],
-                         dataset.multilabel)
     name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
-    return (name, evaluate_predictions(p, y, dataset.classes, dataset.multilabel),
-            float(reward_metric(name, p, y, dataset.classes, dataset.multilabel)))
+    score, validation = record_scores(model, data, np.asarray(local.ctx.val_idx), name, dataset.classes,
+                                      dataset.multilabel, local.device)
+    return name, validation, score
 
 
 def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, family: FamilyConfig,
@@ -214,30 +212,21 @@ def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, f
 
     import torch
 
-    from n2nas.data.splits import loss_class_weights
-    from n2nas.metrics import reward_metric
-    from n2nas.train.primitives import WindowBatches, metric_inputs, predict_records
+    from n2nas.train.primitives import WindowBatches, loss_weights
     from n2nas.train.trainer import FitConfig, fit
 
     settings = space_def.training_settings(sample)
-    ctx, device, val = local.ctx, local.device, np.asarray(local.ctx.val_idx)
-    weight = None
-    if settings.get("class_weighting"):
-        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel), dtype=torch.float32,
-                              device=device)
-
-    def validate(model) -> float:
-        p, y = metric_inputs(predict_records(model, data, val, dataset.multilabel, device), data.targets[val],
-                             dataset.multilabel)
-        return reward_metric(metric_name, p, y, dataset.classes, dataset.multilabel)
-
+    ctx, device = local.ctx, local.device
+    weight = loss_weights(ctx.targets[ctx.train_idx], dataset.multilabel, device,
+                          float(settings.get("class_weighting", False)))
     recipe = FitConfig(epochs=family.finetune_epochs, lr=family.finetune_lr * settings["lr"],
                        batch_size=settings["batch_size"], weight_decay=settings["weight_decay"], ema_decay=0.998,
                        metric=metric_name, max_minutes=minutes, clock=clock)
     with torch.random.fork_rng(devices=[]):  # the search's own dropout stream goes on as if nothing was trained
         fitted = fit(lambda: copy.deepcopy(child), WindowBatches(data, ctx.train_idx, space_def.augment_config(sample),
                                                                  device),
-                     validate, recipe, device=device, class_weight=weight, multilabel=dataset.multilabel)
+                     lambda model: _validated(model, local, data, dataset)[2], recipe, device=device,
+                     class_weight=weight, multilabel=dataset.multilabel)
     return fitted.model, fitted.history
 
 

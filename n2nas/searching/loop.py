@@ -16,7 +16,7 @@ from n2nas.runners import RunnerConfig
 from n2nas.runners.shared import SharedTrainingConfig
 from n2nas.searching import phases
 from n2nas.searching.family import FamilyConfig
-from n2nas.searching.budget import budget_clock
+from n2nas.train.lr_budget import clock_of
 from n2nas.searching.finals import FinalsConfig
 from n2nas.searching.screen import ScreenConfig
 from n2nas.space import Pipeline
@@ -82,7 +82,7 @@ class SearchConfig:
     def __post_init__(self):
         if self.warmup_scoring_every < 1:
             raise ConfigError("warmup_scoring_every", f"must be >= 1, got {self.warmup_scoring_every}")
-        budget_clock(self.clock)
+        clock_of(self.clock)
         if self.clock == "cpu" and self.runner.backend != "local":
             raise ConfigError("--clock", f"a CPU-time budget counts this process only; the {self.runner.backend} "
                                          "backend trains on other processes (use --clock wall)")
@@ -233,7 +233,7 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
     With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
     ranks serve its runner and return None.
     """
-    started = budget_clock(config.clock)()  # the budget counts from here: reading and preparing data included
+    started = clock_of(config.clock)()  # the budget counts from here: reading and preparing data included
     if config.runner.backend == "mpi":
         from n2nas.runners.mpi import serve_if_worker
 

@@ -127,14 +127,12 @@ class SearchState:
         """Of scored ``trials`` (all on ``records``, predictions kept), the cheapest within the noise of the best
         (:func:`n2nas.searching.noise.cheapest_within_noise`), the comparison kept under ``section``; None when
         fewer than two can be compared."""
-        from n2nas.metrics import reward_metric_name
         from n2nas.train.primitives import metric_inputs
 
-        dataset = self.dataset
-        name = reward_metric_name(self.config.shared.reward_metric, dataset.classes, dataset.multilabel)
-        _, y = metric_inputs(self.ctx.targets[np.asarray(records)], self.ctx.targets[np.asarray(records)],
-                             dataset.multilabel)
-        compared = compare_trials(self.run_dir, trials, y, metric_scorer(name, dataset.classes, dataset.multilabel),
+        dataset, targets = self.dataset, self.ctx.targets[np.asarray(records)]
+        _, y = metric_inputs(targets, targets, dataset.multilabel)  # the targets as the metric takes them
+        compared = compare_trials(self.run_dir, trials, y,
+                                  metric_scorer(self.metric_name, dataset.classes, dataset.multilabel),
                                   seed=self.config.seed)
         if compared is None:
             return None

@@ -103,10 +103,9 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune import Checkpoint
 
-    from n2nas.data.splits import loss_class_weights
     from n2nas.measure.cost import ArchitectureCosts
-    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
-    from n2nas.train.primitives import WindowBatches, metric_inputs, pick_device, predict_records
+    from n2nas.metrics import reward_metric_name
+    from n2nas.train.primitives import WindowBatches, loss_weights, pick_device, record_scores
     from n2nas.train.trainer import FitConfig, fit
 
     torch.set_num_threads(max(1, int(setup["cpus"])))
@@ -121,10 +120,9 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     last: dict[str, Any] = {}
 
     def validate(model) -> float:
-        probs = predict_records(model, data, ctx.val_idx, dataset.multilabel, device)
-        p, y = metric_inputs(probs, ctx.targets[ctx.val_idx], dataset.multilabel)
-        last.update(evaluate_predictions(p, y, dataset.classes, dataset.multilabel))
-        return reward_metric(metric, p, y, dataset.classes, dataset.multilabel)
+        score, scores = record_scores(model, data, ctx.val_idx, metric, dataset.classes, dataset.multilabel, device)
+        last.update(scores)
+        return score
 
     def report(entry: dict[str, Any], training) -> None:
         score = entry[f"val_{metric}"]
@@ -142,10 +140,7 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     if checkpoint is not None:  # a resumed trial continues where its last report left it
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "trial.pt", weights_only=True)
-    weight = None
-    if settings["class_weighting"]:
-        weight = torch.tensor(loss_class_weights(ctx.targets[ctx.train_idx], dataset.multilabel),
-                              dtype=torch.float32, device=device)
+    weight = loss_weights(ctx.targets[ctx.train_idx], dataset.multilabel, device, float(settings["class_weighting"]))
     # a child trained alone the way a short ``n2nas retrain`` trains it: AdamW, lr decayed over the trial's steps
     recipe = FitConfig(epochs=setup["epochs"], lr=settings["lr"], batch_size=settings["batch_size"],
                        weight_decay=settings["weight_decay"], steps_per_epoch=setup["steps_per_epoch"], seed=seed,

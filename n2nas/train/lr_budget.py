@@ -5,6 +5,19 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from n2nas.errors import ConfigError
+
+# what a time budget counts: wall time, or the CPU time of this process (every thread of it), which other jobs on
+# a shared machine do not change
+CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
+
+
+def clock_of(name: str) -> Callable[[], float]:
+    """The clock a budget named ``name`` counts (:data:`CLOCKS`); ConfigError naming ``--clock`` otherwise."""
+    if name not in CLOCKS:
+        raise ConfigError("--clock", f"expected one of {', '.join(CLOCKS)}, got {name!r}")
+    return CLOCKS[name]
+
 
 class BudgetProgress:
     """How much of a training budget is spent, 0..1: the larger of the share of ``total_steps`` done and the share

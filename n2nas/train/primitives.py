@@ -139,6 +139,18 @@ class WindowBatches:
         return torch.from_numpy(self.data.train_batch(self.indices[:1], np.random.default_rng(0))[0])
 
 
+def loss_weights(targets: np.ndarray, multilabel: bool, device, power: float = 1.0) -> torch.Tensor | None:
+    """The class weights :func:`loss_fn` takes for training ``targets`` (:func:`n2nas.data.splits.loss_class_weights`:
+    balanced weights for single-label data, BCE's ``pos_weight`` for multi-label data) raised to ``power``: 0 off
+    (None), 0.5 their square root, 1 as they are."""
+    from n2nas.data.splits import loss_class_weights
+
+    if not power:
+        return None
+    weights = loss_class_weights(targets, multilabel)
+    return torch.tensor(weights if power == 1 else weights ** power, dtype=torch.float32, device=device)
+
+
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool,
             class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy with (possibly soft, mixup) targets for single-label data; BCE for multi-label."""
@@ -181,6 +193,17 @@ def predict_records(model, data: PipelineData, indices: np.ndarray, multilabel: 
         pending.append(w)
     flush()
     return np.stack(out) if out else np.zeros((0, data.targets.shape[1]), np.float32)
+
+
+def record_scores(model, data: PipelineData, indices: np.ndarray, metric: str, classes, multilabel: bool,
+                  device: torch.device) -> tuple[float, dict]:
+    """Reward metric ``metric`` and every score of ``evaluate_predictions`` of ``model``'s record-level predictions
+    (:func:`predict_records`) on records ``indices``."""
+    from n2nas.metrics import evaluate_predictions, reward_metric
+
+    p, y = metric_inputs(predict_records(model, data, indices, multilabel, device), data.targets[indices], multilabel)
+    return (float(reward_metric(metric, p, y, classes, multilabel)),
+            evaluate_predictions(p, y, classes, multilabel))
 
 
 def metric_inputs(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:

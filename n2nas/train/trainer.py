@@ -24,12 +24,11 @@ from n2nas.errors import ConfigError
 from n2nas.presets import preset
 from n2nas.storage import numpy_rng_state, restore_numpy_rng
 from n2nas.train.averaging import check_ema_decay, weight_average
-from n2nas.train.lr_budget import BudgetProgress
+from n2nas.train.lr_budget import BudgetProgress, clock_of
 from n2nas.train.parallel import DistContext
 from n2nas.train.primitives import loss_fn
 
 OPTIMIZERS = ("adamw", "adam")
-CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
 SCHEDULES = ("budget", "plateau", "constant")
 
 
@@ -72,8 +71,7 @@ class FitConfig:
             raise ConfigError("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError("--schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.clock not in CLOCKS:
-            raise ConfigError("--clock", f"expected one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        clock_of(self.clock)
         if self.prune is not None and self.qat is not None:
             raise ConfigError("--qat", "pruning and quantization-aware training are separate runs; pick one")
         check_ema_decay("--ema-decay", self.ema_decay)
@@ -151,7 +149,7 @@ class Training:
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience)
             if config.schedule == "plateau" else None)
-        self.clock = CLOCKS[config.clock]
+        self.clock = clock_of(config.clock)
         self.progress = BudgetProgress(config.epochs * self.steps_per_epoch, config.max_minutes,
                                        mean=lambda share: dist.sum(share) / dist.world, clock=self.clock)
         self.epoch, self.steps, self.history = 0, 0, []
