@@ -190,3 +190,14 @@ def test_a_child_far_under_its_target_grows_towards_it_and_stays_under(tiny_data
                           option_ladders(space, costs))
     flops = costs.of(grown)["flops_per_record"]
     assert least < 0.5 * target < flops <= target  # from the smallest child to within a step of the limit
+
+
+def test_finetune_epochs_zero_turns_the_fine_tune_off_and_a_negative_count_is_refused(capsys):
+    from n2nas.cli import build_parser
+    from n2nas.cli.search_command import search_config
+
+    args = build_parser().parse_args(["search", "--preset", "cpu-hour-family", "--finetune-epochs", "0"])
+    assert search_config(args).family.finetune_epochs == 0
+    assert main(["search", "--data", "sample", "--finetune-epochs", "-1", "--flops-targets", "20e6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--finetune-epochs" in err

@@ -74,7 +74,7 @@ def register(sub) -> None:
     p.add_argument("--flops-targets", type=_flops_list, default=None, metavar="F1,F2,...",
                    help="train the supernet once, then cut one model per target (FLOPs per 30 s record, e.g. "
                         "0.05e9,0.1e9,0.33e9) with inherited weights into RUN/family/ (default: the preset's, none)")
-    p.add_argument("--finetune-epochs", type=number(int), default=None, metavar="E",
+    p.add_argument("--finetune-epochs", type=number(int, positive=False), default=None, metavar="E",
                    help="fine-tune each family member from its inherited weights for E epochs (passes over the "
                         "training records) with the one trainer; the inherited folder is kept beside it; 0 = off "
                         "(default: the preset's)")
