@@ -201,3 +201,49 @@ def test_finetune_epochs_zero_turns_the_fine_tune_off_and_a_negative_count_is_re
     assert main(["search", "--data", "sample", "--finetune-epochs", "-1", "--flops-targets", "20e6"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--finetune-epochs" in err
+
+
+def test_a_floor_keeps_a_members_candidates_near_its_target(tiny_data):  # noqa: F811
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from controllers import make_controller
+    from n2nas.measure.cost import ArchitectureCosts
+    from n2nas.measure.reward import RewardConfig
+    from n2nas.searching.member_search import in_band, search_member
+    from search_spaces import get_space
+
+    space_def = get_space("ecg-small")
+    space = space_def.space.pinned({"fs": 100, "window": "crop:5"})
+    costs = ArchitectureCosts(space_def, SimpleNamespace(dataset=tiny_data))
+    rng, target = np.random.default_rng(0), 20e6
+    samples = [space.random_sample(rng) for _ in range(24)]
+    flops = {id(s): costs.of(s)["flops_per_record"] for s in samples}
+    band = in_band(samples, costs, 0.5 * target, target)
+    assert band and all(0.5 * target <= flops[id(s)] <= target for s in band)
+    # no child in the band: a member is still cut from those under the limit; carried members are not let in
+    top = max(flops.values())
+    assert in_band(samples, costs, 2 * top, 3 * top) == samples
+    assert in_band(samples, costs, 1e15, 2e15, fall_back=False) == []
+
+    rescored: list[float] = []
+
+    def score(children, phase, reward):
+        """Rewards that favour the smallest child, as flat, untrained shared weights tend to."""
+        if phase == "family-derive":
+            rescored.extend(costs.of(c)["flops_per_record"] for c in children)
+        return [-costs.of(c)["flops_per_record"] / 1e9 for c in children]
+
+    family = FamilyConfig(flops_targets=(target,), children=8, children_per_step=4, rescored=3, floor=0.5,
+                          grow=0.0)
+    controller = make_controller("random", space.tokens, seed=0)
+    stats: dict = {}
+    member = search_member(target, family, controller, space, costs, RewardConfig(), score, stats=stats)
+    assert stats["floor_flops"] == 0.5 * target and stats["children"] == 8
+    assert rescored and all(0.5 * target <= f <= target for f in rescored)
+    assert 0.5 * target <= costs.of(member)["flops_per_record"] <= target
+    with pytest.raises(ConfigError, match="family.floor"):
+        FamilyConfig(floor=1.0)
+    with pytest.raises(ConfigError, match="finetune_share"):
+        FamilyConfig(finetune_share=1.0)

@@ -33,7 +33,11 @@ class FamilyConfig:
     controller update, the best ``rescored`` of them rescored on the whole validation split. ``finetune_epochs`` > 0
     then fine-tunes each member from its inherited weights with the one trainer (that many passes over the training
     records, lr ``finetune_lr`` times the member's own, decayed to zero), as Once-for-All's published members are;
-    the inherited folder is kept beside it."""
+    the inherited folder is kept beside it. Each member gets an equal share of the time the family has left, of
+    which ``finetune_share`` goes to its fine-tune and the rest to its search. ``floor``: a member's candidates
+    (the children rescored on the whole validation split, and members carried from smaller targets) cost at least
+    this share of its target, so that a member uses its budget even where the shared weights cannot tell a small
+    child from a large one (children below it still guide the controller)."""
 
     flops_targets: tuple[float, ...] = ()
     children: int = 48
@@ -41,6 +45,8 @@ class FamilyConfig:
     rescored: int = 4
     finetune_epochs: int = 0
     finetune_lr: float = 0.3
+    finetune_share: float = 0.5
+    floor: float = 0.0
     grow: float = 0.5  # share of the drawn children under half the target that are grown up to it
 
     def __post_init__(self):
@@ -50,6 +56,11 @@ class FamilyConfig:
             raise ConfigError("family", "children, children_per_step and rescored must be at least 1")
         if self.finetune_epochs < 0 or not self.finetune_lr > 0:
             raise ConfigError("--finetune-epochs", "must be >= 0 (and the fine-tune lr scale positive)")
+        if not 0 < self.finetune_share < 1:
+            raise ConfigError("family.finetune_share", f"must lie strictly between 0 and 1, got {self.finetune_share}")
+        if not 0 <= self.floor < 1 or not 0 <= self.grow <= 1:
+            raise ConfigError("family.floor", f"floor in [0, 1) and grow in [0, 1] required, got {self.floor}, "
+                                              f"{self.grow}")
 
 
 def member_name(target: float) -> str:
@@ -102,11 +113,12 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
 
     config, chosen, written = state.config, list(carried), []
     for n, (target, seed, folder) in enumerate(zip(targets, seeds, folders)):
-        # each member gets an equal share of what the budget has left: half to search, the rest to fine-tune
+        # each member gets an equal share of what the budget has left, split between its search and its fine-tune
         left = state.budget.left()
         share = None if left is None else max(0.0, left) / (len(targets) - n)
         tuning = config.family.finetune_epochs > 0
-        until = None if share is None else state.budget.elapsed + share * (0.5 if tuning else 1.0)
+        searching = 1.0 - config.family.finetune_share if tuning else 1.0
+        until = None if share is None else state.budget.elapsed + share * searching
         state.progress.phase(f"family {member_name(target)}")
         controller = make_controller(config.controller, state.space.tokens, seed=seed,
                                      preset=config.controller_preset)
@@ -133,7 +145,8 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
             if Path(folder).name in keep:
                 continue
             left = state.budget.left()
-            minutes = None if share is None else max(0.05, (until + share * 0.5 - state.budget.elapsed) / 60.0)
+            minutes = None if share is None else max(0.05, (until + share * (1.0 - searching)
+                                                             - state.budget.elapsed) / 60.0)
             entry = write_member(Path(folder), state.runner, state.space_def, state.dataset, sample,
                                  state.config.space, target, state.costs.of(sample), config.family, stats,
                                  finetune_minutes=minutes if tuning and left is not None else None,

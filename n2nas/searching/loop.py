@@ -115,21 +115,27 @@ class SearchConfig:
     @preset("cpu-hour-family")
     def cpu_hour_family() -> "SearchConfig":
         """Train once, deploy many on a full single-lead set (~6000 records), 60 minutes on 2 CPU cores: space
-        ecg-res at 100 Hz, members at 0.05 and 0.33 GFLOPs per 30 s record, each fine-tuned from its inherited
-        weights.
+        ecg-res with plain-cnn's input (100 Hz, no filter, record z-score, one 30 s window), members at 0.05 and
+        0.33 GFLOPs per 30 s record, each fine-tuned from its inherited weights for most of its share of the hour.
 
-        The supernet is sized to the hour (100 Hz pinned; a 6 -> 2 preprocessing screen of filter, normalisation
-        and window), trained with the sandwich rule; each member is searched under its limit (children grown
-        towards it), picked within the noise of the best, and fine-tuned for up to 8 epochs with the one trainer
-        inside the budget. No finals: the space's default network, the reference, is scored beside the derived
-        children. Measurements: docs/ecg-res.md#the-cpu-hour-family-preset.
+        The representation is pinned, not screened: a one-pass screen cannot rank inputs whose worth shows after
+        20 passes, and one 30 s window costs less per record than overlapping 10 s crops. The supernet trains with
+        the uniform rule (it ranked standalone-trained children better than the sandwich did, and its steps are
+        cheaper). Each member's candidates cost at least half its target (children are grown towards it): shared
+        weights trained for half an hour cannot tell a 10 from a 300 MFLOP child, and the cheapest-within-noise
+        rule would then return the smallest, which stays weak however long it trains. Each member then gets 80 %
+        of its share of the family's time to fine-tune at its own lr, decayed to zero. No finals: the space's
+        default network, the reference, is scored beside the derived children. Measurements:
+        docs/ecg-res.md#the-cpu-hour-family-preset.
         """
         return SearchConfig(space="ecg-res", budget_minutes=60.0, budget_epochs=None, reward_records=400,
                             controller_steps=2, children_per_step=2, warmup_scoring_every=4, derive_children=8,
-                            derive_top=4, screen=ScreenConfig(candidates=6, keep=1 / 3),
-                            finals=FinalsConfig(children=0, reference=False),
-                            family=FamilyConfig(flops_targets=(0.05e9, 0.33e9), children=24, finetune_epochs=8),
-                            fixed={"fs": 100}, reward=RewardConfig.accuracy_only())
+                            derive_top=4, screen=ScreenConfig.off(), finals=FinalsConfig(children=0, reference=False),
+                            family=FamilyConfig(flops_targets=(0.05e9, 0.33e9), children=24, finetune_epochs=30,
+                                                finetune_lr=1.0, finetune_share=0.8, floor=0.5),
+                            shared=SharedTrainingConfig.uniform(),
+                            fixed={"fs": 100, "filter": "none", "normalise": "record_z", "window": "crop:30"},
+                            reward=RewardConfig.accuracy_only())
 
     @staticmethod
     @preset()

@@ -139,20 +139,32 @@ def check_targets(targets, space, costs, space_name: str, option: str = "--flops
                                              f"child of {space_name}, {least:.4g} FLOPs per 30 s record")
 
 
+def in_band(samples: Sequence[dict[str, Any]], costs, low: float, high: float,
+            fall_back: bool = True) -> list[dict[str, Any]]:
+    """The ``samples`` whose FLOPs per record lie in ``[low, high]``, in their order; with ``fall_back``, those at
+    most ``high`` when none reaches ``low`` (a member is then still cut, and its summary line says it is small)."""
+    flops = [(_cost_of(s, costs) or {}).get("flops_per_record", math.inf) for s in samples]
+    fits = [s for s, f in zip(samples, flops) if f <= high]
+    band = [s for s, f in zip(samples, flops) if low <= f <= high]
+    return band if band or not fall_back else fits
+
+
 def search_member(target: float, family, controller, space, costs, reward,
                   score: Callable[[list[dict[str, Any]], str, Any], list[float | None]],
                   carried: Sequence[dict[str, Any]] = (), stats: dict[str, Any] | None = None,
                   pick: Callable[[int], int | None] | None = None,
                   out_of_time: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
-    """The controller's search under the hard limit ``target`` (``family``: the search's ``FamilyConfig``): a child beyond it is shrunk until it fits
-    (:func:`shrink_to_limit`) and the controller learns from the child it scored; a ``family.grow`` share of the
-    children under half the target are grown towards it (:func:`grow_to_limit`), so the search explores up to its
-    limit; ``score(samples, phase,
-    reward)`` scores and logs feasible ones on the reward set (``phase="family"``) or the whole validation split
-    (``"family-derive"``) and returns their rewards. ``carried``: members already chosen under smaller limits;
-    those that fit are rescored beside this search's best, so a larger budget never gets a worse member than a
-    smaller one. Returns the best rescored sample, or ``pick(n)``'s choice among the ``n`` just rescored (an index, or
-    None to keep the best), or None when no feasible child was found; ``stats`` (when given) receives how many
+    """The controller's search under the hard limit ``target`` (``family``: the search's ``FamilyConfig``).
+
+    A child beyond the limit is shrunk until it fits (:func:`shrink_to_limit`) and the controller learns from the
+    child it scored; a ``family.grow`` share of the children under half the target are grown towards it
+    (:func:`grow_to_limit`), so the search explores up to its limit. ``score(samples, phase, reward)`` scores and
+    logs feasible ones on the reward set (``phase="family"``) or the whole validation split (``"family-derive"``)
+    and returns their rewards. The best ``family.rescored`` children costing at least ``family.floor`` times the
+    target (all children when none does) are rescored on the whole split, with the members already chosen under
+    smaller limits (``carried``) that fit and reach the floor, so a larger budget never gets a worse member than a
+    smaller one. Returns the best rescored sample, or ``pick(n)``'s choice among the ``n`` just rescored (an index,
+    or None to keep the best), or None when no feasible child was found; ``stats`` (when given) receives how many
     children were scored and the FLOPs of the dearest."""
     limited = replace(reward, max_flops=target)
     rng = np.random.default_rng(int(target) % (2 ** 32))
@@ -173,15 +185,16 @@ def search_member(target: float, family, controller, space, costs, reward,
         scored += [(r, len(scored) + i, s) for i, (r, s) in enumerate(zip(rewards, samples)) if r is not None]
     if stats is not None:
         stats.update(children=len(scored), stopped_for_time=len(scored) < family.children and out_of_time(),
+                     floor_flops=family.floor * target if family.floor else None,
                      dearest_scored_flops=max(
             (float(costs.of(s)["flops_per_record"]) for _, _, s in scored), default=None))
     unique: dict[str, dict[str, Any]] = {}
     for _, _, s in sorted(scored, key=lambda t: (-t[0], t[1])):
         unique.setdefault(sample_key(s), s)
-    best = list(unique.values())[:family.rescored]
+    best = in_band(list(unique.values()), costs, family.floor * target, target)[:family.rescored]
     seen = {sample_key(s) for s in best}
-    best += [s for s in carried if sample_key(s) not in seen and (_cost_of(s, costs) or {}).get(
-        "flops_per_record", math.inf) <= target]
+    best += [s for s in in_band(carried, costs, family.floor * target, target, fall_back=False)
+             if sample_key(s) not in seen]
     if not best:
         return None
     rewards = score(best, "family-derive", limited)

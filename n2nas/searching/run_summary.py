@@ -96,7 +96,7 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
 
     family = [{**{k: m.get(k) for k in ("name", "flops_target", "flops_per_record", "params", "metric_name",
                                         "val_metric", "weights", "inherited_val_metric", "model_dir") if k in m},
-               **({"note": note} if (note := _under_target(m)) else {})} for m in read_family(run_dir)]
+               **({"note": note} if (note := _member_note(m)) else {})} for m in read_family(run_dir)]
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                *retrain_options, "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
@@ -127,6 +127,15 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
         **({"family": family} if family else {}),
         **({"comparisons": comparisons} if (comparisons := read_comparisons(run_dir)) else {}),
     }
+
+
+def _member_note(member: dict) -> str | None:
+    """The summary's note on a family member: the floor its candidates were held to, and why it uses under half
+    its target; None when there is nothing to say."""
+    floor = (member.get("search") or {}).get("floor_flops")
+    notes = [f"candidates from {floor / 1e6:.1f} MFLOPs up to the target (FamilyConfig.floor)" if floor else None,
+             _under_target(member)]
+    return "; ".join(n for n in notes if n) or None
 
 
 def _under_target(member: dict) -> str | None:
