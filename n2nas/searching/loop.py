@@ -118,8 +118,9 @@ class SearchConfig:
         ecg-res with plain-cnn's input (100 Hz, no filter, record z-score, one 30 s window), members at 0.05 and
         0.33 GFLOPs per 30 s record, each fine-tuned from its inherited weights for most of its share of the hour.
 
-        The representation is pinned, not screened: a one-pass screen cannot rank inputs whose worth shows after
-        20 passes, and one 30 s window costs less per record than overlapping 10 s crops. The supernet trains with
+        The representation is pinned, not screened: trained alone for 20 passes, the inputs tried scored alike, so
+        the hour is better spent on the members, and one 30 s window costs less per record than overlapping 10 s
+        crops. The supernet trains with
         the uniform rule (it ranked standalone-trained children better than the sandwich did, and its steps are
         cheaper). Each member's candidates cost at least half its target (children are grown towards it): shared
         weights trained for half an hour cannot tell a 10 from a 300 MFLOP child, and the cheapest-within-noise
