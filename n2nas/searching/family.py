@@ -58,9 +58,10 @@ class FamilyConfig:
             raise ConfigError("--finetune-epochs", "must be >= 0 (and the fine-tune lr scale positive)")
         if not 0 < self.finetune_share < 1:
             raise ConfigError("family.finetune_share", f"must lie strictly between 0 and 1, got {self.finetune_share}")
-        if not 0 <= self.floor < 1 or not 0 <= self.grow <= 1:
-            raise ConfigError("family.floor", f"floor in [0, 1) and grow in [0, 1] required, got {self.floor}, "
-                                              f"{self.grow}")
+        if not 0 <= self.floor < 1:
+            raise ConfigError("family.floor", f"must lie in [0, 1), got {self.floor}")
+        if not 0 <= self.grow <= 1:
+            raise ConfigError("family.grow", f"must lie in [0, 1], got {self.grow}")
 
 
 def member_name(target: float) -> str:
