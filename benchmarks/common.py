@@ -26,7 +26,7 @@ from n2nas.cli.options import parse_fixed  # noqa: E402
 from n2nas.models.evaluate import load_thresholds, predict  # noqa: E402
 from n2nas.metrics import evaluate_predictions  # noqa: E402
 from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
-from n2nas.searching.family import read_family  # noqa: E402
+from n2nas.searching.family import read_deployed, read_family  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
@@ -41,7 +41,7 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
     the retrain budget in epochs (``epochs_flag``; ``--retrain-minutes`` an optional wall cap when
     ``retrain_cap``), ``--rows`` (when ``rows`` names them), ``--pipeline NAME=FILE``, ``--retrain-seeds``,
     ``--retrain-members``, ``--parallel`` / ``--threads``, ``--out``, ``--seed``, ``--fix`` and
-    ``--flops-targets``."""
+    ``--flops-targets``; with ``rows``, also ``--row-epochs ROW=N`` (one row's own epoch budget)."""
     if data_flag:
         ap.add_argument(data_flag, dest="folder", default=data, help=f"data folder (default {data})")
     else:
@@ -59,6 +59,10 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
                                                                f"{','.join(rows)}; \"\" for --pipeline rows only)")
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
                     help="also retrain this pipeline JSON as row NAME (e.g. an earlier search's best_pipeline.json)")
+    if rows is not None:
+        ap.add_argument("--row-epochs", action="append", default=[], metavar="ROW=N",
+                        help="this row's retrain epoch budget instead of the common one, e.g. hannun=5 for a "
+                             "reference whose full budget does not fit the machine (printed with the budget)")
     ap.add_argument("--retrain-seeds", default=None, metavar="S1,S2,...",
                     help="retrain every row once per seed and compare seed means (default: --seed only)")
     ap.add_argument("--retrain-members", action="store_true",
@@ -80,6 +84,9 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
     ap.add_argument("--threads", type=int, default=threads,
                     help="torch threads per job (default: " + (f"{threads})" if threads else
                                                                "all cores when --parallel 1, else 1)"))
+
+
+SEARCH_ROW_NAMES = {"search": "n2nas search", "random": "random search"}  # --rows name -> the retrained row's
 
 
 def finish_options(ap: argparse.ArgumentParser, args: argparse.Namespace,
@@ -104,6 +111,14 @@ def finish_options(ap: argparse.ArgumentParser, args: argparse.Namespace,
         if unknown:
             ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(known_rows)}")
     args.extra_rows = pipeline_rows(ap, args.pipeline)
+    args.epochs_of = {}
+    for item in getattr(args, "row_epochs", []):
+        row, _, n = item.partition("=")
+        if not row or not n.isdigit() or int(n) < 1:
+            ap.error(f"--row-epochs expects ROW=N with N a positive integer, got {item!r}")
+        if row not in set(known_rows or ()) | set(args.extra_rows):
+            ap.error(f"--row-epochs names {row!r}, which is not a row of this benchmark")
+        args.epochs_of[SEARCH_ROW_NAMES.get(row, row)] = int(n)
     return args
 
 
@@ -140,10 +155,12 @@ def search_config(args: argparse.Namespace, base):
     return dataclasses.replace(base, **changes)
 
 
-def retrain_config(args: argparse.Namespace, seed: int, **changes) -> RetrainConfig:
-    """The benchmark's one retrain recipe for retrain seed ``seed``: ``args.retrain_epochs`` epochs (the lr
-    schedule runs over them), the optional ``--retrain-minutes`` cap, ``--schedule`` when the script has it."""
-    cfg = RetrainConfig(epochs=args.retrain_epochs, max_minutes=getattr(args, "retrain_minutes", None), seed=seed,
+def retrain_config(args: argparse.Namespace, seed: int, row: str | None = None, **changes) -> RetrainConfig:
+    """The benchmark's one retrain recipe for retrain seed ``seed``: ``args.retrain_epochs`` epochs (``row``'s own
+    from ``--row-epochs`` when it has one; the lr schedule runs over them), the optional ``--retrain-minutes`` cap,
+    ``--schedule`` when the script has it."""
+    epochs = getattr(args, "epochs_of", {}).get(row, args.retrain_epochs)
+    cfg = RetrainConfig(epochs=epochs, max_minutes=getattr(args, "retrain_minutes", None), seed=seed,
                         schedule=getattr(args, "schedule", None) or RetrainConfig.schedule)
     return dataclasses.replace(cfg, **changes)
 
@@ -153,6 +170,7 @@ def budget_line(args: argparse.Namespace) -> str:
     cap = getattr(args, "retrain_minutes", None)
     return (f"retrain budget {args.retrain_epochs} epochs (lr schedule over epochs), "
             + (f"wall cap {cap:g} min" if cap else "no wall cap")
+            + "".join(f"; {row}: {n} epochs" for row, n in getattr(args, "epochs_of", {}).items())
             + f"; retrain seed(s) {','.join(map(str, args.seeds))}")
 
 
@@ -207,7 +225,8 @@ def search_job(split: tuple, cfg, out: str) -> dict:
     # searches side by side write to one stderr: the label tells their lines apart
     result = n2nas.search(dev, cfg, out=out, progress=f"search[{cfg.controller}]")
     return {"minutes": (time.monotonic() - t0) / 60, "load": (load0, load_avg()), "trials": result.trials,
-            "best": result.best(1)[0].to_json(), "run_dir": str(out), "family": read_family(out)}
+            "best": result.best(1)[0].to_json(), "run_dir": str(out), "family": read_family(out),
+            "deploy": read_deployed(out)}
 
 
 def _scored(model_dir, test, probs, y, **extra) -> dict:
@@ -260,7 +279,7 @@ def rows_to_score(searches: dict[str, dict], args, references: tuple[str, ...]) 
 
     contenders, kinds = {}, {}
     for row, found in searches.items():
-        name = "n2nas search" if row == "search" else "random search"
+        name = SEARCH_ROW_NAMES[row]
         contenders[name], kinds[name] = found["best"], "search"
     fixed = fixed_pipelines()
     contenders.update({row: fixed[row] for row in references if row in args.rows_wanted})
@@ -307,3 +326,7 @@ def print_searches(searches: dict[str, dict], preset: str) -> None:
     for row, found in searches.items():
         print(f"{row} search: {found['minutes']:.1f} min wall ({load_span(found['load'])}), "
               f"{len(found['trials'])} children scored, preset {preset}, {len(found['family'])} family member(s)")
+        for name, deployed in (found.get("deploy") or {}).items():  # the family's own noise rule over its members
+            if deployed != name:
+                print(f"  {row} {name}: its target deploys {deployed} (not better on validation by more than the "
+                      f"noise)")

@@ -138,31 +138,40 @@ def main() -> None:
     split = (dev_and_test, (args.folder, args.seed))
     if args.parallel > 1 and {"search", "random"} <= set(args.rows_wanted):
         warm_cache(args, cfg, work)
-    searches = run_jobs({row: (search_job, (split, dataclasses.replace(cfg, controller=ctrl), str(work / f"{row}-run")))
-                         for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted},
-                        args.parallel, args.threads)
-    contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
-    if not contenders and not folders:
-        ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
+    search_jobs = {row: (search_job, (split, dataclasses.replace(cfg, controller=ctrl), str(work / f"{row}-run")))
+                   for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted}
 
     def folder(name: str, seed: int) -> str:
         return str(work / (name.replace(" ", "-") + (f"-s{seed}" if len(args.seeds) > 1 else "")))
 
-    jobs = {(name, s): (retrain_job, (split, pipeline, folder(name, s), retrain_config(args, s)))
-            for s in args.seeds for name, pipeline in contenders.items()}
+    def retrains(pipelines: dict) -> dict:
+        return {(name, s): (retrain_job, (split, pipeline, folder(name, s), retrain_config(args, s, name)))
+                for s in args.seeds for name, pipeline in pipelines.items()}
+
+    # the hand rows do not depend on a search: with a core to spare they retrain beside the searches
+    beside = retrains(rows_to_score({}, args, REFERENCES)[0]) if args.parallel > len(search_jobs) > 0 else {}
+    first = run_jobs({**search_jobs, **beside}, args.parallel, args.threads)
+    searches = {row: first[row] for row in search_jobs}
+    contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
+    if not contenders and not folders:
+        ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")
+    jobs = retrains(contenders)
     jobs.update({(name, args.seeds[0]): (folder_job, (split, entry["model_dir"], entry["validation"]))
                  for name, entry in folders.items()})
+    order, jobs = list(jobs), {key: job for key, job in jobs.items() if key not in beside}
     # side by side: every row at once as before, or --parallel jobs when that is more (several seeds)
-    side_by_side = 1 if args.parallel <= 1 else min(len(jobs), max(args.parallel, len(contenders)))
-    done = run_jobs(jobs, side_by_side, args.threads)
+    side_by_side = 1 if args.parallel <= 1 else max(1, min(len(jobs), max(args.parallel, len(contenders))))
+    later = run_jobs(jobs, side_by_side, args.threads)
+    done = {key: later[key] if key in later else first[key] for key in order}
     rows = by_row(done, "cinc2017_f1", kinds)
     load_costs = load_avg()
     costs = {name: folder_cost(next(r["model_dir"] for (n, _), r in done.items() if n == name), RECORD_SECONDS)
              for name in rows}
-    first = next(iter(done.values()))
-    print(f"dev {first['n_dev']} records, held-out test {first['n_test']}; {budget_line(args)}; side by side: "
-          f"searches {max(args.parallel, 1)}, retrains {side_by_side} at a time, {args.threads} torch thread(s); "
-          f"load average at start {load_start:.1f}")
+    one = next(iter(done.values()))
+    print(f"dev {one['n_dev']} records, held-out test {one['n_test']}; {budget_line(args)}; side by side: "
+          f"searches {max(args.parallel, 1)}, retrains {side_by_side} at a time, {args.threads} torch thread(s)"
+          + (f"; {', '.join(sorted({k[0] for k in beside}))} retrained beside the search(es)" if beside else "")
+          + f"; load average at start {load_start:.1f}")
     print_searches(searches, args.preset)
     print_table(done, costs, args.seeds)
     if len(args.seeds) > 1:

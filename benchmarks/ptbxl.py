@@ -188,7 +188,7 @@ def main() -> None:
     splits = {f: (fold_split, (args.folder, tuple(test_folds), f, args.folds)) for f in test_folds}
     jobs = {(name, s, f): (retrain_job, (splits[f], pipeline,
                                          str(work / label((name, s, f), args.seeds, test_folds).replace(" ", "-")),
-                                         retrain_config(args, s)))
+                                         retrain_config(args, s, name)))
             for f in test_folds for s in args.seeds for name, pipeline in contenders.items()}
     jobs.update({(name, args.seeds[0], f): (folder_job, (splits[f], entry["model_dir"], entry["validation"]))
                  for f in test_folds for name, entry in folders.items()})

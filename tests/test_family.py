@@ -46,6 +46,51 @@ def test_each_target_gets_a_member_with_inherited_weights_under_it(family_run, t
     assert summary["phase_seconds"]["family"] > 0 and "flops-0.006G" in format_summary(summary)
 
 
+def test_each_target_names_the_member_it_deploys_from_the_kept_validation_predictions(family_run):
+    from n2nas.searching.noise import load_predictions, read_comparisons
+
+    family = json.loads((family_run / "family" / "family.json").read_text())
+    members = {m["name"]: m for m in family["members"]}
+    assert set(family["deploy"]) == set(members)
+    for name, deployed in family["deploy"].items():
+        # what a target deploys fits it, and is the member itself or a cheaper one
+        assert members[deployed]["flops_per_record"] <= members[name]["flops_target"]
+        assert members[deployed]["flops_per_record"] <= members[name]["flops_per_record"]
+        assert load_predictions(family_run, members[name]["predictions"]).shape[1] == 4
+    # the smaller member fits the larger target, so the larger target's choice was a comparison, and it is kept
+    largest = max(members.values(), key=lambda m: m["flops_target"])
+    candidates = read_comparisons(family_run)[f"deploy {largest['name']}"]["candidates"]
+    assert {c["key"] for c in candidates} == set(members)
+    assert [c["key"] for c in candidates if c["picked"]] == [family["deploy"][largest["name"]]]
+
+
+def test_a_larger_member_no_better_than_a_cheaper_one_does_not_deploy_for_its_budget():
+    import numpy as np
+
+    from n2nas.metrics import CINC2017_CLASSES
+    from n2nas.searching.family import deploy_choices
+    from n2nas.searching.noise import metric_scorer
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 600)
+    onehot = np.eye(4)
+    noisy = onehot[np.where(rng.random(600) < 0.4, rng.integers(0, 4, 600), y)]
+    small = {"name": "flops-0.05G", "flops_target": 0.05e9, "flops_per_record": 0.04e9, "params": 10}
+    large = {"name": "flops-0.33G", "flops_target": 0.33e9, "flops_per_record": 0.3e9, "params": 90}
+    score = metric_scorer("cinc2017_f1", CINC2017_CLASSES, False)
+    # as good as the cheaper member (here: the same predictions): its budget deploys the cheaper one
+    deploy, compared = deploy_choices([small, large], {"flops-0.05G": noisy, "flops-0.33G": noisy.copy()}, y, score)
+    assert deploy == {"flops-0.05G": "flops-0.05G", "flops-0.33G": "flops-0.05G"}
+    assert [c.key for c in compared["flops-0.33G"]] == ["flops-0.05G", "flops-0.33G"]
+    assert "flops-0.05G" not in compared  # nothing cheaper fits its target
+    # better by far more than the noise: it deploys itself
+    deploy, _ = deploy_choices([small, large], {"flops-0.05G": noisy, "flops-0.33G": onehot[y]}, y, score)
+    assert deploy["flops-0.33G"] == "flops-0.33G"
+    # without kept predictions a member is compared with nothing
+    deploy, compared = deploy_choices([small, large], {"flops-0.05G": noisy}, y, score)
+    assert deploy == {"flops-0.05G": "flops-0.05G", "flops-0.33G": "flops-0.33G"} and not compared
+
+
 def test_derive_adds_a_member_for_a_new_budget_without_training(family_run, tiny_data, tmp_path, capsys):  # noqa: F811
     from n2nas.searching.checkpoint import load_checkpoint
 

@@ -2,6 +2,7 @@
 Pareto table (marks, intervals, plot), family member rows, and its options' errors."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,11 +120,16 @@ def test_a_tiny_run_prints_the_pareto_table_and_writes_report_png(tmp_path):
     copy_sample_records(tmp_path / "d", per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "d"), "--rows", "plain-cnn", "--epochs", "1",
-                           "--pipeline", f"again={_plain_cnn_file(tmp_path)}", "--threads", "1",
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
+                           "--pipeline", f"again={_plain_cnn_file(tmp_path)}", "--row-epochs", "again=2",
+                           "--threads", "1", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "retrain budget 1 epochs" in out and "no wall cap" in out and "load average at start" in out
+    assert "again: 2 epochs" in out  # a row's own budget is printed with the common one, and used
+    epochs = {row: len(json.loads((tmp_path / "out" / row / "history.json").read_text()))
+              for row in ("plain-cnn", "again")}
+    assert epochs == {"plain-cnn": 1, "again": 2}
     table = out[out.index("Pareto table"):].splitlines()
     rows = [line.split() for line in table if line.strip().startswith(("plain-cnn", "again"))]
     assert len(rows) == 2 and all(r[1] in ("reference", "pipeline") for r in rows)
@@ -139,6 +145,12 @@ def _plain_cnn_file(tmp_path: Path) -> Path:
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(fixed_pipelines()["plain-cnn"]))
     return path
+
+
+def test_a_row_epochs_option_for_no_row_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--rows", "plain-cnn",
+                           "--row-epochs", "hanun=5"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "--row-epochs names 'hanun'" in done.stderr
 
 
 def test_a_missing_pipeline_file_ends_in_one_line_and_exit_code_2(tmp_path):

@@ -7,6 +7,8 @@ weights only (no training), the best few are rescored on the whole validation sp
 model folder with *inherited* weights: the standalone child gets the supernet's weights for its path and its
 BatchNorm statistics recalibrated on training records (Once-for-All, BigNAS), optionally fine-tuned from there.
 ``n2nas evaluate`` and ``n2nas export`` take such a folder as it is; its ``pipeline.json`` can still be retrained.
+Once the members are written, each target names the member it deploys (:func:`choose_deployed`): the cheapest
+member that fits it and is within the noise of the best that fits.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 
 from n2nas.errors import ConfigError, DataError
 from n2nas.searching.member_search import check_targets, cost_decisions, search_member
+from n2nas.searching.noise import (cheapest_within_noise, compare, load_predictions, metric_scorer,
+                                   record_comparison, save_predictions)
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 
@@ -151,21 +155,23 @@ def add_members(state, targets: Sequence[float], seeds: Sequence[int], folders: 
             entry = write_member(Path(folder), state.runner, state.space_def, state.dataset, sample,
                                  state.config.space, target, state.costs.of(sample), config.family, stats,
                                  finetune_minutes=minutes if tuning and left is not None else None,
-                                 clock=config.clock)
+                                 clock=config.clock, run_dir=state.run_dir)
             add_to_family(state.run_dir, entry)
             written.append(entry)
+    choose_deployed(state)
     return written
 
 
 def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any], space_name: str,
                  target: float | None, cost: dict[str, Any], family: FamilyConfig = FamilyConfig(),
                  stats: dict[str, Any] | None = None, finetune_minutes: float | None = None,
-                 clock: str = "wall") -> dict[str, Any]:
+                 clock: str = "wall", run_dir: Path | None = None) -> dict[str, Any]:
     """Cut ``sample``'s standalone child from the runner's supernet (inherited weights, BatchNorm recalibrated on
     the runner's calibration records), score it on the whole validation split and write it as a model folder; with
     ``family.finetune_epochs``, that folder is ``<folder>-inherited`` and the child fine-tuned from it is written to
-    ``folder``, within ``finetune_minutes`` on ``clock`` when given. Returns the member's family-file entry (with
-    ``stats``, how its search went, as ``search``)."""
+    ``folder``, within ``finetune_minutes`` on ``clock`` when given. With ``run_dir``, the final model's validation
+    probabilities are kept there (under the entry's ``predictions`` key) for :func:`choose_deployed`. Returns the
+    member's family-file entry (with ``stats``, how its search went, as ``search``)."""
     import dataclasses
 
     import torch
@@ -180,23 +186,28 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
     space_def.copy_shared_weights(local.supernet, child, sample)
     recalibrate_batchnorm(child, child, local.calibration_batches(sample))
     data = local.ctx.pipeline_data(space_def.preprocess_config(sample), space_def.window_config(sample))
-    metric_name, validation, score = _validated(child, local, data, dataset)
+    metric_name, validation, score, probs = _validated(child, local, data, dataset)
     pipeline = Pipeline(space_name, sample, data_card(dataset, n_in),
                         {"metric_name": metric_name, "metric": score, "params": cost["params"],
                          "flops_per_record": cost["flops_per_record"]})
     entry = {"name": folder.name, "flops_target": target, "flops_per_record": cost["flops_per_record"],
              "params": cost["params"], "metric_name": metric_name, "val_metric": score, "weights": "inherited",
-             "model_dir": str(folder), **({"search": stats} if stats is not None else {})}
+             "model_dir": str(folder), **({"search": stats} if stats is not None else {}),
+             **({"predictions": f"member-{folder.name}"} if run_dir is not None else {})}
     files = {NORM_FILE: stats_json(data.stats)}
     metrics = {"metric": metric_name, "validation": validation, "flops_target": target, "batchnorm": "recalibrated"}
     if not family.finetune_epochs:
         write_model_folder(folder, pipeline, child.cpu(), weights="inherited", metrics=metrics, files=files)
+        if run_dir is not None:
+            save_predictions(run_dir, entry["predictions"], probs)
         return entry
     inherited = folder.with_name(folder.name + "-inherited")
     write_model_folder(inherited, pipeline, child.cpu(), weights="inherited", metrics=metrics, files=files)
     tuned, history = _fine_tune(child.to(local.device), local, data, dataset, sample, space_def, family, metric_name,
                                 finetune_minutes, clock)
-    metric_name, validation, tuned_score = _validated(tuned, local, data, dataset)
+    metric_name, validation, tuned_score, probs = _validated(tuned, local, data, dataset)
+    if run_dir is not None:
+        save_predictions(run_dir, entry["predictions"], probs)
     weights = f"fine-tuned ({len(history)} epochs)"
     pipeline = dataclasses.replace(pipeline, scores={**pipeline.scores, "metric": tuned_score})
     write_model_folder(folder, pipeline, tuned.cpu(), weights=weights, files={**files, "history.json": history},
@@ -205,17 +216,19 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
             "inherited_dir": str(inherited)}
 
 
-def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float]:
-    """The runner's metric name, every validation score, and the metric, of ``model`` on the whole validation
-    split."""
-    from n2nas.metrics import reward_metric_name
-    from n2nas.train.primitives import record_scores
+def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float, np.ndarray]:
+    """The runner's metric name, every validation score, the metric, and the per-record probabilities of ``model``
+    on the whole validation split."""
+    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
+    from n2nas.train.primitives import metric_inputs, predict_records
 
     model.eval()
     name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
-    score, validation = record_scores(model, data, np.asarray(local.ctx.val_idx), name, dataset.classes,
-                                      dataset.multilabel, local.device)
-    return name, validation, score
+    records = np.asarray(local.ctx.val_idx)
+    probs = predict_records(model, data, records, dataset.multilabel, local.device)
+    p, y = metric_inputs(probs, data.targets[records], dataset.multilabel)
+    return (name, evaluate_predictions(p, y, dataset.classes, dataset.multilabel),
+            float(reward_metric(name, p, y, dataset.classes, dataset.multilabel)), probs)
 
 
 def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, family: FamilyConfig,
@@ -259,15 +272,74 @@ def read_family(run_dir: str | Path) -> list[dict[str, Any]]:
         raise DataError(path, f"not a family file ({err})") from None
 
 
-def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Record ``entry`` in ``RUN/family/family.json`` (replacing a member of the same name), written atomically."""
+def read_deployed(run_dir: str | Path) -> dict[str, str]:
+    """``{member name: name of the member to deploy for its target}`` as :func:`choose_deployed` last wrote it
+    (empty when it has not run since the last member was added)."""
+    path = Path(run_dir) / FAMILY_DIR / FAMILY_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()).get("deploy", {}))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DataError(path, f"not a family file ({err})") from None
+
+
+def _write_family(run_dir: Path, members: list[dict[str, Any]], deploy: dict[str, str] | None = None) -> None:
     path = run_dir / FAMILY_DIR / FAMILY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"members": members, **({"deploy": deploy} if deploy else {})}, indent=2))
+
+
+def add_to_family(run_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Record ``entry`` in ``RUN/family/family.json`` (replacing a member of the same name), written atomically.
+    The deploy choice is dropped until :func:`choose_deployed` runs again, since a new member can change it."""
     members = read_family(run_dir)
     members = [m for m in members if m["name"] != entry["name"]] + [entry]
     members.sort(key=lambda m: m["flops_per_record"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"members": members}, indent=2))
+    _write_family(run_dir, members)
     return members
+
+
+def choose_deployed(state) -> dict[str, str]:
+    """Write the family's deploy choice (:func:`deploy_choices`) over the final weights' kept validation
+    probabilities into the family file, each comparison into ``comparisons.json`` under ``deploy NAME``; returns
+    it. ``state`` is the search's state. Members without kept probabilities (written by an older version) deploy
+    themselves."""
+    from n2nas.train.primitives import metric_inputs
+
+    members = read_family(state.run_dir)
+    if not members:
+        return {}
+    records = np.asarray(state.ctx.val_idx)
+    targets = state.ctx.targets[records]
+    _, y = metric_inputs(targets, targets, state.dataset.multilabel)
+    kept = {m["name"]: p for m in members if m.get("predictions")
+            and (p := load_predictions(state.run_dir, m["predictions"])) is not None and len(p) == len(y)}
+    deploy, compared = deploy_choices(members, kept, y, metric_scorer(state.metric_name, state.dataset.classes,
+                                                                      state.dataset.multilabel), state.config.seed)
+    for name, rows in compared.items():
+        record_comparison(state.run_dir, f"deploy {name}", rows, deploy[name])
+    _write_family(state.run_dir, members, deploy)
+    return deploy
+
+
+def deploy_choices(members: Sequence[dict[str, Any]], probs: dict[str, np.ndarray], y: np.ndarray, score,
+                   seed: int = 0) -> tuple[dict[str, str], dict[str, list]]:
+    """For each member's target, the member to deploy: of every member that fits the target (its own and the
+    cheaper ones, ``probs`` their validation probabilities by name), the cheapest whose score is not below the
+    best's by more than the noise (:func:`n2nas.searching.noise.cheapest_within_noise`). A larger member that its
+    training could not lift above a cheaper one is then not what its budget deploys. Returns ``({member: deployed
+    member}, {member: its comparison})``; a member compared with nothing deploys itself."""
+    deploy, compared = {}, {}
+    for member in members:
+        fits = [m for m in members if m["name"] in probs and m["flops_per_record"] <= member["flops_target"]]
+        if member["name"] not in probs or len(fits) < 2:
+            deploy[member["name"]] = member["name"]
+            continue
+        rows = compare([{"key": m["name"], "flops": m["flops_per_record"], "params": m["params"]} for m in fits],
+                       [probs[m["name"]] for m in fits], y, score, seed=seed)
+        deploy[member["name"]], compared[member["name"]] = cheapest_within_noise(rows).key, rows
+    return deploy, compared
 
 
 def family_samples(run_dir: Path) -> list[dict[str, Any]]:

@@ -23,13 +23,16 @@ RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-def predictions_path(run_dir: str | Path, step: int) -> Path:
-    """Where the per-record probabilities of trial ``step`` are kept."""
-    return Path(run_dir) / PREDICTIONS_DIR / f"{int(step)}.npy"
+def predictions_path(run_dir: str | Path, step: int | str) -> Path:
+    """Where the per-record probabilities of trial ``step`` (or of a named model, e.g. a family member) are
+    kept."""
+    name = step if isinstance(step, str) else str(int(step))
+    return Path(run_dir) / PREDICTIONS_DIR / f"{name}.npy"
 
 
-def save_predictions(run_dir: str | Path, step: int, probs: np.ndarray) -> None:
-    """Keep trial ``step``'s ``(records, classes)`` probabilities (float16: a comparison needs no more)."""
+def save_predictions(run_dir: str | Path, step: int | str, probs: np.ndarray) -> None:
+    """Keep trial ``step``'s (or a named model's) ``(records, classes)`` probabilities (float16: a comparison needs
+    no more)."""
     path = predictions_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -37,8 +40,8 @@ def save_predictions(run_dir: str | Path, step: int, probs: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def load_predictions(run_dir: str | Path, step: int) -> np.ndarray | None:
-    """Trial ``step``'s probabilities, or None when they were not kept."""
+def load_predictions(run_dir: str | Path, step: int | str) -> np.ndarray | None:
+    """Trial ``step``'s (or a named model's) probabilities, or None when they were not kept."""
     path = predictions_path(run_dir, step)
     return np.load(path).astype(np.float32) if path.is_file() else None
 

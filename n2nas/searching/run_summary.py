@@ -91,12 +91,15 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     per_leads = {str(v): {"metric": trial_metric(t), "phase": t.get("phase"), "step": t.get("step"),
                           "flops_per_record": t.get("flops_per_record"), "params": t.get("params")}
                  for v, t in best_by_choice(trials, "leads").items()}
-    from n2nas.searching.family import read_family
+    from n2nas.searching.family import read_deployed, read_family
     from n2nas.searching.noise import read_comparisons
 
+    deployed = read_deployed(run_dir)
     family = [{**{k: m.get(k) for k in ("name", "flops_target", "flops_per_record", "params", "metric_name",
                                         "val_metric", "weights", "inherited_val_metric", "model_dir") if k in m},
-               **({"note": note} if (note := _member_note(m)) else {})} for m in read_family(run_dir)]
+               **({"deploy": deployed[m["name"]]} if m["name"] in deployed else {}),
+               **({"note": note} if (note := _member_note(m, deployed.get(m["name"]))) else {})}
+              for m in read_family(run_dir)]
     command = ["n2nas", "retrain", str(pipeline_path), "--data", data_spec,
                *retrain_options, "--out", f"models/{run_dir.resolve().name or 'best'}"]
     return {
@@ -129,12 +132,15 @@ def build_summary(run_dir: str | Path, trials: list[dict], best_pipeline_json: d
     }
 
 
-def _member_note(member: dict) -> str | None:
-    """The summary's note on a family member: the floor its candidates were held to, and why it uses under half
-    its target; None when there is nothing to say."""
+def _member_note(member: dict, deploy: str | None = None) -> str | None:
+    """The summary's note on a family member: the floor its candidates were held to, why it uses under half its
+    target, and which cheaper member its target deploys instead; None when there is nothing to say."""
     floor = (member.get("search") or {}).get("floor_flops")
+    instead = (f"its target deploys {deploy}: this member's validation score is not above that cheaper member's by "
+               f"more than the noise (comparisons.json, 'deploy {member['name']}')"
+               if deploy and deploy != member["name"] else None)
     notes = [f"candidates from {floor / 1e6:.1f} MFLOPs up to the target (FamilyConfig.floor)" if floor else None,
-             _under_target(member)]
+             _under_target(member), instead]
     return "; ".join(n for n in notes if n) or None
 
 
