@@ -27,10 +27,10 @@ exactly these training and validation rows, and the grid's cells get the same va
 ``--seed``'s) and compares seed means; ``--parallel`` runs those retrains side by side in processes.
 
 Scores on the test patients: accuracy, macro F1, macro AUROC (one-vs-rest, classes absent from the test rows
-left out), then the searched MLP's macro AUROC minus each other row's on the same test encounters with a paired
-bootstrap 95% interval, then the Pareto table of every row (:func:`benchmarks.scoring.pareto_table`; FLOPs per
-encounter; logistic regression counted as the dense linear layer it is, the boosted trees have no FLOPs), drawn as
-``report.png`` in ``--out`` (one panel per target). Also prints the cold and warm read times of the table (parse +
+left out), then the searched MLP's (without a search: the first ``--pipeline`` row's) macro AUROC minus each other
+row's on the same test encounters with a paired percentile-bootstrap 95% interval, then the Pareto table of every
+row (:func:`benchmarks.scoring.pareto_table`; FLOPs per encounter; logistic regression counted as the dense linear
+layer it is, the boosted trees have no FLOPs), drawn as ``report.png`` in ``--out`` (one panel per target). Also prints the cold and warm read times of the table (parse +
 encode, then the cache), each wall-clock figure with the load average at its start and end.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/ehr_real.py --data ../shared/data/diabetes130 \\
@@ -125,11 +125,12 @@ def auroc_of(probs, labels) -> float:
 
 def paired_gaps(rows: dict[str, dict], first: str, log, n_resamples: int = 1000) -> list[dict]:
     """Row ``first``'s (the searched MLP's) test macro AUROC minus each other row's (seed means), with a paired
-    bootstrap 95% interval over the test encounters (:func:`benchmarks.scoring.paired_gap`)."""
+    percentile-bootstrap 95% interval over the test encounters (:func:`benchmarks.scoring.paired_gap`). Not BCa:
+    its jackknife would score each of the ~12,000 leave-one-out sets, about 20 minutes a gap on one core."""
     gaps = []
     for name, row in rows.items():
         if name != first:
-            gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples)})
+            gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples, method="percentile")})
             log(f"gap: {gaps[-1]}")
     return gaps
 
@@ -225,7 +226,8 @@ def print_table(target: str, rows: list[dict]) -> None:
 
 def print_gaps(gaps: list[dict], first: str) -> None:
     """The searched MLP's test macro AUROC minus each other row's, with its 95% interval."""
-    print(f"{first}'s test macro AUROC minus each row's (seed means; paired bootstrap over test encounters, 95%):")
+    print(f"{first}'s test macro AUROC minus each row's (seed means; paired percentile bootstrap over test "
+          f"encounters, 95%):")
     for g in gaps:
         print(f"  {g['minus']:52s} {g['difference']:+.4f}  [{g['low']:+.4f}, {g['high']:+.4f}]")
 
@@ -292,7 +294,9 @@ def run_target(target: str, args, out: Path, skip: set, log) -> tuple[dict, list
     rows = by_row(results, "macro_auroc", kinds)
     if len(args.seeds) > 1:
         print_seed_spread(rows, "test macro AUROC", width=52)
-    first = next((name for name, kind in kinds.items() if kind == "search"), None)
+    # the searched MLP, or without a search the first --pipeline row (e.g. an earlier search's best_pipeline.json)
+    first = next((name for kind_wanted in ("search", "pipeline") for name, kind in kinds.items()
+                  if kind == kind_wanted), None)
     if first:
         extra["paired_gaps"] = paired_gaps(rows, first, log)
         print_gaps(extra["paired_gaps"], first)

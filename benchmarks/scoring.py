@@ -71,10 +71,10 @@ def interval(score: Callable, preds, ys, n_resamples: int = 1000, confidence: fl
     return row_score(score, preds, ys), float(low), float(high)
 
 
-def paired_gap(score: Callable, a: dict, b: dict, n_resamples: int = 2000) -> dict:
+def paired_gap(score: Callable, a: dict, b: dict, n_resamples: int = 2000, method: str = "BCa") -> dict:
     """Row ``a``'s score minus row ``b``'s on the same test records (same folds), with
-    :func:`n2nas.metrics.paired_bootstrap`'s interval. The bootstrap resamples record *indices* over all folds
-    together; the score looks up each fold's predictions of the row the indices stand for."""
+    :func:`n2nas.metrics.paired_bootstrap`'s interval (``method``). The bootstrap resamples record *indices* over
+    all folds together; the score looks up each fold's predictions of the row the indices stand for."""
     sizes = [len(y) for y in b["ys"]]
     starts, total = np.cumsum([0] + sizes[:-1]), sum(sizes)
 
@@ -90,7 +90,7 @@ def paired_gap(score: Callable, a: dict, b: dict, n_resamples: int = 2000) -> di
         return row_score(score, preds, ys)
 
     records = np.arange(total)
-    return paired_bootstrap(indexed, records, records + total, records, n_resamples=n_resamples)
+    return paired_bootstrap(indexed, records, records + total, records, n_resamples=n_resamples, method=method)
 
 
 def print_seed_spread(rows: dict, what: str, width: int = 24) -> None:
