@@ -30,8 +30,9 @@ Scores on the test patients: accuracy, macro F1, macro AUROC (one-vs-rest, class
 left out), then the searched MLP's (without a search: the first ``--pipeline`` row's) macro AUROC minus each other
 row's on the same test encounters with a paired percentile-bootstrap 95% interval, then the Pareto table of every
 row (:func:`benchmarks.scoring.pareto_table`; FLOPs per encounter; logistic regression counted as the dense linear
-layer it is, the boosted trees have no FLOPs), drawn as ``report.png`` in ``--out`` (one panel per target). Also prints the cold and warm read times of the table (parse +
-encode, then the cache), each wall-clock figure with the load average at its start and end.
+layer it is, the boosted trees have no FLOPs), drawn as ``report.png`` in ``--out`` (one panel per target). Also
+prints the cold and warm read times of the table (parse + encode, then the cache), each wall-clock figure with the
+load average at its start and end.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/ehr_real.py --data ../shared/data/diabetes130 \\
         --targets chapter,readmitted30 --search-minutes 20 --epochs 15 --cell-minutes 4 --retrain-epochs 30

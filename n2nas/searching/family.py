@@ -219,16 +219,15 @@ def write_member(folder: Path, runner, space_def, dataset, sample: dict[str, Any
 def _validated(model, local, data, dataset) -> tuple[str, dict[str, Any], float, np.ndarray]:
     """The runner's metric name, every validation score, the metric, and the per-record probabilities of ``model``
     on the whole validation split."""
-    from n2nas.metrics import evaluate_predictions, reward_metric, reward_metric_name
-    from n2nas.train.primitives import metric_inputs, predict_records
+    from n2nas.metrics import reward_metric_name
+    from n2nas.train.primitives import predict_records, scores_of
 
     model.eval()
     name = reward_metric_name(local.config.reward_metric, dataset.classes, dataset.multilabel)
     records = np.asarray(local.ctx.val_idx)
     probs = predict_records(model, data, records, dataset.multilabel, local.device)
-    p, y = metric_inputs(probs, data.targets[records], dataset.multilabel)
-    return (name, evaluate_predictions(p, y, dataset.classes, dataset.multilabel),
-            float(reward_metric(name, p, y, dataset.classes, dataset.multilabel)), probs)
+    score, validation = scores_of(probs, data.targets[records], name, dataset.classes, dataset.multilabel)
+    return name, validation, score, probs
 
 
 def _fine_tune(child, local, data, dataset, sample: dict[str, Any], space_def, family: FamilyConfig,

@@ -199,11 +199,17 @@ def record_scores(model, data: PipelineData, indices: np.ndarray, metric: str, c
                   device: torch.device) -> tuple[float, dict]:
     """Reward metric ``metric`` and every score of ``evaluate_predictions`` of ``model``'s record-level predictions
     (:func:`predict_records`) on records ``indices``."""
+    return scores_of(predict_records(model, data, indices, multilabel, device), data.targets[indices], metric,
+                     classes, multilabel)
+
+
+def scores_of(probs: np.ndarray, targets: np.ndarray, metric: str, classes, multilabel: bool) -> tuple[float, dict]:
+    """Reward metric ``metric`` and every score of ``evaluate_predictions`` of record-level ``probs`` against
+    ``targets`` (one-hot rows)."""
     from n2nas.metrics import evaluate_predictions, reward_metric
 
-    p, y = metric_inputs(predict_records(model, data, indices, multilabel, device), data.targets[indices], multilabel)
-    return (float(reward_metric(metric, p, y, classes, multilabel)),
-            evaluate_predictions(p, y, classes, multilabel))
+    p, y = metric_inputs(probs, targets, multilabel)
+    return float(reward_metric(metric, p, y, classes, multilabel)), evaluate_predictions(p, y, classes, multilabel)
 
 
 def metric_inputs(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
