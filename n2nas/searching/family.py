@@ -21,8 +21,8 @@ import numpy as np
 
 from n2nas.errors import ConfigError, DataError
 from n2nas.searching.member_search import check_targets, cost_decisions, search_member
-from n2nas.searching.noise import (cheapest_within_noise, compare, load_predictions, metric_scorer,
-                                   record_comparison, save_predictions)
+from n2nas.searching.noise import (cheapest_within_noise, compare, load_predictions, record_comparison,
+                                   save_predictions)
 from n2nas.space import Pipeline
 from n2nas.storage import atomic_write_text
 
@@ -304,18 +304,13 @@ def choose_deployed(state) -> dict[str, str]:
     probabilities into the family file, each comparison into ``comparisons.json`` under ``deploy NAME``; returns
     it. ``state`` is the search's state. Members without kept probabilities (written by an older version) deploy
     themselves."""
-    from n2nas.train.primitives import metric_inputs
-
     members = read_family(state.run_dir)
     if not members:
         return {}
-    records = np.asarray(state.ctx.val_idx)
-    targets = state.ctx.targets[records]
-    _, y = metric_inputs(targets, targets, state.dataset.multilabel)
+    y, score = state.noise_inputs(state.ctx.val_idx)
     kept = {m["name"]: p for m in members if m.get("predictions")
             and (p := load_predictions(state.run_dir, m["predictions"])) is not None and len(p) == len(y)}
-    deploy, compared = deploy_choices(members, kept, y, metric_scorer(state.metric_name, state.dataset.classes,
-                                                                      state.dataset.multilabel), state.config.seed)
+    deploy, compared = deploy_choices(members, kept, y, score, state.config.seed)
     for name, rows in compared.items():
         record_comparison(state.run_dir, f"deploy {name}", rows, deploy[name])
     _write_family(state.run_dir, members, deploy)

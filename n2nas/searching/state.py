@@ -122,18 +122,22 @@ class SearchState:
         self.progress.scored(*score_board(self.log.records), metric_name=self.metric_name)
         return rewards
 
+    def noise_inputs(self, records) -> tuple[np.ndarray, Any]:
+        """``(y, score)`` for comparing candidates on ``records``: their targets as the rewarded metric takes them,
+        and that metric as :func:`n2nas.searching.noise.compare` calls it."""
+        from n2nas.train.primitives import metric_inputs
+
+        targets = self.ctx.targets[np.asarray(records)]
+        _, y = metric_inputs(targets, targets, self.dataset.multilabel)
+        return y, metric_scorer(self.metric_name, self.dataset.classes, self.dataset.multilabel)
+
     def pick_within_noise(self, trials: list[dict[str, Any]], records, section: str,
                           labels: dict[int, str] | None = None) -> dict[str, Any] | None:
         """Of scored ``trials`` (all on ``records``, predictions kept), the cheapest within the noise of the best
         (:func:`n2nas.searching.noise.cheapest_within_noise`), the comparison kept under ``section``; None when
         fewer than two can be compared."""
-        from n2nas.train.primitives import metric_inputs
-
-        dataset, targets = self.dataset, self.ctx.targets[np.asarray(records)]
-        _, y = metric_inputs(targets, targets, dataset.multilabel)  # the targets as the metric takes them
-        compared = compare_trials(self.run_dir, trials, y,
-                                  metric_scorer(self.metric_name, dataset.classes, dataset.multilabel),
-                                  seed=self.config.seed)
+        y, score = self.noise_inputs(records)
+        compared = compare_trials(self.run_dir, trials, y, score, seed=self.config.seed)
         if compared is None:
             return None
         picked = cheapest_within_noise(compared)
