@@ -219,7 +219,8 @@ def compared_line(candidates: list[dict[str, Any]]) -> str:
     parts = []
     for c in sorted(candidates, key=lambda c: (c.get("flops_per_record") or 0.0)):
         low, high = c["interval"]
-        name = c.get("label") or f"step {c['key']}"
+        # trials are keyed by step, family members by name
+        name = c.get("label") or (c["key"] if isinstance(c["key"], str) else f"step {c['key']}")
         flops = c.get("flops_per_record")
         cost = f" {flops / 1e6:.1f}M" if flops else ""
         parts.append(f"{'*' if c.get('picked') else ''}{name}{cost} {c['score']:.3f} "
