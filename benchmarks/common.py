@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import n2nas  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
+from n2nas.errors import DataError  # noqa: E402
 from n2nas.models.evaluate import load_thresholds, predict  # noqa: E402
 from n2nas.metrics import evaluate_predictions  # noqa: E402
 from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
@@ -41,7 +43,8 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
     the retrain budget in epochs (``epochs_flag``; ``--retrain-minutes`` an optional wall cap when
     ``retrain_cap``), ``--rows`` (when ``rows`` names them), ``--pipeline NAME=FILE``, ``--retrain-seeds``,
     ``--retrain-members``, ``--parallel`` / ``--threads``, ``--out``, ``--seed``, ``--fix`` and
-    ``--flops-targets``; with ``rows``, also ``--row-epochs ROW=N`` (one row's own epoch budget)."""
+    ``--flops-targets``; with ``rows``, also ``--row-epochs ROW=N`` (one row's own epoch budget) and
+    ``--search-run ROW=RUN_DIR`` (an earlier search's run folder in place of a new search)."""
     if data_flag:
         ap.add_argument(data_flag, dest="folder", default=data, help=f"data folder (default {data})")
     else:
@@ -60,6 +63,10 @@ def add_options(ap: argparse.ArgumentParser, *, data: str, data_flag: str | None
     ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=FILE",
                     help="also retrain this pipeline JSON as row NAME (e.g. an earlier search's best_pipeline.json)")
     if rows is not None:
+        ap.add_argument("--search-run", action="append", default=[], metavar="ROW=RUN_DIR",
+                        help="take row ROW's search (search or random) from an earlier run folder of the same data "
+                             "and --seed instead of searching: its best pipeline is retrained and its family members "
+                             "scored as written; it must not have seen a test record")
         ap.add_argument("--row-epochs", action="append", default=[], metavar="ROW=N",
                         help="this row's retrain epoch budget instead of the common one, e.g. hannun=5 for a "
                              "reference whose full budget does not fit the machine (printed with the budget)")
@@ -92,8 +99,9 @@ SEARCH_ROW_NAMES = {"search": "n2nas search", "random": "random search"}  # --ro
 def finish_options(ap: argparse.ArgumentParser, args: argparse.Namespace,
                    known_rows: tuple[str, ...] | None = None) -> argparse.Namespace:
     """Check and complete parsed :func:`add_options` options: ``args.threads`` resolved, ``args.seeds`` (retrain
-    seeds), ``args.rows_wanted`` and ``args.extra_rows`` (``--pipeline`` as ``{name: pipeline JSON}``); a bad value
-    is a usage error."""
+    seeds), ``args.rows_wanted``, ``args.extra_rows`` (``--pipeline`` as ``{name: pipeline JSON}``) and
+    ``args.search_runs`` (``--search-run`` as ``{row: run folder}``, each such row added to the rows wanted); a bad
+    value is a usage error."""
     if args.threads is None:
         args.threads = 1 if args.parallel > 1 else (os.cpu_count() or 1)
     try:
@@ -111,6 +119,15 @@ def finish_options(ap: argparse.ArgumentParser, args: argparse.Namespace,
         if unknown:
             ap.error(f"unknown rows {sorted(unknown)}; known: {', '.join(known_rows)}")
     args.extra_rows = pipeline_rows(ap, args.pipeline)
+    args.search_runs = {}
+    for item in getattr(args, "search_run", []):
+        row, sep, run_dir = item.partition("=")
+        if not sep or row not in SEARCH_ROW_NAMES or row not in (known_rows or ()) or not run_dir:
+            ap.error(f"--search-run expects ROW=RUN_DIR with ROW one of "
+                     f"{', '.join(r for r in SEARCH_ROW_NAMES if r in (known_rows or ()))}, got {item!r}")
+        args.search_runs[row] = run_dir
+        if row not in args.rows_wanted:
+            args.rows_wanted.append(row)
     args.epochs_of = {}
     for item in getattr(args, "row_epochs", []):
         row, _, n = item.partition("=")
@@ -229,6 +246,38 @@ def search_job(split: tuple, cfg, out: str) -> dict:
             "deploy": read_deployed(out)}
 
 
+def search_jobs(args: argparse.Namespace, split: tuple, cfg, work: Path) -> dict:
+    """``{row: (fn, args)}`` for each search row wanted (``search`` with the ENAS controller, ``random`` with random
+    sampling), each writing ``work/ROW-run``, or read from its ``--search-run`` folder instead."""
+    return {row: ((earlier_search_job, (split, args.search_runs[row])) if row in args.search_runs else
+                  (search_job, (split, dataclasses.replace(cfg, controller=ctrl), str(work / f"{row}-run"))))
+            for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted}
+
+
+def earlier_search_job(split: tuple, run_dir: str) -> dict:
+    """An earlier search's run folder as :func:`search_job` returns a search (``minutes`` and ``load`` None: it
+    was not run here). Its records must all be dev records of ``split``: a run that trained or chose on a test
+    record would leak it into every row built from it, so that is one line naming the folder, exit 2."""
+    dev, test = records_of(split)
+    folder = Path(run_dir)
+    try:
+        used = json.loads((folder / "split.json").read_text())
+        trials = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise DataError(folder, f"not a readable search run folder ({exc})") from exc
+    seen = {r for part in ("train", "val", "test") for r in used.get(part, [])}
+    leaked = sorted(seen & {r.id for r in test.records})
+    if leaked:
+        raise DataError(folder, f"the search saw {len(leaked)} of this benchmark's test records (e.g. {leaked[0]}); "
+                                "give the same data and --seed as the run that made it")
+    foreign = sorted(seen - {r.id for r in dev.records})
+    if foreign:
+        raise DataError(folder, f"{len(foreign)} of its records (e.g. {foreign[0]}) are not in this benchmark's data")
+    return {"minutes": None, "load": None, "trials": trials,
+            "best": n2nas.load_pipeline(folder / "best_pipeline.json").to_json(), "run_dir": str(folder),
+            "family": read_family(folder), "deploy": read_deployed(folder)}
+
+
 def _scored(model_dir, test, probs, y, **extra) -> dict:
     scores = evaluate_predictions(probs, y, test.classes, test.multilabel, load_thresholds(model_dir))
     return {"pred": probs, "y": y, "test": scores, "model_dir": str(model_dir), "n_test": len(test), **extra}
@@ -324,8 +373,9 @@ def search_behaviour(trials: list[dict]) -> dict:
 def print_searches(searches: dict[str, dict], preset: str) -> None:
     """One line per search: wall minutes with the load average at its start and end, children scored."""
     for row, found in searches.items():
-        print(f"{row} search: {found['minutes']:.1f} min wall ({load_span(found['load'])}), "
-              f"{len(found['trials'])} children scored, preset {preset}, {len(found['family'])} family member(s)")
+        ran = (f"{found['minutes']:.1f} min wall ({load_span(found['load'])}), preset {preset}"
+               if found["minutes"] is not None else f"earlier run {found['run_dir']} (not searched here)")
+        print(f"{row} search: {ran}, {len(found['trials'])} children scored, {len(found['family'])} family member(s)")
         for name, deployed in (found.get("deploy") or {}).items():  # the family's own noise rule over its members
             if deployed != name:
                 print(f"  {row} {name}: its target deploys {deployed} (not better on validation by more than the "

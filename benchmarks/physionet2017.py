@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nas  # noqa: E402
 from benchmarks.common import (add_options, budget_line, finish_options, folder_job, load_avg, load_span,  # noqa: E402
                                member_rows, members_of, print_searches, retrain_config, retrain_job, run_jobs,
-                               rows_to_score, search_behaviour, search_config, search_job)
+                               rows_to_score, search_behaviour, search_config, search_jobs)
 from benchmarks.scoring import (by_row, folder_cost, format_pareto, paired_gap, pareto_table,  # noqa: E402
                                 plot_pareto, print_seed_spread)
 from n2nas.data.spec import load_dataset  # noqa: E402
@@ -138,8 +138,7 @@ def main() -> None:
     split = (dev_and_test, (args.folder, args.seed))
     if args.parallel > 1 and {"search", "random"} <= set(args.rows_wanted):
         warm_cache(args, cfg, work)
-    search_jobs = {row: (search_job, (split, dataclasses.replace(cfg, controller=ctrl), str(work / f"{row}-run")))
-                   for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted}
+    searching = search_jobs(args, split, cfg, work)
 
     def folder(name: str, seed: int) -> str:
         return str(work / (name.replace(" ", "-") + (f"-s{seed}" if len(args.seeds) > 1 else "")))
@@ -148,10 +147,11 @@ def main() -> None:
         return {(name, s): (retrain_job, (split, pipeline, folder(name, s), retrain_config(args, s, name)))
                 for s in args.seeds for name, pipeline in pipelines.items()}
 
-    # the hand rows do not depend on a search: with a core to spare they retrain beside the searches
-    beside = retrains(rows_to_score({}, args, REFERENCES)[0]) if args.parallel > len(search_jobs) > 0 else {}
-    first = run_jobs({**search_jobs, **beside}, args.parallel, args.threads)
-    searches = {row: first[row] for row in search_jobs}
+    # the hand rows do not depend on a search: with a core to spare they retrain beside the searches run here
+    running = len(set(searching) - set(args.search_runs))
+    beside = retrains(rows_to_score({}, args, REFERENCES)[0]) if args.parallel > running > 0 else {}
+    first = run_jobs({**searching, **beside}, args.parallel, args.threads)
+    searches = {row: first[row] for row in searching}
     contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
     if not contenders and not folders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")

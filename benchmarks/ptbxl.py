@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
 import tempfile
@@ -48,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nas  # noqa: E402
 from benchmarks.common import (add_options, budget_line, finish_options, folder_job, load_avg, load_span,  # noqa: E402
                                print_searches, retrain_config, retrain_job, run_jobs,
-                               rows_to_score, search_behaviour, search_config, search_job)
+                               rows_to_score, search_behaviour, search_config, search_jobs)
 from benchmarks.scoring import (by_row, folder_cost, format_pareto, paired_gap, pareto_table,  # noqa: E402
                                 plot_pareto, print_seed_spread, row_score)
 from n2nas.data.spec import load_dataset  # noqa: E402
@@ -178,10 +177,7 @@ def main() -> None:
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="n2nas-ptbxl-"))
     cfg = search_config(args, named(SearchConfig, args.preset))
     search_split = (fold_split, (args.folder, tuple(test_folds), None, args.folds))
-    searches = run_jobs({row: (search_job, (search_split, dataclasses.replace(cfg, controller=ctrl),
-                                            str(work / f"{row}-run")))
-                         for row, ctrl in (("search", "enas"), ("random", "random")) if row in args.rows_wanted},
-                        args.parallel, args.threads)
+    searches = run_jobs(search_jobs(args, search_split, cfg, work), args.parallel, args.threads)
     contenders, kinds, folders = rows_to_score(searches, args, REFERENCES)
     if not contenders and not folders:
         ap.error("no row to retrain: name one in --rows or give --pipeline NAME=FILE")

@@ -158,3 +158,57 @@ def test_a_missing_pipeline_file_ends_in_one_line_and_exit_code_2(tmp_path):
                            "--pipeline", f"x={tmp_path / 'absent.json'}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 2
     assert done.stderr == f"physionet2017.py: error: {tmp_path / 'absent.json'}: pipeline file is missing\n"
+
+
+def _earlier_run(folder: Path, records: list[str], tmp_path: Path) -> Path:
+    """A search run folder as a search leaves it, as far as the benchmark reads it: its split, one trial line, its
+    best pipeline (plain-cnn's) and a one-member family."""
+    folder.mkdir(parents=True)
+    (folder / "split.json").write_text(json.dumps({"train": records[1:], "val": records[:1], "test": []}))
+    (folder / "trials.jsonl").write_text(json.dumps({"step": 0, "phase": "derive", "status": "ok", "reward": 0.5})
+                                         + "\n")
+    (folder / "best_pipeline.json").write_text(_plain_cnn_file(tmp_path).read_text())
+    member = {"name": "flops-0.05G", "flops_per_record": 1, "metric_name": "cinc2017_f1", "val_metric": 0.6,
+              "weights": "inherited", "model_dir": str(folder / "family" / "flops-0.05G")}
+    (folder / "family").mkdir()
+    (folder / "family" / "family.json").write_text(json.dumps({"members": [member],
+                                                               "deploy": {"flops-0.05G": "flops-0.05G"}}))
+    return folder
+
+
+def test_an_earlier_search_run_stands_for_a_search_only_when_it_saw_no_test_record(bench, tmp_path):
+    """--search-run: a folder made from dev records only is read as a search's result (best pipeline, trials,
+    family, deploy choice); one that saw a test record, or a record this data does not hold, is refused."""
+    common = load_benchmark("common")
+    copy_sample_records(tmp_path / "d", per_class=8)
+    split = (bench.dev_and_test, (str(tmp_path / "d"), 0))
+    dev, test = bench.dev_and_test(str(tmp_path / "d"), 0)
+    dev_ids = [r.id for r in dev.records]
+    found = common.earlier_search_job(split, str(_earlier_run(tmp_path / "ok", dev_ids, tmp_path)))
+    assert found["minutes"] is None and len(found["trials"]) == 1
+    assert found["best"]["sample"] == json.loads(_plain_cnn_file(tmp_path).read_text())["sample"]
+    assert [m["name"] for m in found["family"]] == ["flops-0.05G"] and found["deploy"] == {"flops-0.05G": "flops-0.05G"}
+    from n2nas.errors import DataError
+
+    with pytest.raises(DataError, match="saw 1 of this benchmark's test records"):
+        common.earlier_search_job(split, str(_earlier_run(tmp_path / "leak", dev_ids + [test.records[0].id], tmp_path)))
+    with pytest.raises(DataError, match="are not in this benchmark's data"):
+        common.earlier_search_job(split, str(_earlier_run(tmp_path / "other", dev_ids + ["B99999"], tmp_path)))
+
+
+def test_a_search_run_that_saw_a_test_record_ends_in_one_line_and_exit_code_2(bench, tmp_path):
+    copy_sample_records(tmp_path / "d", per_class=8)
+    dev, test = bench.dev_and_test(str(tmp_path / "d"), 0)
+    run = _earlier_run(tmp_path / "run", [r.id for r in dev.records] + [test.records[0].id], tmp_path)
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "d"), "--rows", "", "--search-run",
+                           f"search={run}", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"physionet2017.py: error: {run}: the search saw 1 of this benchmark's test records")
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_search_run_for_a_row_that_is_not_a_search_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--search-run", f"plain-cnn={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "--search-run expects ROW=RUN_DIR with ROW one of search, random" in done.stderr
