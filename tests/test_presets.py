@@ -149,3 +149,24 @@ def test_the_gpu_preset_on_a_machine_without_cuda_is_one_line_and_writes_nothing
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--device" in err and "CUDA" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cpu_3h_is_the_hour_family_recipe_with_three_hours_and_targets_its_pinned_input_can_reach():
+    """cpu-3h fine-tunes its members on cpu-hour-family's input and rule, and every target lies within the FLOPs
+    the space reaches on that input: a target above its largest child would only cut a second copy of it."""
+    from n2nas.measure.cost import pipeline_cost
+    from n2nas.space import Pipeline
+    from search_spaces import get_space
+
+    hour, three = named(SearchConfig, "cpu-hour-family"), named(SearchConfig, "cpu-3h")
+    assert three.budget_minutes == 180 and three.fixed == hour.fixed and three.shared == hour.shared
+    assert replace(three.family, flops_targets=hour.family.flops_targets) == hour.family
+    assert three.family.finetune_epochs > 0 and three.family.floor > 0
+    space = get_space(three.space).space
+    largest = {**space.default_sample(), **three.fixed}
+    for stage in range(4):
+        largest.update({f"stage{stage}/depth": 3, f"stage{stage}/width": 1.0, f"stage{stage}/kernel": 15,
+                        f"stage{stage}/stride": 2})
+    pipeline = Pipeline(three.space, largest, data={"n_leads": 1, "classes": ["N", "A", "O", "~"]})
+    most = pipeline_cost(pipeline)["flops_per_record"]
+    assert max(three.family.flops_targets) <= most < 1e9
