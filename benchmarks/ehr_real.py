@@ -65,7 +65,7 @@ from n2nas.data.table import fit_on_training  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from n2nas.models.evaluate import predict  # noqa: E402
 from n2nas.grid.cells import GridConfig, run_grid  # noqa: E402
-from n2nas.metrics import macro_auroc_ranks  # noqa: E402
+from n2nas.metrics import macro_auroc_counts, macro_auroc_ranks  # noqa: E402
 from n2nas.searching.family import read_family  # noqa: E402
 from n2nas.searching.loop import SearchConfig, search  # noqa: E402
 from n2nas.train.rows import predict_rows, split_indices  # noqa: E402
@@ -124,14 +124,23 @@ def auroc_of(probs, labels) -> float:
     return macro_auroc_ranks(np.eye(probs.shape[-1], dtype=bool)[labels], probs)
 
 
+def auroc_counts(probs, labels, counts) -> np.ndarray:
+    """:func:`auroc_of` of many resamples of the test encounters at once, given as draw counts (resamples x
+    encounters): :func:`n2nas.metrics.macro_auroc_counts`."""
+    probs = np.asarray(probs)
+    return macro_auroc_counts(np.eye(probs.shape[-1], dtype=bool)[labels], probs, counts)
+
+
 def paired_gaps(rows: dict[str, dict], first: str, log, n_resamples: int = 1000) -> list[dict]:
     """Row ``first``'s (the searched MLP's) test macro AUROC minus each other row's (seed means), with a paired
-    percentile-bootstrap 95% interval over the test encounters (:func:`benchmarks.scoring.paired_gap`). Not BCa:
-    its jackknife would score each of the ~12,000 leave-one-out sets, about 20 minutes a gap on one core."""
+    percentile-bootstrap 95% interval over the test encounters (:func:`benchmarks.scoring.paired_gap`, resamples
+    scored as draw counts). Not BCa: its jackknife would score each of the ~12,000 leave-one-out sets, about 20
+    minutes a gap on one core."""
     gaps = []
     for name, row in rows.items():
         if name != first:
-            gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples, method="percentile")})
+            gaps.append({"minus": name, **paired_gap(auroc_of, rows[first], row, n_resamples, method="percentile",
+                                                     counted=auroc_counts)})
             log(f"gap: {gaps[-1]}")
     return gaps
 
@@ -301,7 +310,7 @@ def run_target(target: str, args, out: Path, skip: set, log) -> tuple[dict, list
     if first:
         extra["paired_gaps"] = paired_gaps(rows, first, log)
         print_gaps(extra["paired_gaps"], first)
-    table = pareto_table(rows, auroc_of, costs)
+    table = pareto_table(rows, auroc_of, costs, counted=auroc_counts)
     print(format_pareto(table, "AUROC", "row", f"{target}, seed mean over the retrain seeds of each MLP row"))
     print(f"  CPU latency measured during this target, at {load_span((load_start, load_avg()))}")
     return {"rows": [shown(r) for r in lines], **extra, "n_test": int(len(test_idx)), "n_features": n_in,

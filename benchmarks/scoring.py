@@ -9,6 +9,7 @@ its per-seed test metric.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -55,28 +56,69 @@ def row_score(score: Callable, preds, ys) -> float:
     return float(np.mean([np.mean([score(p[:, k], y) for k in range(p.shape[1])]) for p, y in zip(preds, ys)]))
 
 
+# resamples scored at once by a ``counted`` score: 100 x ~12,000 records of counts is ~10 MB
+CHUNK = 100
+
+
 def interval(score: Callable, preds, ys, n_resamples: int = 1000, confidence: float = 0.95,
-             seed: int = 0) -> tuple[float, float, float]:
+             seed: int = 0, counted: Callable | None = None) -> tuple[float, float, float]:
     """``(score, low, high)``: :func:`row_score` and its percentile bootstrap interval, resampling the test records
-    of each fold with replacement (every fold keeps its size; the same draw for all seeds of a record)."""
+    of each fold with replacement (every fold keeps its size; the same draw for all seeds of a record). With
+    ``counted(pred, y, counts) -> per-resample scores`` (e.g. :func:`n2nas.metrics.macro_auroc_counts`), the same
+    resamples are scored as draw counts, many at a time (:data:`CHUNK`)."""
     rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_resamples):
-        picks = [rng.integers(0, len(y), len(y)) for y in ys]
-        stats.append(row_score(score, [p[i] for p, i in zip(preds, picks)], [y[i] for y, i in zip(ys, picks)]))
-    stats = np.asarray(stats)
+    draws = ([rng.integers(0, len(y), len(y)) for y in ys] for _ in range(n_resamples))  # per resample, per fold
+    if counted is None:
+        stats = [row_score(score, [p[i] for p, i in zip(preds, picks)], [y[i] for y, i in zip(ys, picks)])
+                 for picks in draws]
+    else:
+        stats = []
+        while chunk := list(itertools.islice(draws, CHUNK)):
+            counts = [np.stack([np.bincount(picks[f], minlength=len(y)) for picks in chunk]) for f, y in enumerate(ys)]
+            stats.extend(counted_score(counted, preds, ys, counts))
+    return (row_score(score, preds, ys),) + _percentile(stats, confidence)
+
+
+def counted_score(counted: Callable, preds, ys, counts) -> np.ndarray:
+    """Per-resample :func:`row_score` from draw counts (``counts[f]``: resamples x records of fold ``f``): the mean
+    over folds (those drawn at all) of the mean over seeds of ``counted(pred[:, k], y, counts[f])``."""
+    per_fold = np.stack([np.mean([counted(p[:, k], y, c) for k in range(p.shape[1])], axis=0)
+                         for p, y, c in zip(preds, ys, counts)])
+    drawn = np.stack([c.sum(axis=1) > 0 for c in counts])
+    per_fold[~drawn] = np.nan
+    return np.nanmean(per_fold, axis=0)
+
+
+def _percentile(stats, confidence: float) -> tuple[float, float]:
+    stats = np.asarray(stats, dtype=float)
     stats = stats[np.isfinite(stats)]  # a resample without a class's positives has no AUROC
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail]) if len(stats) else (math.nan, math.nan)
-    return row_score(score, preds, ys), float(low), float(high)
+    return float(low), float(high)
 
 
-def paired_gap(score: Callable, a: dict, b: dict, n_resamples: int = 2000, method: str = "BCa") -> dict:
+def paired_gap(score: Callable, a: dict, b: dict, n_resamples: int = 2000, method: str = "BCa",
+               counted: Callable | None = None, seed: int = 0) -> dict:
     """Row ``a``'s score minus row ``b``'s on the same test records (same folds), with
     :func:`n2nas.metrics.paired_bootstrap`'s interval (``method``). The bootstrap resamples record *indices* over
-    all folds together; the score looks up each fold's predictions of the row the indices stand for."""
+    all folds together; the score looks up each fold's predictions of the row the indices stand for. With
+    ``counted`` (see :func:`interval`), a percentile interval from resamples scored as draw counts, many at a time:
+    the one method this supports."""
     sizes = [len(y) for y in b["ys"]]
     starts, total = np.cumsum([0] + sizes[:-1]), sum(sizes)
+    if counted is not None:
+        if method != "percentile":
+            raise ValueError(f"a counted score gives a percentile interval, not {method!r}")
+        rng, gaps = np.random.default_rng(seed), []
+        for start in range(0, n_resamples, CHUNK):
+            drawn = np.stack([np.bincount(rng.integers(0, total, total), minlength=total)
+                              for _ in range(min(CHUNK, n_resamples - start))])
+            counts = [drawn[:, s:s + n] for s, n in zip(starts, sizes)]
+            gaps.extend(counted_score(counted, a["preds"], a["ys"], counts)
+                        - counted_score(counted, b["preds"], b["ys"], counts))
+        low, high = _percentile(gaps, 0.95)
+        return {"difference": row_score(score, a["preds"], a["ys"]) - row_score(score, b["preds"], b["ys"]),
+                "low": low, "high": high, "confidence": 0.95}
 
     def indexed(ix, _):
         row = a if ix[0] < total else b  # a's records are 0..N-1, b's N..2N-1
@@ -164,13 +206,14 @@ def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool | None]:
 
 
 def pareto_table(rows: dict[str, dict], score: Callable, costs: dict[str, dict],
-                 n_resamples: int = 1000) -> list[dict]:
+                 n_resamples: int = 1000, counted: Callable | None = None) -> list[dict]:
     """The Pareto table of one dataset: per row its ``kind``, test ``score`` with a 95% percentile bootstrap
-    interval (``low``, ``high``; :func:`interval`), ``flops_per_record``, ``params``, ``latency_ms`` (from
-    ``costs[name]``, missing values None) and ``pareto`` (:func:`pareto_flags`: score up, FLOPs down)."""
+    interval (``low``, ``high``; :func:`interval`, with ``counted`` when given), ``flops_per_record``, ``params``,
+    ``latency_ms`` (from ``costs[name]``, missing values None) and ``pareto`` (:func:`pareto_flags`: score up,
+    FLOPs down)."""
     table = []
     for name, row in rows.items():
-        point, low, high = interval(score, row["preds"], row["ys"], n_resamples)
+        point, low, high = interval(score, row["preds"], row["ys"], n_resamples, counted=counted)
         cost = costs.get(name) or {}
         table.append({"name": name, "kind": row["kind"], "score": point, "low": low, "high": high,
                       "seeds": row["preds"][0].shape[1],

@@ -213,6 +213,34 @@ def macro_auroc_ranks(y_true_onehot, scores) -> float:
     return float(auc.mean())
 
 
+def macro_auroc_counts(y_true_onehot, scores, counts) -> np.ndarray:
+    """:func:`macro_auroc_ranks` of many bootstrap resamples at once, each given by ``counts`` (resamples x records:
+    how often each record was drawn), one value per resample (NaN where no class has both positives and negatives).
+    The same values (a test checks it) from one sort per class instead of one per class and resample: a record drawn
+    k times weighs k, and a positive's credit is the weight of the negatives below it plus half of those tied."""
+    y, s = np.asarray(y_true_onehot).astype(bool), np.asarray(scores, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    aucs = np.full((w.shape[0], y.shape[1]), math.nan)
+    for c in range(y.shape[1]):
+        pos = y[:, c]
+        order = np.argsort(s[~pos, c], kind="stable")
+        negative_scores = s[~pos, c][order]
+        # drawn weight of the negatives up to each sorted position, a leading 0 for "none below"
+        below = np.cumsum(w[:, ~pos][:, order], axis=1)
+        below = np.concatenate([np.zeros((len(w), 1)), below], axis=1)
+        lo = np.searchsorted(negative_scores, s[pos, c], "left")
+        hi = np.searchsorted(negative_scores, s[pos, c], "right")
+        drawn = w[:, pos]
+        credit = 0.5 * (drawn * (below[:, lo] + below[:, hi])).sum(axis=1)  # below + half the tied
+        n_pos, n_neg = drawn.sum(axis=1), below[:, -1]
+        defined = (n_pos > 0) & (n_neg > 0)
+        aucs[defined, c] = credit[defined] / (n_pos[defined] * n_neg[defined])
+    some = ~np.isnan(aucs).all(axis=1)
+    out = np.full(len(w), math.nan)
+    out[some] = np.nanmean(aucs[some], axis=1)
+    return out
+
+
 def macro_auprc(y_true_onehot, scores) -> float:
     """Mean average precision over classes with both positives and negatives; NaN if there are none."""
     return _mean_defined(_per_class(average_precision_score, y_true_onehot, scores))

@@ -86,3 +86,21 @@ def test_the_pareto_table_places_the_linear_baseline_and_leaves_the_trees_unplac
     assert table["LogisticRegression"]["pareto"]  # the cheapest placed row is always on the front
     assert "n/a (no FLOPs)" in done.stdout and "yes *" in done.stdout
     assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resamples_scored_as_draw_counts_give_the_intervals_of_the_resamples_themselves(bench):
+    """The Pareto table's interval from draw counts is the one from the drawn records (same draws); the paired gap's
+    counted percentile interval agrees with scipy's percentile bootstrap within resampling noise."""
+    scoring = load_benchmark("scoring")
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    a = _row(np.eye(3)[y] * 0.3 + rng.random((400, 3)), y)
+    b = _row(np.eye(3)[y] * 0.2 + rng.random((400, 3)), y)
+    assert scoring.interval(bench.auroc_of, a["preds"], a["ys"], 300, counted=bench.auroc_counts) == pytest.approx(
+        scoring.interval(bench.auroc_of, a["preds"], a["ys"], 300), abs=1e-12)
+    fast = scoring.paired_gap(bench.auroc_of, a, b, 1000, method="percentile", counted=bench.auroc_counts)
+    slow = scoring.paired_gap(bench.auroc_of, a, b, 1000, method="percentile")
+    assert fast["difference"] == pytest.approx(slow["difference"], abs=1e-12)
+    assert fast["low"] == pytest.approx(slow["low"], abs=0.01) and fast["high"] == pytest.approx(slow["high"], abs=0.01)
+    with pytest.raises(ValueError, match="percentile"):
+        scoring.paired_gap(bench.auroc_of, a, b, 10, counted=bench.auroc_counts)

@@ -225,3 +225,20 @@ def test_a_paired_bootstrap_separates_a_real_gap_from_noise():
     # the percentile method (no jackknife, for large test sets) separates the same gap, with a different interval
     quick = paired_bootstrap(cinc2017_f1, good, poor, y, method="percentile")
     assert 0 < quick["low"] < quick["difference"] < quick["high"] and quick["low"] != gap["low"]
+
+
+def test_macro_auroc_from_draw_counts_equals_the_ranks_of_each_resample():
+    """Ties, a class without positives in some resamples and multi-label targets: every resample's value equals
+    macro_auroc_ranks on the records it drew, repeated as often as drawn."""
+    from n2nas.metrics import macro_auroc_counts, macro_auroc_ranks
+
+    rng = np.random.default_rng(3)
+    n = 60
+    y = rng.random((n, 3)) < [0.5, 0.3, 0.05]
+    scores = np.round(rng.random((n, 3)), 1)  # one decimal: many ties
+    picks = [rng.integers(0, n, n) for _ in range(40)]
+    counts = np.stack([np.bincount(p, minlength=n) for p in picks])
+    fast = macro_auroc_counts(y, scores, counts)
+    assert fast == pytest.approx([macro_auroc_ranks(y[p], scores[p]) for p in picks], abs=1e-12)
+    assert any(not y[p, 2].any() for p in picks)  # the rare class drops out of some resamples, as in the ranks
+    assert np.isnan(macro_auroc_counts(y[:, 2:], scores[:, 2:], np.zeros((1, n)) + (~y[:, 2])))  # negatives only
