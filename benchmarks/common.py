@@ -212,9 +212,9 @@ def load_span(span) -> str:
 
 
 def _threaded(fn: Callable, args: tuple, threads: int):
-    import torch
+    from n2nas.train.numerics import use_cpu_threads
 
-    torch.set_num_threads(threads)
+    use_cpu_threads(threads)
     return fn(*args)
 
 

@@ -337,9 +337,9 @@ def main() -> None:
     for name, pipeline in args.extra_rows.items():
         if pipeline["space"] != SPACE:
             ap.error(f"--pipeline {name}: an {SPACE} pipeline is needed, got space {pipeline['space']!r}")
-    import torch
+    from n2nas.train.numerics import use_cpu_threads
 
-    torch.set_num_threads(args.threads)
+    use_cpu_threads(args.threads)
     out = Path(args.out)
     skip = set(args.skip.split(",")) - {""}
 

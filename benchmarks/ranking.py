@@ -48,6 +48,7 @@ from benchmarks.rank_results import (VAL_FRACTION, append_training, child_key, g
 from benchmarks.rank_stats import ceilings, correlations, ranks  # noqa: E402
 from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
+from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import Split, stratified_split  # noqa: E402
 from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
@@ -205,7 +206,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     threads = torch.get_num_threads()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        use_cpu_threads(args.threads)
     try:
         return run(args)
     finally:

@@ -68,12 +68,13 @@ def _in_process(backend: str, workers: int, args) -> dict[str, float]:
 
     from n2nas.runners import RunnerConfig, make_runner
     from n2nas.runners.shared import SharedTrainingConfig
+    from n2nas.train.numerics import use_cpu_threads
 
     _, space_def, ctx, children, steps = _setup(args)
     torch.manual_seed(0)
     # One thread per worker everywhere (Ray and MPI workers run with one): the ratios then compare process
     # counts, and a multi-threaded local run on a shared, oversubscribed machine does not collapse in spin-waits.
-    torch.set_num_threads(1)
+    use_cpu_threads(1)
     runner = make_runner(RunnerConfig(backend=backend, workers=workers), space_def, ctx, SharedTrainingConfig(),
                          torch.device("cpu"), 0)
     try:

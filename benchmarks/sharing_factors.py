@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.runners.local import LocalRunner  # noqa: E402
+from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    use_cpu_threads(args.threads)
     data = load_dataset(args.data)
     if args.records < len(data):
         data = data.subset(list(stratified_split(data, val=args.records / len(data), seed=args.seed + 1).val))

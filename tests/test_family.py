@@ -106,6 +106,36 @@ def test_derive_adds_a_member_for_a_new_budget_without_training(family_run, tiny
     assert all((before[k] == after[k]).all() for k in before)  # the supernet was not trained again
 
 
+def test_a_member_is_written_without_the_denormal_weights_it_was_cut_with(family_run, tiny_data, tmp_path,  # noqa: F811
+                                                                          monkeypatch, capsys):
+    import shutil
+
+    import torch
+    from n2nas.train.numerics import denormal_mask
+    from search_spaces.ecg import ECGSpace
+
+    run = tmp_path / "run"
+    shutil.copytree(family_run, run)  # derive adds to the run's family file, which other tests count
+    copied, injected = ECGSpace.copy_shared_weights, []
+
+    def with_denormals(self, supernet, child, sample):  # as a long shared training leaves them
+        copied(self, supernet, child, sample)
+        with torch.no_grad():
+            for p in child.parameters():
+                n = len(p.view(-1)[::7])  # denormals from their bits: the CLI's thread would flush 1e-39 to 0
+                p.view(-1)[::7] = torch.arange(1, n + 1, dtype=torch.int32).view(torch.float32)
+                injected.append(n)
+
+    monkeypatch.setattr(ECGSpace, "copy_shared_weights", with_denormals)
+    spec = "physionet2017:" + tiny_data.records[0].meta["files"][0].rsplit("/", 1)[0]
+    assert main(["derive", str(run), "--max-flops", "12e6", "--out", str(tmp_path / "m"), "--data", spec]) == 0
+    capsys.readouterr()
+    weights = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    values = torch.cat([v.flatten().float() for v in weights.values() if v.is_floating_point()])
+    assert sum(injected) > 100 and not denormal_mask(values).any()
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["denormals_zeroed"] == sum(injected)
+
+
 def test_bad_targets_and_run_folders_are_one_line_errors(family_run, tiny_data, tmp_path, capsys):  # noqa: F811
     with pytest.raises(ConfigError, match="below the smallest child of ecg-small, .* FLOPs per 30 s record"):
         n2nas.search(tiny_data, replace(tiny_config(), family=FamilyConfig(flops_targets=(1e3,))), out=tmp_path / "r")

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    from n2nas.train.numerics import flush_denormals
+
+    flush_denormals()  # before torch's thread pool starts: its threads inherit the flag (n2nas.train.numerics)
     try:
         return int(args.func(args) or 0)
     except N2NASError as err:

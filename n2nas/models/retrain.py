@@ -23,6 +23,7 @@ from n2nas.metrics import REWARD_METRICS, choose_thresholds, evaluate_prediction
 from n2nas.presets import preset
 from n2nas.space import Pipeline
 from n2nas.train.averaging import check_ema_decay
+from n2nas.train.numerics import flush_denormals
 from n2nas.train.parallel import DistContext, scaled_lr
 from n2nas.train.primitives import (DataContext, WindowBatches, loss_weights, metric_inputs, pick_device,
                                     predict_records)
@@ -91,6 +92,7 @@ def retrain(pipeline: Pipeline, dataset: Dataset, out: str | Path, config: Retra
             log=print) -> dict[str, Any]:
     """Train ``pipeline`` on ``dataset`` (internal seeded split) with :func:`n2nas.train.trainer.fit` and write a
     model folder to ``out``; returns its ``metrics.json``."""
+    flush_denormals()  # before the thread pool starts, so that its threads inherit the flag too
     if dataset.modality == ROWS:  # one process, sparse batches
         return _retrain_rows(pipeline, dataset, Path(out), config, log)
     if config.class_weight:  # ECG pipelines carry their own class weighting token; a silent no-op would mislead

@@ -36,6 +36,7 @@ from n2nas.runners.runner import Runner
 from n2nas.runners.flat_weights import (Convergence, FlatLayout, fold, interleave, rng_state, set_rng_state,
                                         weights_digest, worker_seed)
 from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
+from n2nas.train.numerics import use_cpu_threads
 
 _CMD, _WORK, _RESULT = 11, 12, 13
 
@@ -162,7 +163,7 @@ class MpiRunner(Runner):
         if config.mpi_mode == "async" and self.size < 2:
             raise ConfigError("--mpi-mode", "async needs at least 2 ranks (a parameter server and a worker)")
         if self.size > 1:
-            torch.set_num_threads(1)  # one rank per core
+            use_cpu_threads(1)  # one rank per core
         self.config = config
         self.replica = LocalRunner(space_def, ctx, shared, device, seed, worker=0)
         self.layout = FlatLayout(self.replica.supernet)
@@ -267,7 +268,7 @@ def serve(data) -> None:
 
     comm, rank, size = world()
     with abort_on_error():
-        torch.set_num_threads(1)
+        use_cpu_threads(1)
         dataset = load_dataset(data) if isinstance(data, str) else data
         (command, setup), _ = _poll_recv(comm, 0, _CMD)
         if command == "close":

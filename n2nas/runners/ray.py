@@ -26,6 +26,7 @@ from n2nas.errors import ConfigError, N2NASError
 from n2nas.runners.runner import Runner
 from n2nas.runners.flat_weights import FlatLayout, interleave, rng_state, set_rng_state, worker_seed
 from n2nas.runners.local import LocalRunner, load_weights_and_optimizer, weights_and_optimizer
+from n2nas.train.numerics import use_cpu_threads
 
 _UNSYNCED = "n2nas-unsynced-replica"
 
@@ -38,7 +39,7 @@ class RayWorker:
         import ray
 
         dataset = ray.get(dataset_box[0])  # boxed: Ray resolves it here, not as a restart-fragile argument
-        torch.set_num_threads(setup["threads"])
+        use_cpu_threads(setup["threads"])
         seed = worker_seed(setup["seed"], worker)
         torch.manual_seed(seed)
         ctx = setup["space_def"].make_context(dataset, setup["train_idx"], setup["val_idx"], setup["cache_dir"],

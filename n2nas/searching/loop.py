@@ -238,7 +238,10 @@ def search(data: str | Dataset = "sample", config: SearchConfig = SearchConfig()
     With the MPI backend every rank calls this; rank 0 runs the search and writes the run folder, the other
     ranks serve its runner and return None.
     """
+    from n2nas.train.numerics import flush_denormals
+
     started = clock_of(config.clock)()  # the budget counts from here: reading and preparing data included
+    flush_denormals()  # shared training drives unused weights towards zero, into the slow denormal range
     if config.runner.backend == "mpi":
         from n2nas.runners.mpi import serve_if_worker
 

@@ -106,9 +106,10 @@ def train_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
     from n2nas.measure.cost import ArchitectureCosts
     from n2nas.metrics import reward_metric_name
     from n2nas.train.primitives import WindowBatches, loss_weights, pick_device, record_scores
+    from n2nas.train.numerics import use_cpu_threads
     from n2nas.train.trainer import FitConfig, fit
 
-    torch.set_num_threads(max(1, int(setup["cpus"])))
+    use_cpu_threads(int(setup["cpus"]))
     space_def, seed, dataset = setup["space_def"], setup["seed"], setup["dataset"]
     sample = space_def.space.pinned(setup["fixed"]).decode(trial_config["index_sample"])
     settings = space_def.training_settings(sample)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from n2nas.errors import ConfigError, N2NASError
+from n2nas.train.numerics import use_cpu_threads
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, device_type: str, threads: int, fn: Callable, args: tuple,
             messages) -> None:
     """Entry point of one spawned worker: join the process group, run ``fn``, leave."""
-    torch.set_num_threads(threads)
+    use_cpu_threads(threads)
     cuda = device_type == "cuda"
     if cuda:
         torch.cuda.set_device(rank)

@@ -203,6 +203,9 @@ def fit(make_model: Callable[[], nn.Module], data: TrainingBatches, validate: Ca
     """
     import json
 
+    from n2nas.train.numerics import flush_denormals
+
+    flush_denormals()  # weights inherited from a supernet hold denormals: computing with them is ~5x slower
     torch.manual_seed(config.seed)  # the initial weights and dropout draw from torch's default generator
     run = Training(make_model().to(device), data, config, device, dist)
     if resume is not None:
