@@ -199,7 +199,8 @@ def fit(make_model: Callable[[], nn.Module], data: TrainingBatches, validate: Ca
     Every data-parallel worker (``dist``) draws the whole global batch and trains on its slice, its loss weighted
     so that the averaged gradient is the global batch's; stopping decisions are taken on values summed over the
     workers, so all stop together. ``log`` gets one JSON line per epoch; ``on_epoch(entry, training)`` runs after
-    each epoch (checkpoints, progress reports); ``resume``: a :meth:`Training.state` to continue from.
+    each epoch (checkpoints, progress reports); ``resume``: a :meth:`Training.state` to continue from. The calling
+    thread computes with denormals flushed to zero from here on (:mod:`n2nas.train.numerics`).
     """
     import json
 
