@@ -48,7 +48,6 @@ from benchmarks.rank_results import (VAL_FRACTION, append_training, child_key, g
 from benchmarks.rank_stats import ceilings, correlations, ranks  # noqa: E402
 from controllers.base import random_index_sample  # noqa: E402
 from n2nas.cli.options import parse_fixed  # noqa: E402
-from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import Split, stratified_split  # noqa: E402
 from n2nas.errors import N2NASError, exit_on_error  # noqa: E402
@@ -58,6 +57,7 @@ from n2nas.models.retrain import RetrainConfig, retrain  # noqa: E402
 from n2nas.runners.local import LocalRunner  # noqa: E402
 from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
 from n2nas.space import Pipeline  # noqa: E402
+from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.train.primitives import pick_device  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.protocol import DescribesSamples, ElasticSpace  # noqa: E402

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from n2nas.data.spec import default_cache_root, load_dataset  # noqa: E402
 from n2nas.data.splits import stratified_split  # noqa: E402
 from n2nas.runners.local import LocalRunner  # noqa: E402
-from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.runners.shared import SharedTrainingConfig  # noqa: E402
+from n2nas.train.numerics import use_cpu_threads  # noqa: E402
 from n2nas.errors import exit_on_error  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.references import plain_cnn_sample  # noqa: E402

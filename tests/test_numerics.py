@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from n2nas.train.numerics import denormal_mask, zero_denormals
 from n2nas.train.trainer import FitConfig, fit
+from tests.test_trainer import Blobs
 
 DENORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
 
@@ -55,26 +55,10 @@ def test_only_denormal_values_are_set_to_zero_whether_or_not_the_thread_flushes(
     assert model[1].num_batches_tracked == 0  # integer buffers left alone
 
 
-class _Batches:
-    """A few linearly separable rows (the TrainingBatches protocol)."""
-
-    def __init__(self):
-        gen = np.random.default_rng(0)
-        self.x = gen.normal(size=(32, 4)).astype(np.float32)
-        self.y = np.eye(2, dtype=np.float32)[(self.x[:, 0] > 0).astype(int)]
-        self.n_train = 32
-
-    def batches(self, rng, generator, batch_size, drop_last):
-        yield torch.from_numpy(self.x), torch.from_numpy(self.y)
-
-    def example(self):
-        return torch.from_numpy(self.x[:1])
-
-
 def test_the_trainer_computes_with_denormals_flushed_to_zero():
     def around_fit():
         before = float(torch.tensor([DENORMAL]) * 1.5)
-        fit(lambda: nn.Linear(4, 2), _Batches(), lambda m: 0.0, FitConfig(epochs=1, lr=1e-2, batch_size=32),
+        fit(lambda: nn.Linear(4, 2), Blobs(), lambda m: 0.0, FitConfig(epochs=1, lr=1e-2, batch_size=32),
             device=torch.device("cpu"))
         return before, float(torch.tensor([DENORMAL]) * 1.5)
 

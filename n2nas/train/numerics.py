@@ -1,9 +1,9 @@
 """CPU floating-point settings for training and scoring: denormals flushed to zero.
 
 Weights cut from a supernet carry many denormal values (below ~1.2e-38 in float32): run 4's 0.33-GFLOP member had
-96,862 of its 1.18 M parameters there. x86 CPUs compute with denormals in microcode, and a training step of that
-member took 2.06 s on one thread against 0.40 s for the same net freshly initialised, or with denormals flushed
-(``benchmarks/denormals.py``). Flushing changes no value above 1.2e-38, so it changes no score.
+96,863 of its 1.18 M parameters there. x86 CPUs compute with denormals in microcode, and a training step of that
+member took 1.98 s on one thread against 0.35 s for the same net freshly initialised, or 0.34 s with denormals
+flushed (``benchmarks/denormals.py``, docs/benchmarks.md#denormal-weights). Flushing changes no value above 1.2e-38, so it changes no score.
 
 The flag is per thread: a thread created later inherits its creator's, so it is set in each process before torch's
 thread pool starts (the CLI, every worker, every benchmark job), and again by the trainer for the calling thread.
